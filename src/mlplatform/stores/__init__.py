@@ -1,0 +1,1 @@
+"""Backends for shared state, each chosen by URL scheme."""
