@@ -1,0 +1,71 @@
+"""The artifact store interface: immutable blobs under server-generated keys."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class ArtifactNotFoundError(Exception):
+    """No object under that key."""
+
+
+class StorageUnavailableError(Exception):
+    """The storage backend failed or did not answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+    last_modified: datetime | None = None
+    etag: str | None = None
+
+
+class ArtifactStore(ABC):
+    """Blob storage for model artifacts, datasets, checkpoints and backups.
+
+    Contract, for every backend:
+    - Every key is checked by `mlplatform.stores.artifacts.keys.check_key` before any I/O:
+      `InvalidKeyError` (a ValueError) for anything outside the allow-list pattern, `..`, absolute paths,
+      empty segments or over-long keys. Nothing under the store's root/prefix can be escaped.
+    - `put` streams: it accepts bytes or an async iterable of bytes chunks and never holds more than a
+      few chunks in memory. A put is atomic: readers see the old object or the whole new one, never a part.
+    - `get` streams the object's bytes in chunks; `ArtifactNotFoundError` when absent.
+    - `list(prefix)` returns every object whose key starts with `prefix`, sorted by key.
+    - `delete` is idempotent (no error for a missing key).
+    - Backend failures raise `StorageUnavailableError`.
+    """
+
+    scheme: str = ""
+
+    @abstractmethod
+    async def put(self, key: str, data: bytes | AsyncIterable[bytes]) -> ObjectInfo: ...
+
+    @abstractmethod
+    def get(self, key: str) -> AsyncIterator[bytes]:
+        """Stream the object's bytes (an async generator)."""
+
+    @abstractmethod
+    async def head(self, key: str) -> ObjectInfo: ...
+
+    @abstractmethod
+    async def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    async def list(self, prefix: str = "") -> list[ObjectInfo]: ...
+
+    @abstractmethod
+    async def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise `StorageUnavailableError` unless the backend answers now."""
+
+    async def read_bytes(self, key: str) -> bytes:
+        return b"".join([chunk async for chunk in self.get(key)])
+
+    async def close(self) -> None:
+        return None
