@@ -1,0 +1,1 @@
+"""HTTP layer: routers, error mapping, middleware, actuator and the Open Inference Protocol."""

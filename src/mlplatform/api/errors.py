@@ -1,0 +1,102 @@
+"""The one HTTP error shape, `{"error": {"code", "message", "details"}}`, and the domain-error table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mlplatform import errors
+from mlplatform.api.responses import JsonResponse
+
+log = structlog.get_logger(__name__)
+
+STATUS: dict[type[errors.DomainError], int] = {
+    errors.InvalidInput: 422,
+    errors.Unauthorized: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.PayloadTooLarge: 413,
+    errors.UnsupportedMediaType: 415,
+    errors.RateLimited: 429,
+    errors.Unavailable: 503,
+    errors.DeadlineExceeded: 504,
+}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    429: "rate_limited",
+}
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> JsonResponse:
+    return JsonResponse(error_body(code, message, details), status_code=status, headers=headers)
+
+
+def status_of(exc: errors.DomainError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+async def _domain(_: Request, exc: Exception) -> JsonResponse:
+    assert isinstance(exc, errors.DomainError)
+    headers = exc.headers if isinstance(exc, errors.RateLimited) else None
+    return error_response(status_of(exc), exc.code, exc.message, exc.details, headers)
+
+
+async def _validation(_: Request, exc: Exception) -> JsonResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = [
+        {"field": _field(e.get("loc", ())), "problem": str(e.get("msg", "invalid"))} for e in exc.errors()
+    ]
+    summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5])
+    return error_response(422, "invalid_input", f"invalid request: {summary}", details)
+
+
+async def _http(_: Request, exc: Exception) -> JsonResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    return error_response(exc.status_code, code, str(exc.detail), None, dict(exc.headers or {}))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JsonResponse:
+    log.exception("unhandled error", path=request.url.path)
+    request_id = getattr(request.state, "request_id", None)
+    return error_response(
+        500,
+        "internal_error",
+        "internal error; the request id finds it in the logs",
+        {"request_id": request_id},
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(errors.DomainError, _domain)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,1 @@
+"""Users, API keys with roles, and per-key rate limits."""

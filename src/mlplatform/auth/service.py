@@ -1,0 +1,189 @@
+"""Authentication (in-process snapshot of hashed keys), authorisation by role, rate limits, key management."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta
+
+import structlog
+
+from mlplatform.auth.keys import display_prefix, generate_key, hash_key, same_hash
+from mlplatform.auth.ratelimit import RateDecision, RateLimiter
+from mlplatform.auth.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyRead,
+    Permission,
+    Principal,
+    Role,
+)
+from mlplatform.auth.store import ApiKeyStore, NewKey, StoredKey
+from mlplatform.clock import utcnow
+from mlplatform.errors import Forbidden, InvalidInput, RateLimited, Unauthorized
+from mlplatform.settings import SecuritySettings
+from mlplatform.stores.cache.base import Cache, CacheUnavailableError, Subscription
+
+log = structlog.get_logger(__name__)
+KEYS_CHANNEL = "auth.keys"
+ANONYMOUS = Principal(key_id="anonymous", owner="anonymous", role=Role.ADMIN)
+
+
+class AuthService:
+    """Answers "who is this, may they do that, and are they over their limit" without database I/O.
+
+    Usable keys are held in memory by hash and refreshed when any instance changes a key (cache pub/sub) and
+    every `refresh-seconds` as a safety net. A key missing from the snapshot is looked up once in the database
+    (keys created a moment ago on another instance). Last-used times are written in batches.
+    """
+
+    def __init__(
+        self, *, store: ApiKeyStore, settings: SecuritySettings, cache: Cache, limiter: RateLimiter
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.cache = cache
+        self.limiter = limiter
+        bootstrap = settings.api_keys.bootstrap_admin_key
+        self.bootstrap_hash = hash_key(bootstrap.get_secret_value()) if bootstrap else None
+        self.snapshot: dict[str, StoredKey] = {}
+        self.last_used: dict[str, datetime] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._subscription: Subscription | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.api_keys.enabled
+
+    async def start(self) -> None:
+        await self.reload()
+        try:
+            self._subscription = await self.cache.subscribe(KEYS_CHANNEL, self._on_change)
+        except CacheUnavailableError:
+            log.warning("key changes from other instances arrive by polling only until the cache is back")
+        self._task = asyncio.create_task(self._refresh_loop())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._subscription:
+            await self._subscription.close()
+        with contextlib.suppress(Exception):
+            await self.flush_last_used()
+
+    async def reload(self) -> None:
+        keys = await self.store.usable_keys(utcnow())
+        self.snapshot = {key.key_hash: key for key in keys}
+
+    async def _on_change(self, _: bytes) -> None:
+        await self.reload()
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.api_keys.refresh_seconds)
+            try:
+                await self.reload()
+                await self.flush_last_used()
+            except Exception as exc:  # the database may be away for a while: keep the last snapshot
+                log.warning("key refresh failed", error=f"{type(exc).__name__}: {exc}"[:200])
+
+    async def flush_last_used(self) -> None:
+        pending, self.last_used = self.last_used, {}
+        await self.store.touch(pending)
+
+    async def authenticate(self, key: str | None) -> Principal:
+        if not self.enabled:
+            return ANONYMOUS
+        if not key:
+            raise Unauthorized("missing API key: send it as X-API-Key or Authorization: Bearer <key>")
+        digest = hash_key(key)
+        if self.bootstrap_hash is not None and same_hash(digest, self.bootstrap_hash):
+            return Principal(key_id="bootstrap", owner="bootstrap", role=Role.ADMIN)
+        stored = self.snapshot.get(digest) or await self.store.find_by_hash(digest)
+        if stored is None or not same_hash(stored.key_hash, digest):
+            raise Unauthorized("invalid API key")
+        now = utcnow()
+        if stored.revoked_at is not None:
+            raise Unauthorized("API key revoked")
+        if stored.expires_at is not None and stored.expires_at <= now:
+            raise Unauthorized("API key expired")
+        self.last_used[stored.id] = now
+        return Principal(key_id=stored.id, owner=stored.owner, role=stored.role, rate_limit=stored.rate_limit)
+
+    async def guard(
+        self, key: str | None, client: str, permission: Permission
+    ) -> tuple[Principal, RateDecision | None]:
+        """Authenticate, rate-limit and authorise a request; failed logins are limited per address."""
+        limits = self.settings.rate_limit
+        if self.enabled:
+            over = await self.limiter.blocked(limits.failed_auth, "auth-failures", client)
+            if over is not None:
+                raise RateLimited(
+                    "too many failed authentications from this address", retry_after=over.retry_after
+                )
+        try:
+            principal = await self.authenticate(key)
+        except Unauthorized:
+            await self.limiter.hit(limits.failed_auth, "auth-failures", client)
+            raise
+        decision = None
+        if self.enabled and limits.enabled:
+            decision = await self.limiter.hit(principal.rate_limit or limits.default, "key", principal.key_id)
+            if not decision.allowed:
+                raise RateLimited(
+                    f"rate limit of {principal.rate_limit or limits.default} exceeded for this API key",
+                    retry_after=decision.retry_after,
+                    details={"limit": decision.limit, "reset": int(decision.reset_at)},
+                    headers={k.decode(): v.decode() for k, v in decision.headers()},
+                )
+        if not principal.can(permission):
+            raise Forbidden(f"role {principal.role.value!r} may not {permission.value}")
+        return principal, decision
+
+    async def create_key(self, request: ApiKeyCreate) -> ApiKeyCreated:
+        key = generate_key()
+        now = utcnow()
+        expires_at = request.expires_at
+        if request.expires_in_days is not None:
+            expires_at = now + timedelta(days=request.expires_in_days)
+        if expires_at is not None and expires_at <= now:
+            raise InvalidInput(
+                "expires_at must be in the future",
+                details=[{"field": "expires_at", "problem": "must be in the future"}],
+            )
+        stored = await self.store.create(
+            NewKey(
+                key_hash=hash_key(key),
+                display_prefix=display_prefix(key),
+                name=request.name,
+                role=request.role,
+                owner=request.owner,
+                rate_limit=request.rate_limit,
+                created_at=now,
+                expires_at=expires_at,
+            )
+        )
+        await self._announce()
+        log.info("api key created", key_id=stored.id, role=stored.role.value, owner=stored.owner)
+        return ApiKeyCreated(**stored.model_dump(), key=key)
+
+    async def list_keys(self, *, include_revoked: bool = False) -> list[ApiKeyRead]:
+        return await self.store.list(include_revoked=include_revoked)
+
+    async def get_key(self, key_id: str) -> ApiKeyRead:
+        return await self.store.get(key_id)
+
+    async def revoke_key(self, key_id: str) -> ApiKeyRead:
+        revoked = await self.store.revoke(key_id, utcnow())
+        self.snapshot = {h: k for h, k in self.snapshot.items() if k.id != key_id}
+        await self._announce()
+        log.info("api key revoked", key_id=key_id)
+        return revoked
+
+    async def _announce(self) -> None:
+        try:
+            await self.cache.publish(KEYS_CHANNEL, b"changed")
+        except CacheUnavailableError:
+            log.warning("key change not announced: other instances see it at their next refresh")

@@ -1,0 +1,191 @@
+"""Persistence of users and API keys: the interface and its SQL implementation (SQLite, PostgreSQL)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Select, select, update
+from sqlalchemy.exc import IntegrityError
+
+from mlplatform.auth.schemas import ApiKeyRead, Role
+from mlplatform.auth.tables import ApiKeyRow, UserRow
+from mlplatform.db import Database
+from mlplatform.errors import NotFound
+from mlplatform.ids import new_id
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    """What authentication needs of a key (never the key itself)."""
+
+    id: str
+    key_hash: str
+    role: Role
+    owner: str
+    rate_limit: str | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    key_hash: str
+    display_prefix: str
+    name: str
+    role: Role
+    owner: str
+    rate_limit: str | None
+    created_at: datetime
+    expires_at: datetime | None
+
+
+class ApiKeyStore(ABC):
+    """Users and API keys.
+
+    Contract: keys are identified by id and found by the SHA-256 hex digest of the key; the key itself
+    is never given to the store. `create` creates the owner user when new. `revoke` is idempotent (keeps
+    the first revocation time) and raises `NotFound` for an unknown id. `touch` records last-used times
+    in one batch.
+    """
+
+    @abstractmethod
+    async def create(self, key: NewKey) -> ApiKeyRead: ...
+
+    @abstractmethod
+    async def find_by_hash(self, key_hash: str) -> StoredKey | None: ...
+
+    @abstractmethod
+    async def usable_keys(self, now: datetime) -> list[StoredKey]:
+        """Every key neither revoked nor expired at `now` (the in-process snapshot)."""
+
+    @abstractmethod
+    async def list(self, *, include_revoked: bool = False) -> list[ApiKeyRead]: ...
+
+    @abstractmethod
+    async def get(self, key_id: str) -> ApiKeyRead: ...
+
+    @abstractmethod
+    async def revoke(self, key_id: str, at: datetime) -> ApiKeyRead: ...
+
+    @abstractmethod
+    async def touch(self, last_used: dict[str, datetime]) -> None: ...
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; every time we store is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _read(row: ApiKeyRow, owner: str) -> ApiKeyRead:
+    return ApiKeyRead(
+        id=row.id,
+        name=row.name,
+        role=Role(row.role),
+        owner=owner,
+        prefix=row.display_prefix,
+        rate_limit=row.rate_limit,
+        created_at=row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC),
+        expires_at=_aware(row.expires_at),
+        revoked_at=_aware(row.revoked_at),
+        last_used_at=_aware(row.last_used_at),
+    )
+
+
+def _stored(row: ApiKeyRow, owner: str) -> StoredKey:
+    return StoredKey(
+        id=row.id,
+        key_hash=row.key_hash,
+        role=Role(row.role),
+        owner=owner,
+        rate_limit=row.rate_limit,
+        expires_at=_aware(row.expires_at),
+        revoked_at=_aware(row.revoked_at),
+    )
+
+
+class SqlApiKeyStore(ApiKeyStore):
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def create(self, key: NewKey) -> ApiKeyRead:
+        row = ApiKeyRow(
+            id=new_id(),
+            key_hash=key.key_hash,
+            display_prefix=key.display_prefix,
+            name=key.name,
+            role=key.role.value,
+            owner_id="",
+            rate_limit=key.rate_limit,
+            created_at=key.created_at,
+            expires_at=key.expires_at,
+            revoked_at=None,
+            last_used_at=None,
+        )
+        for attempt in range(2):
+            try:
+                async with self.database.session() as session, session.begin():
+                    owner_id = await session.scalar(select(UserRow.id).where(UserRow.name == key.owner))
+                    if owner_id is None:
+                        owner_id = new_id()
+                        session.add(
+                            UserRow(id=owner_id, name=key.owner, email=None, created_at=key.created_at)
+                        )
+                        await session.flush()
+                    row.owner_id = owner_id
+                    session.add(row)
+                break
+            except IntegrityError:  # the same new owner created concurrently: the retry finds it
+                if attempt:
+                    raise
+        return _read(row, key.owner)
+
+    def _joined(self) -> Select[ApiKeyRow, str]:
+        return select(ApiKeyRow, UserRow.name).join(UserRow, UserRow.id == ApiKeyRow.owner_id)
+
+    async def find_by_hash(self, key_hash: str) -> StoredKey | None:
+        async with self.database.session() as session:
+            found = (await session.execute(self._joined().where(ApiKeyRow.key_hash == key_hash))).first()
+        return _stored(found[0], found[1]) if found else None
+
+    async def usable_keys(self, now: datetime) -> list[StoredKey]:
+        query = self._joined().where(
+            ApiKeyRow.revoked_at.is_(None), (ApiKeyRow.expires_at.is_(None)) | (ApiKeyRow.expires_at > now)
+        )
+        async with self.database.session() as session:
+            rows = (await session.execute(query)).all()
+        return [_stored(row, owner) for row, owner in rows]
+
+    async def list(self, *, include_revoked: bool = False) -> list[ApiKeyRead]:
+        query = self._joined().order_by(ApiKeyRow.created_at, ApiKeyRow.id)
+        if not include_revoked:
+            query = query.where(ApiKeyRow.revoked_at.is_(None))
+        async with self.database.session() as session:
+            rows = (await session.execute(query)).all()
+        return [_read(row, owner) for row, owner in rows]
+
+    async def get(self, key_id: str) -> ApiKeyRead:
+        async with self.database.session() as session:
+            found = (await session.execute(self._joined().where(ApiKeyRow.id == key_id))).first()
+        if not found:
+            raise NotFound(f"no API key with id {key_id!r}", details={"field": "id"})
+        return _read(found[0], found[1])
+
+    async def revoke(self, key_id: str, at: datetime) -> ApiKeyRead:
+        async with self.database.session() as session, session.begin():
+            await session.execute(
+                update(ApiKeyRow)
+                .where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
+                .values(revoked_at=at)
+            )
+        return await self.get(key_id)
+
+    async def touch(self, last_used: dict[str, datetime]) -> None:
+        if not last_used:
+            return
+        async with self.database.session() as session, session.begin():
+            for key_id, at in last_used.items():
+                await session.execute(update(ApiKeyRow).where(ApiKeyRow.id == key_id).values(last_used_at=at))

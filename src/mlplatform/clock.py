@@ -1,0 +1,9 @@
+"""The one clock: timezone-aware UTC now, so tests and logs agree."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,95 @@
+"""Health of the backends (db, cache, storage) and the instance's lifecycle (ready, draining)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mlplatform.metrics import Metrics
+
+Status = Literal["UP", "DOWN"]
+Check = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class ComponentHealth:
+    status: Status
+    latency_ms: float
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Lifecycle:
+    """Start-up work done, and whether the instance is draining before shutdown."""
+
+    started: bool = False
+    draining: bool = False
+    startup_error: str | None = None
+
+
+class HealthService:
+    """Runs each backend's ping with a timeout. The database decides UP/DOWN; others degrade."""
+
+    def __init__(
+        self,
+        *,
+        checks: dict[str, Check],
+        descriptions: dict[str, str],
+        lifecycle: Lifecycle,
+        metrics: Metrics,
+        readiness_components: list[str],
+        timeout: float = 2.0,
+    ) -> None:
+        self.checks = checks
+        self.descriptions = descriptions
+        self.lifecycle = lifecycle
+        self.metrics = metrics
+        self.readiness_components = readiness_components
+        self.timeout = timeout
+
+    async def component(self, name: str) -> ComponentHealth:
+        started = time.perf_counter()
+        details = {"backend": self.descriptions.get(name, "")}
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.checks[name]()
+            status: Status = "UP"
+        except TimeoutError:
+            status, details["error"] = "DOWN", f"no answer within {self.timeout:g}s"
+        except Exception as exc:  # every failure of a backend is a DOWN, never a crash
+            status, details["error"] = "DOWN", f"{type(exc).__name__}: {exc}"[:300]
+        latency = round((time.perf_counter() - started) * 1000, 3)
+        self.metrics.component_up.labels(name).set(1 if status == "UP" else 0)
+        self.metrics.component_latency.labels(name).set(latency)
+        return ComponentHealth(status=status, latency_ms=latency, details=details)
+
+    async def components(self, names: list[str] | None = None) -> dict[str, ComponentHealth]:
+        wanted = names if names is not None else list(self.checks)
+        results = await asyncio.gather(*(self.component(name) for name in wanted))
+        return dict(zip(wanted, results, strict=True))
+
+    async def overall(self) -> tuple[str, dict[str, ComponentHealth]]:
+        """UP; DEGRADED when a non-critical backend (cache, storage) is down; DOWN when the database is."""
+        parts = await self.components()
+        if parts.get("db") and parts["db"].status == "DOWN":
+            return "DOWN", parts
+        if any(part.status == "DOWN" for part in parts.values()):
+            return "DEGRADED", parts
+        return "UP", parts
+
+    async def readiness(self) -> tuple[bool, dict[str, str]]:
+        reasons: dict[str, str] = {}
+        if self.lifecycle.draining:
+            reasons["lifecycle"] = "draining"
+        elif self.lifecycle.startup_error:
+            reasons["lifecycle"] = f"start-up failed: {self.lifecycle.startup_error}"
+        elif not self.lifecycle.started:
+            reasons["lifecycle"] = "starting"
+        parts = await self.components([n for n in self.readiness_components if n in self.checks])
+        for name, part in parts.items():
+            if part.status == "DOWN":
+                reasons[name] = part.details.get("error", "DOWN")
+        return not reasons, reasons

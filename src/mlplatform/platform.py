@@ -1,0 +1,25 @@
+"""The objects one app instance is made of, built once by `create_app` and kept on `app.state`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlplatform.auth.service import AuthService
+from mlplatform.db import Database
+from mlplatform.health import HealthService, Lifecycle
+from mlplatform.metrics import Metrics
+from mlplatform.settings import Settings
+from mlplatform.stores.artifacts.base import ArtifactStore
+from mlplatform.stores.cache.base import Cache
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    database: Database
+    cache: Cache
+    artifacts: ArtifactStore
+    metrics: Metrics
+    health: HealthService
+    lifecycle: Lifecycle
+    auth: AuthService

@@ -1,0 +1,68 @@
+"""Run uvicorn from `server.*`: connection limits, backlog, and a graceful, draining shutdown."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import uvicorn
+
+from mlplatform.settings import Settings
+
+FACTORY = "mlplatform.app:app_from_environment"
+
+
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM/SIGINT: readiness turns 503 at once, in-flight requests finish, then the process exits."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        app = getattr(self.config, "loaded_app", None)
+        platform = _find_platform(app)
+        if platform is not None:
+            platform.lifecycle.draining = True
+        super().handle_exit(sig, frame)
+
+
+def _find_platform(app: Any) -> Any:
+    # uvicorn wraps the app in its own middleware; walk `.app` links to the FastAPI instance.
+    for _ in range(10):
+        if app is None:
+            return None
+        state = getattr(app, "state", None)
+        if state is not None and hasattr(state, "platform"):
+            return state.platform
+        app = getattr(app, "app", None)
+    return None
+
+
+def uvicorn_config(settings: Settings) -> dict[str, Any]:
+    server = settings.server
+    return {
+        "host": server.host,
+        "port": server.port,
+        "workers": server.workers,
+        "limit_concurrency": server.max_connections,
+        "backlog": server.accept_count,
+        "timeout_graceful_shutdown": server.graceful_shutdown_seconds,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "log_config": None,
+        "server_header": False,
+        "proxy_headers": True,
+        "factory": True,
+    }
+
+
+def serve(settings: Settings) -> None:
+    options = uvicorn_config(settings)
+    if options["workers"] > 1:
+        uvicorn.run(FACTORY, **options)
+        return
+    options.pop("workers")
+    DrainingServer(uvicorn.Config(FACTORY, **options)).run()
+
+
+def export_overrides(values: dict[str, str]) -> None:
+    """Hand command-line overrides to the app factory (and to worker processes) through the environment."""
+    os.environ.update(values)

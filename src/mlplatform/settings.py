@@ -1,0 +1,241 @@
+"""Typed settings: defaults, YAML profiles, `${VAR}` interpolation and environment overrides."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from mlplatform.units import check_rate, parse_size
+
+
+def _kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class Section(BaseModel):
+    """Base of every settings block: kebab-case keys in YAML, unknown keys refused."""
+
+    model_config = ConfigDict(alias_generator=_kebab, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class CompressionSettings(Section):
+    enabled: bool = True
+    min_response_size: int = Field(1024, ge=0)
+
+
+class ServerSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=256)
+    max_connections: int = Field(10000, ge=1)
+    accept_count: int = Field(100, ge=1)
+    max_body_size: int = Field(64 * 1024 * 1024, ge=1024)
+    graceful_shutdown_seconds: int = Field(30, ge=0)
+    compression: CompressionSettings = CompressionSettings()
+
+    @field_validator("max_body_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return parse_size(value) if isinstance(value, str) else value
+
+
+class PoolSettings(Section):
+    maximum_pool_size: int = Field(20, ge=1)
+    minimum_idle: int = Field(5, ge=0)
+    connection_timeout: int = Field(30000, ge=1, description="milliseconds")
+    idle_timeout: int = Field(600000, ge=0, description="milliseconds")
+    max_lifetime: int = Field(1800000, ge=0, description="milliseconds")
+
+
+class DatabaseSettings(Section):
+    url: str = "sqlite+aiosqlite:///./data/mlplatform.db"
+    username: str | None = None
+    password: SecretStr | None = None
+    pool: PoolSettings = PoolSettings()
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not re.match(r"^(sqlite\+aiosqlite|postgresql\+psycopg)://", value):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+psycopg://")
+        return value
+
+
+class CacheSettings(Section):
+    url: str = "memory://"
+    password: SecretStr | None = None
+    timeout_ms: int = Field(50, ge=1, le=60000)
+    breaker_failures: int = Field(3, ge=1)
+    breaker_reset_seconds: float = Field(2.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not re.match(r"^(memory|redis|rediss)://", value):
+            raise ValueError("must start with memory://, redis:// or rediss://")
+        return value
+
+
+class StorageSettings(Section):
+    url: str = "file://./data/artifacts"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not re.match(r"^(file|s3)://.+", value):
+            raise ValueError("must be file://PATH or s3://BUCKET[?endpoint=...&region=...]")
+        return value
+
+
+class JobsSettings(Section):
+    scheduler: str = "local"
+    workers: int = Field(1, ge=1)
+
+
+class ModelsSettings(Section):
+    cache_size: int = Field(100, ge=1)
+    cache_ttl: int = Field(3600, ge=1)
+    preload: list[str] = []
+    allow_pickle: bool = False
+
+    @field_validator("preload", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+class PredictionsSettings(Section):
+    batch_size: int = Field(1000, ge=1)
+    timeout_ms: int = Field(5000, ge=1)
+    enable_cache: bool = True
+    cache_ttl_seconds: int = Field(300, ge=1)
+    cache_min_confidence: float = Field(0.9, ge=0, le=1)
+    log_sample_rate: float = Field(1.0, ge=0, le=1)
+
+
+class MonitoringSettings(Section):
+    enabled: bool = True
+    check_interval: int = Field(300, ge=1)
+    drift_detection: bool = True
+    alert_on_drift: bool = True
+    accuracy_threshold: float = Field(0.8, ge=0, le=1)
+
+
+class MlSettings(Section):
+    models: ModelsSettings = ModelsSettings()
+    predictions: PredictionsSettings = PredictionsSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
+
+
+class ApiKeySettings(Section):
+    enabled: bool = True
+    bootstrap_admin_key: SecretStr | None = None
+    refresh_seconds: float = Field(30.0, gt=0)
+
+    @field_validator("bootstrap_admin_key")
+    @classmethod
+    def _strong(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 24:
+            raise ValueError("must be at least 24 characters (use `mlplatform keys generate`)")
+        return value
+
+
+class RateLimitSettings(Section):
+    enabled: bool = True
+    default: str = "1000/second"
+    failed_auth: str = "30/minute"
+
+    @field_validator("default", "failed_auth")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        return check_rate(value)
+
+
+class InputLimitSettings(Section):
+    max_batch_rows: int = Field(10000, ge=1)
+    max_features: int = Field(10000, ge=1)
+    max_decompressed_size: int = Field(256 * 1024 * 1024, ge=1024)
+    max_upload_rows: int = Field(10_000_000, ge=1)
+    max_upload_size: int = Field(2 * 1024**3, ge=1024)
+
+    @field_validator("max_decompressed_size", "max_upload_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return parse_size(value) if isinstance(value, str) else value
+
+
+class SecuritySettings(Section):
+    api_keys: ApiKeySettings = ApiKeySettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
+    limits: InputLimitSettings = InputLimitSettings()
+
+
+class LogFileSettings(Section):
+    name: str | None = None
+    max_size: int = 100 * 1024 * 1024
+    max_history: int = Field(30, ge=0)
+
+    @field_validator("max_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return parse_size(value) if isinstance(value, str) else value
+
+
+class LoggingSettings(Section):
+    level: dict[str, str] = {"root": "INFO"}
+    format: Literal["console", "json"] = "console"
+    file: LogFileSettings = LogFileSettings()
+
+    @field_validator("level")
+    @classmethod
+    def _levels(cls, value: dict[str, str]) -> dict[str, str]:
+        allowed = {"TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL", "OFF"}
+        for logger, level in value.items():
+            if level.upper() not in allowed:
+                raise ValueError(f"{logger}: {level!r} is not one of {sorted(allowed)}")
+        return {k: v.upper() for k, v in value.items()}
+
+
+class TagSettings(Section):
+    application: str = "mlplatform"
+    environment: str = "development"
+
+
+class HealthSettings(Section):
+    timeout_ms: int = Field(2000, ge=1)
+    readiness_include: list[Literal["db", "cache", "storage"]] = ["db"]
+
+
+class ManagementSettings(Section):
+    tags: TagSettings = TagSettings()
+    public: list[str] = []
+    health: HealthSettings = HealthSettings()
+
+    @field_validator("public", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+class Settings(Section):
+    """The whole configuration. Built by `mlplatform.config.load_settings`, never read at import."""
+
+    profile: str = "default"
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    cache: CacheSettings = CacheSettings()
+    storage: StorageSettings = StorageSettings()
+    jobs: JobsSettings = JobsSettings()
+    ml: MlSettings = MlSettings()
+    security: SecuritySettings = SecuritySettings()
+    logging: LoggingSettings = LoggingSettings()
+    management: ManagementSettings = ManagementSettings()
+
+    @property
+    def embedded(self) -> bool:
+        """True when the database is the zero-set-up SQLite default (migrations run on serve)."""
+        return self.database.url.startswith("sqlite")

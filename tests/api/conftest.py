@@ -1,0 +1,75 @@
+"""Apps built through `create_app`, driven in-process over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from mlplatform.app import create_app
+from mlplatform.config import load_settings
+from mlplatform.platform import Platform
+
+AppFactory = Callable[..., Awaitable[tuple[httpx.AsyncClient, Platform]]]
+ADMIN_KEY = "mlp_test-bootstrap-admin-key-0123456789"
+
+
+def settings_for(tmp_path: Path, **overrides: Any) -> Any:
+    base: dict[str, Any] = {
+        "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/app.db"},
+        "storage": {"url": f"file://{tmp_path}/artifacts"},
+        "security": {"api-keys": {"bootstrap-admin-key": ADMIN_KEY}},
+    }
+    for section, value in overrides.items():
+        base[section] = _merged(base.get(section, {}), value)
+    return load_settings(environ={}, config_dir=tmp_path / "no-config", overrides=base)
+
+
+def _merged(base: Any, extra: Any) -> Any:
+    if isinstance(base, dict) and isinstance(extra, dict):
+        return {**base, **{k: _merged(base.get(k), v) for k, v in extra.items()}}
+    return extra
+
+
+async def wait_started(platform: Platform, timeout: float = 30) -> None:
+    async with asyncio.timeout(timeout):
+        while not platform.lifecycle.started:
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def make_app(tmp_path: Path) -> AsyncIterator[AppFactory]:
+    """`await make_app(cache={...}, ...)` → (client, platform) of a started app; all closed at the end."""
+    async with AsyncExitStack() as stack:
+
+        async def factory(
+            wait: bool = True, key: str | None = ADMIN_KEY, **overrides: Any
+        ) -> tuple[httpx.AsyncClient, Platform]:
+            app: FastAPI = create_app(settings_for(tmp_path, **overrides))
+            manager = await stack.enter_async_context(LifespanManager(app, startup_timeout=60))
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=manager.app),
+                    base_url="http://test",
+                    headers={"X-API-Key": key} if key else {},
+                )
+            )
+            platform: Platform = app.state.platform
+            if wait:
+                await wait_started(platform)
+            return client, platform
+
+        yield factory
+
+
+@pytest.fixture
+async def client(make_app: AppFactory) -> httpx.AsyncClient:
+    client, _ = await make_app()
+    return client

@@ -1,0 +1,65 @@
+"""Cross-cutting HTTP behaviour: request ids, gzip, body limits, the error shape, OpenAPI."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+
+from tests.api.conftest import AppFactory
+
+
+async def test_every_response_carries_a_request_id(client: httpx.AsyncClient) -> None:
+    generated = await client.get("/actuator/health/liveness")
+    assert len(generated.headers["x-request-id"]) == 26
+    kept = await client.get("/actuator/health/liveness", headers={"X-Request-ID": "abc-123"})
+    assert kept.headers["x-request-id"] == "abc-123"
+    hostile = await client.get("/actuator/health/liveness", headers={"X-Request-ID": "a b\x7f<script>"})
+    assert hostile.headers["x-request-id"] != "a b\x7f<script>"
+
+
+async def test_large_json_is_gzipped_small_is_not(make_app: AppFactory) -> None:
+    client, _ = await make_app(server={"compression": {"enabled": True, "min-response-size": 200}})
+    big = await client.get("/openapi.json", headers={"Accept-Encoding": "gzip"})
+    assert big.headers.get("content-encoding") == "gzip"
+    assert big.json()["info"]["title"] == "mlplatform"
+    small = await client.get("/actuator/health/liveness", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in small.headers
+
+
+async def test_compression_can_be_turned_off(make_app: AppFactory) -> None:
+    client, _ = await make_app(server={"compression": {"enabled": False}})
+    response = await client.get("/openapi.json", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in response.headers
+
+
+async def test_body_over_the_limit_is_413_with_json_error(make_app: AppFactory) -> None:
+    client, _ = await make_app(server={"max-body-size": 2048})
+    response = await client.post("/api/admin/api-keys", content=b"x" * 4096)
+    assert response.status_code == 413
+    body = response.json()
+    assert body["error"]["code"] == "payload_too_large"
+    assert body["error"]["details"]["limit_bytes"] == 2048
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted while the route reads it
+        for _ in range(8):
+            yield b"y" * 1024
+
+    streamed = await client.post("/api/admin/api-keys", content=chunks())
+    assert streamed.status_code == 413
+    assert streamed.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_unknown_path_and_wrong_method_use_the_error_shape(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/nope")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    wrong = await client.delete("/actuator/health")
+    assert wrong.status_code == 405
+    assert wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+async def test_openapi_and_docs_are_served(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    assert "/actuator/health" in spec["paths"]
+    assert (await client.get("/docs")).status_code == 200

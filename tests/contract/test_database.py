@@ -1,0 +1,102 @@
+"""The database layer on every backend: migrations match the models, sessions, ping, pool settings."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from pydantic import SecretStr
+from sqlalchemy import create_engine, inspect, select
+
+from mlplatform import db
+from mlplatform.auth.tables import UserRow
+from mlplatform.clock import utcnow
+from mlplatform.ids import new_id
+from mlplatform.settings import DatabaseSettings, PoolSettings
+from mlplatform.tables import metadata
+from tests.services import free_port
+
+
+def table_names(settings: DatabaseSettings) -> set[str]:
+    engine = create_engine(db.sync_url(settings))
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+async def test_migrations_go_up_and_down(database_url: str) -> None:
+    settings = DatabaseSettings(url=database_url)
+    await asyncio.to_thread(db.upgrade, settings)
+    assert await asyncio.to_thread(db.current_revision, settings) == db.head_revision()
+    assert {"users", "api_keys", "alembic_version"} <= await asyncio.to_thread(table_names, settings)
+    await asyncio.to_thread(db.upgrade, settings)  # idempotent
+    await asyncio.to_thread(db.downgrade, settings, "base")
+    assert await asyncio.to_thread(table_names, settings) <= {"alembic_version"}
+    assert await asyncio.to_thread(db.current_revision, settings) is None
+
+
+def test_migrations_match_the_models(database_url: str) -> None:
+    settings = DatabaseSettings(url=database_url)
+    db.upgrade(settings)
+    engine = create_engine(db.sync_url(settings))
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            differences = compare_metadata(context, metadata)
+    finally:
+        engine.dispose()
+    assert differences == []
+
+
+async def test_sessions_write_and_read(database_url: str) -> None:
+    settings = DatabaseSettings(url=database_url)
+    await asyncio.to_thread(db.upgrade, settings)
+    database = db.Database(settings)
+    try:
+        user_id = new_id()
+        async with database.session() as session, session.begin():
+            session.add(UserRow(id=user_id, name="ada", email=None, created_at=utcnow(), disabled_at=None))
+        async with database.session() as session:
+            row = (await session.execute(select(UserRow).where(UserRow.id == user_id))).scalar_one()
+        assert row.name == "ada"
+        assert row.created_at.tzinfo is not None or database.backend == "sqlite"
+        await database.ping()
+    finally:
+        await database.dispose()
+
+
+async def test_ping_fails_clearly_when_the_database_is_unreachable() -> None:
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test"
+    database = db.Database(DatabaseSettings(url=url, pool=PoolSettings(connection_timeout=1000)))
+    try:
+        with pytest.raises(db.DatabaseUnavailableError, match="OperationalError"):
+            await database.ping()
+    finally:
+        await database.dispose()
+
+
+def test_pool_settings_reach_the_engine(postgres_url: str) -> None:
+    settings = DatabaseSettings(
+        url=postgres_url,
+        pool=PoolSettings(maximum_pool_size=12, minimum_idle=3, connection_timeout=4000, max_lifetime=60000),
+    )
+    database = db.Database(settings)
+    pool = database.engine.pool
+    assert pool.size() == 3  # type: ignore[attr-defined]
+    assert pool._max_overflow == 9  # type: ignore[attr-defined]
+    assert pool._timeout == 4.0  # type: ignore[attr-defined]
+    assert pool._recycle == 60.0
+    asyncio.run(database.dispose())
+
+
+def test_credentials_are_applied_and_escaped() -> None:
+    settings = DatabaseSettings(
+        url="postgresql+psycopg://db.internal:5432/ml", username="ml user", password=SecretStr("p@ss:w/rd")
+    )
+    url = db.database_url(settings)
+    assert url.username == "ml user"
+    assert url.password == "p@ss:w/rd"
+    assert "p%40ss%3Aw%2Frd" in url.render_as_string(hide_password=False)

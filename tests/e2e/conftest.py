@@ -1,0 +1,110 @@
+"""The real server process: `mlplatform serve` started on a free port, stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.services import free_port
+
+REPO = Path(__file__).parents[2]
+MLPLATFORM = str(Path(sys.executable).parent / "mlplatform")
+
+
+def clean_environment(extra: dict[str, str]) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("MLPLATFORM_", "SPRING_", "DB_", "REDIS_"))
+    }
+    env.update(MLPLATFORM_CONFIG_DIR=str(REPO / "config"), **extra)
+    return env
+
+
+def run_cli(
+    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [MLPLATFORM, *args],
+        env=clean_environment(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[str]
+    port: int
+    log: Path
+    base_url: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, **kwargs: object) -> httpx.Response:
+        return httpx.get(self.base_url + path, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+    def wait_for(self, path: str, status: int = 200, timeout: float = 90) -> httpx.Response:
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"server exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                response = self.get(path)
+                if response.status_code == status:
+                    return response
+                last = response.text
+            except httpx.TransportError as exc:
+                last = exc
+            time.sleep(0.2)
+        pytest.fail(f"{path} did not answer {status} within {timeout}s (last: {last}):\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-5000:]
+
+    def terminate(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[object]:
+    started: list[ServerProcess] = []
+
+    def start(env: dict[str, str] | None = None, cwd: Path | None = None) -> ServerProcess:
+        port = free_port()
+        log = tmp_path / f"server-{port}.log"
+        workdir = cwd or tmp_path
+        with log.open("w") as output:  # the child keeps its own descriptor
+            process = subprocess.Popen(
+                [MLPLATFORM, "serve", "--port", str(port)],
+                env=clean_environment(env or {}),
+                cwd=workdir,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        server = ServerProcess(process=process, port=port, log=log)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.terminate()

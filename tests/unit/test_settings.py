@@ -1,0 +1,180 @@
+"""Settings: defaults, YAML profiles, ${VAR} interpolation, *_FILE secrets, environment overrides, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlplatform.config import REDACTED, ConfigError, load_settings, redact_url, redacted
+from mlplatform.units import parse_size
+
+REPO_CONFIG = Path(__file__).parents[2] / "config"
+
+PROD_ENV = {
+    "MLPLATFORM_PROFILE": "prod",
+    "DB_HOST": "db.internal",
+    "DB_NAME": "mlplatform",
+    "DB_USER": "ml",
+    "DB_PASSWORD": "p@ss:w/rd",
+    "REDIS_HOST": "redis.internal",
+    "REDIS_PORT": "6380",
+    "REDIS_PASSWORD": "redis-secret",
+    "ML_MODELS_BUCKET": "ml-models-prod",
+    "AWS_REGION": "eu-west-1",
+    "AWS_ACCESS_KEY_ID": "AKIA123",
+    "AWS_SECRET_ACCESS_KEY": "aws-secret",
+    "S3_ENDPOINT": "http://minio:9000",
+}
+
+
+def write(folder: Path, name: str, text: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text)
+
+
+def test_defaults_are_embedded_without_any_file(tmp_path: Path) -> None:
+    settings = load_settings(environ={}, config_dir=tmp_path)
+    assert settings.database.url.startswith("sqlite+aiosqlite://")
+    assert settings.cache.url == "memory://"
+    assert settings.storage.url.startswith("file://")
+    assert settings.server.port == 8080
+    assert settings.ml.models.cache_size == 100
+    assert settings.ml.predictions.cache_min_confidence == 0.9
+    assert settings.ml.models.allow_pickle is False
+    assert settings.embedded
+
+
+def test_repository_defaults_file_matches_built_in_defaults(tmp_path: Path) -> None:
+    assert load_settings(environ={}, config_dir=REPO_CONFIG) == load_settings(environ={}, config_dir=tmp_path)
+
+
+def test_prod_profile_reads_the_seed_variables() -> None:
+    settings = load_settings(environ=PROD_ENV, config_dir=REPO_CONFIG)
+    assert settings.profile == "prod"
+    assert settings.database.url == "postgresql+psycopg://db.internal:5432/mlplatform"
+    assert settings.database.username == "ml"
+    assert settings.database.password is not None
+    assert settings.database.password.get_secret_value() == "p@ss:w/rd"
+    assert settings.cache.url == "redis://redis.internal:6380/0"
+    assert settings.storage.url == "s3://ml-models-prod?region=eu-west-1&endpoint=http://minio:9000"
+    assert settings.server.host == "0.0.0.0"
+    assert settings.logging.format == "json"
+    assert settings.management.tags.environment == "production"
+
+
+def test_spring_profiles_active_is_honoured() -> None:
+    env = {k: v for k, v in PROD_ENV.items() if k != "MLPLATFORM_PROFILE"}
+    env["SPRING_PROFILES_ACTIVE"] = "prod"
+    assert load_settings(environ=env, config_dir=REPO_CONFIG).profile == "prod"
+
+
+def test_a_missing_variable_names_the_key_and_the_variable() -> None:
+    env = {k: v for k, v in PROD_ENV.items() if k != "DB_HOST"}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ=env, config_dir=REPO_CONFIG)
+    message = str(caught.value)
+    assert "database.url" in message and "DB_HOST" in message
+    assert "\n" not in message
+
+
+def test_file_variables_hold_secrets(tmp_path: Path) -> None:
+    secret = tmp_path / "db-password"
+    secret.write_text("from-a-file\n")
+    env = {k: v for k, v in PROD_ENV.items() if k != "DB_PASSWORD"}
+    env["DB_PASSWORD_FILE"] = str(secret)
+    settings = load_settings(environ=env, config_dir=REPO_CONFIG)
+    assert settings.database.password is not None
+    assert settings.database.password.get_secret_value() == "from-a-file"
+
+
+def test_mlplatform_variables_override_yaml_and_their_file_form(tmp_path: Path) -> None:
+    key_file = tmp_path / "admin-key"
+    key_file.write_text("mlp_bootstrap_key_from_file")
+    write(tmp_path / "config", "application.yml", "server:\n  port: 7000\n")
+    env = {
+        "MLPLATFORM_SERVER__PORT": "9000",
+        "MLPLATFORM_ML__PREDICTIONS__CACHE_TTL_SECONDS": "60",
+        "MLPLATFORM_ML__MODELS__PRELOAD": "fraud-detector, churn@production",
+        "MLPLATFORM_SECURITY__API_KEYS__BOOTSTRAP_ADMIN_KEY_FILE": str(key_file),
+        "MLPLATFORM_LOGGING__LEVEL__MLPLATFORM.REGISTRY": "debug",
+    }
+    settings = load_settings(environ=env, config_dir=tmp_path / "config")
+    assert settings.server.port == 9000
+    assert settings.ml.predictions.cache_ttl_seconds == 60
+    assert settings.ml.models.preload == ["fraud-detector", "churn@production"]
+    key = settings.security.api_keys.bootstrap_admin_key
+    assert key is not None and key.get_secret_value() == "mlp_bootstrap_key_from_file"
+    assert settings.logging.level["mlplatform.registry"] == "DEBUG"
+
+
+def test_defaults_and_placeholders_with_default_values(tmp_path: Path) -> None:
+    write(tmp_path, "application.yml", "cache:\n  url: redis://${RH:localhost}:${RP:6379}/0\n")
+    assert load_settings(environ={}, config_dir=tmp_path).cache.url == "redis://localhost:6379/0"
+    assert load_settings(environ={"RH": "r"}, config_dir=tmp_path).cache.url == "redis://r:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("env", "key", "problem"),
+    [
+        ({"MLPLATFORM_SERVER__PORT": "eighty"}, "server.port", "integer"),
+        ({"MLPLATFORM_SERVER__PORT": "70000"}, "server.port", "65535"),
+        ({"MLPLATFORM_DATABASE__URL": "mysql://x"}, "database.url", "postgresql+psycopg"),
+        ({"MLPLATFORM_CACHE__URL": "memcached://x"}, "cache.url", "redis://"),
+        ({"MLPLATFORM_ML__PREDICTIONS__CACHE_MIN_CONFIDENCE": "2"}, "cache-min-confidence", "1"),
+        ({"MLPLATFORM_LOGGING__FORMAT": "xml"}, "logging.format", "json"),
+        ({"MLPLATFORM_SERVER__PROT": "1"}, "server.prot", "not a known key"),
+        ({"MLPLATFORM_SERVER__MAX_BODY_SIZE": "lots"}, "max-body-size", "size"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_problem(
+    tmp_path: Path, env: dict[str, str], key: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ=env, config_dir=tmp_path)
+    assert key in str(caught.value)
+    assert problem in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_named_profile_needs_its_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="application-staging.yml"):
+        load_settings(environ={"MLPLATFORM_PROFILE": "staging"}, config_dir=tmp_path)
+
+
+def test_invalid_yaml_is_reported_with_the_file(tmp_path: Path) -> None:
+    write(tmp_path, "application.yml", "server: [unclosed\n")
+    with pytest.raises(ConfigError, match="application.yml"):
+        load_settings(environ={}, config_dir=tmp_path)
+
+
+def test_redaction_hides_every_secret() -> None:
+    admin_key = "mlp_supersecretadminkey_0123456789"
+    env = dict(PROD_ENV, MLPLATFORM_SECURITY__API_KEYS__BOOTSTRAP_ADMIN_KEY=admin_key)
+    env["MLPLATFORM_CACHE__URL"] = "redis://:inline-pass@redis:6379/0"
+    shown = str(redacted(load_settings(environ=env, config_dir=REPO_CONFIG)))
+    for secret in (
+        "p@ss:w/rd",
+        "redis-secret",
+        "aws-secret",
+        "AKIA123",
+        "mlp_supersecretadminkey_0123456789",
+        "inline-pass",
+    ):
+        assert secret not in shown
+    assert REDACTED in shown
+
+
+def test_redact_url_masks_passwords_and_secret_query_values() -> None:
+    assert redact_url("postgresql://u:pw@h/db") == f"postgresql://u:{REDACTED}@h/db"
+    assert (
+        redact_url("s3://b?region=x&secret_access_key=abc") == f"s3://b?region=x&secret_access_key={REDACTED}"
+    )
+    assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("512", 512), ("64KB", 65536), ("100MB", 100 * 2**20), ("1GiB", 2**30)]
+)
+def test_sizes(text: str, size: int) -> None:
+    assert parse_size(text) == size
