@@ -1,0 +1,1 @@
+"""Serving: in-process predictions, model and prediction caches, prediction logs, inference protocols."""
