@@ -5,26 +5,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
 
 import structlog
 from fastapi import FastAPI
 
 from mlplatform import __version__, db
-from mlplatform.api import actuator
+from mlplatform.api import actuator, inference_v2
 from mlplatform.api.errors import install_error_handlers
 from mlplatform.api.middleware import add_middleware
 from mlplatform.auth import router as auth_router
 from mlplatform.auth.ratelimit import RateLimiter
 from mlplatform.auth.service import AuthService
 from mlplatform.auth.store import SqlApiKeyStore
+from mlplatform.clock import utcnow
 from mlplatform.config import load_settings, redact_url
 from mlplatform.health import HealthService, Lifecycle
 from mlplatform.logging import configure_logging
 from mlplatform.metrics import Metrics
 from mlplatform.platform import Platform
+from mlplatform.registry import router as registry_router
+from mlplatform.registry.events import RegistryWatcher
+from mlplatform.registry.service import RegistryService
+from mlplatform.registry.store import SqlRegistryStore
+from mlplatform.serving import router as serving_router
+from mlplatform.serving.logs import PredictionLogWriter
+from mlplatform.serving.metrics import ModelsCollector, ServingMetrics
+from mlplatform.serving.model_cache import ModelCache
+from mlplatform.serving.prediction_cache import PredictionCache
+from mlplatform.serving.service import ServingService
 from mlplatform.settings import Settings
 from mlplatform.stores.artifacts import create_artifact_store
 from mlplatform.stores.cache import create_cache
+from mlplatform.stores.cache.base import Cache
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +71,28 @@ def build_platform(settings: Settings) -> Platform:
         cache=cache,
         limiter=RateLimiter(settings.cache),
     )
+    watcher = RegistryWatcher(
+        store=SqlRegistryStore(database),
+        cache=cache,
+        refresh_seconds=settings.ml.models.registry_refresh_seconds,
+    )
+    serving_metrics = ServingMetrics(metrics)
+    models = ModelCache(
+        artifacts=artifacts,
+        settings=settings.ml.models,
+        metrics=serving_metrics,
+        local_dir=Path(settings.ml.models.local_cache_dir),
+    )
+    registry = RegistryService(
+        store=watcher.store,
+        artifacts=artifacts,
+        watcher=watcher,
+        settings=settings.ml.models,
+        assess=models.assess,
+    )
+    serving = build_serving(
+        settings, database=database, registry=registry, cache=cache, models=models, metrics=serving_metrics
+    )
     return Platform(
         settings=settings,
         database=database,
@@ -66,7 +102,51 @@ def build_platform(settings: Settings) -> Platform:
         health=health,
         lifecycle=lifecycle,
         auth=auth,
+        registry=registry,
+        serving=serving,
     )
+
+
+def build_serving(
+    settings: Settings,
+    *,
+    database: db.Database,
+    registry: RegistryService,
+    cache: Cache,
+    models: ModelCache,
+    metrics: ServingMetrics,
+) -> ServingService:
+    logs = PredictionLogWriter(
+        database,
+        metrics.registry,
+        queue_size=settings.ml.predictions.log_queue_size,
+    )
+    serving = ServingService(
+        registry=registry,
+        models=models,
+        predictions=PredictionCache(cache, settings.ml.predictions, metrics),
+        logs=logs,
+        settings=settings.ml.predictions,
+        metrics=metrics,
+    )
+
+    def deployed() -> dict[str, float]:
+        now = utcnow()
+        ages = {}
+        for name, entry in registry.watcher.snapshot.models.items():
+            default = entry.default_version()
+            if default is not None:
+                ages[name] = (now - entry.versions[default].created_at).total_seconds() / 86400
+        return ages
+
+    metrics.registry.register(ModelsCollector(lambda: len(models), deployed))
+
+    async def forget_removed(name: str) -> None:
+        entry = registry.watcher.snapshot.models.get(name)
+        models.forget({v.id for v in entry.versions.values()} if entry else set(), name)
+
+    registry.watcher.listeners.append(forget_removed)
+    return serving
 
 
 async def prepare_schema(platform: Platform) -> None:
@@ -83,6 +163,14 @@ async def prepare_schema(platform: Platform) -> None:
         )
 
 
+async def preload(platform: Platform) -> None:
+    """Load and warm `ml.models.preload` before readiness turns UP."""
+    for reference in platform.settings.ml.models.preload:
+        entry = platform.registry.resolve(reference, "ml.models.preload")
+        await platform.serving.loaded(entry)
+        log.info("preloaded", model=reference, version=entry.id)
+
+
 async def start_up(platform: Platform) -> None:
     """Start-up work, retried until it succeeds (the database may come up after us)."""
     delay = 0.5
@@ -90,6 +178,9 @@ async def start_up(platform: Platform) -> None:
         try:
             await prepare_schema(platform)
             await platform.auth.start()
+            await platform.registry.watcher.start()
+            platform.serving.logs.start()
+            await preload(platform)
             break
         except Exception as exc:  # keep trying; readiness reports why meanwhile
             platform.lifecycle.startup_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
@@ -99,6 +190,11 @@ async def start_up(platform: Platform) -> None:
     platform.lifecycle.startup_error = None
     platform.lifecycle.started = True
     log.info("started", profile=platform.settings.profile, version=__version__)
+    min_age = timedelta(seconds=platform.settings.ml.models.orphan_min_age_seconds)
+    try:
+        await platform.registry.sweep_orphans(min_age=min_age)
+    except Exception as exc:  # storage may be down at start: the next start sweeps again
+        log.warning("orphan sweep skipped", error=f"{type(exc).__name__}: {exc}"[:200])
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -116,6 +212,9 @@ def create_app(settings: Settings) -> FastAPI:
             starting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await starting
+            await platform.serving.logs.stop()
+            await platform.serving.close()
+            await platform.registry.watcher.stop()
             await platform.auth.stop()
             await platform.auth.limiter.close()
             await platform.cache.close()
@@ -138,11 +237,16 @@ def create_app(settings: Settings) -> FastAPI:
         app,
         metrics=platform.metrics,
         max_body_size=settings.server.max_body_size,
+        max_upload_size=settings.security.limits.max_upload_size,
         max_inflated_size=settings.security.limits.max_decompressed_size,
         gzip_min_size=compression.min_response_size if compression.enabled else None,
     )
     app.include_router(actuator.router)
     app.include_router(auth_router.router)
+    app.include_router(registry_router.router)
+    app.include_router(serving_router.router)
+    app.include_router(inference_v2.health)
+    app.include_router(inference_v2.router)
     return app
 
 

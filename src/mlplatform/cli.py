@@ -19,6 +19,7 @@ from mlplatform.cliutil import fail, settings_or_exit
 from mlplatform.config import redacted
 from mlplatform.doctor import check_backends, check_libraries
 from mlplatform.logging import configure_logging
+from mlplatform.registry.cli import models_app
 from mlplatform.server import export_overrides
 from mlplatform.server import serve as run_server
 
@@ -34,6 +35,7 @@ db_app = typer.Typer(
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(models_app, name="models")
 console = Console()
 
 

@@ -15,10 +15,11 @@ from pydantic import SecretStr, ValidationError
 from mlplatform.settings import Settings
 
 ENV_PREFIX = "MLPLATFORM_"
-_NOT_KEYS = {"MLPLATFORM_PROFILE", "MLPLATFORM_CONFIG_DIR"}
+# Read by the command line client, not settings of the server.
+_NOT_KEYS = {"MLPLATFORM_PROFILE", "MLPLATFORM_CONFIG_DIR", "MLPLATFORM_URL", "MLPLATFORM_API_KEY"}
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
 # Children of these keys are names (logger names), not settings keys: never rewritten.
-_FREE_FORM = {"level"}
+_FREE_FORM = {"level", "fallbacks"}
 REDACTED = "******"
 
 

@@ -8,6 +8,8 @@ from mlplatform.auth.service import AuthService
 from mlplatform.db import Database
 from mlplatform.health import HealthService, Lifecycle
 from mlplatform.metrics import Metrics
+from mlplatform.registry.service import RegistryService
+from mlplatform.serving.service import ServingService
 from mlplatform.settings import Settings
 from mlplatform.stores.artifacts.base import ArtifactStore
 from mlplatform.stores.cache.base import Cache
@@ -23,3 +25,5 @@ class Platform:
     health: HealthService
     lifecycle: Lifecycle
     auth: AuthService
+    registry: RegistryService
+    serving: ServingService

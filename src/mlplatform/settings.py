@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from mlplatform.units import check_rate, parse_size
 
@@ -101,11 +101,27 @@ class ModelsSettings(Section):
     cache_ttl: int = Field(3600, ge=1)
     preload: list[str] = []
     allow_pickle: bool = False
+    registry_refresh_seconds: float = Field(10.0, gt=0)
+    local_cache_dir: str = "./data/model-cache"
+    orphan_min_age_seconds: int = Field(3600, ge=0)
 
     @field_validator("preload", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+class FallbackSettings(Section):
+    """What to answer for a model that is unknown or too slow: a constant, or another model's prediction."""
+
+    constant: Any = None
+    model: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> FallbackSettings:
+        if (self.constant is None) == (self.model is None):
+            raise ValueError("give exactly one of constant or model")
+        return self
 
 
 class PredictionsSettings(Section):
@@ -115,6 +131,8 @@ class PredictionsSettings(Section):
     cache_ttl_seconds: int = Field(300, ge=1)
     cache_min_confidence: float = Field(0.9, ge=0, le=1)
     log_sample_rate: float = Field(1.0, ge=0, le=1)
+    log_queue_size: int = Field(100_000, ge=1)
+    fallbacks: dict[str, FallbackSettings] = {}
 
 
 class MonitoringSettings(Section):

@@ -56,7 +56,7 @@ async def make_app(tmp_path: Path) -> AsyncIterator[AppFactory]:
             manager = await stack.enter_async_context(LifespanManager(app, startup_timeout=60))
             client = await stack.enter_async_context(
                 httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=manager.app),
+                    transport=httpx.ASGITransport(app=manager.app, raise_app_exceptions=False),
                     base_url="http://test",
                     headers={"X-API-Key": key} if key else {},
                 )

@@ -15,7 +15,7 @@ async def component(client: httpx.AsyncClient, name: str) -> str:
     return str(body["components"][name]["status"])
 
 
-async def test_redis_stopped_and_started_again(make_app: AppFactory, private_redis: RedisServer) -> None:
+async def test_redis_stopped_and_started_again(private_redis: RedisServer, make_app: AppFactory) -> None:
     client, _ = await make_app(cache={"url": private_redis.url, "timeout-ms": 200})
     assert await component(client, "cache") == "UP"
 
@@ -37,7 +37,7 @@ async def test_redis_stopped_and_started_again(make_app: AppFactory, private_red
     assert (await client.get("/actuator/health")).json()["status"] == "UP"
 
 
-async def test_readiness_can_include_the_cache(make_app: AppFactory, private_redis: RedisServer) -> None:
+async def test_readiness_can_include_the_cache(private_redis: RedisServer, make_app: AppFactory) -> None:
     client, _ = await make_app(
         cache={"url": private_redis.url, "timeout-ms": 200},
         management={"health": {"readiness-include": ["db", "cache"]}},
@@ -50,7 +50,7 @@ async def test_readiness_can_include_the_cache(make_app: AppFactory, private_red
 
 
 async def test_paused_redis_costs_a_bounded_health_check(
-    make_app: AppFactory, private_redis: RedisServer
+    private_redis: RedisServer, make_app: AppFactory
 ) -> None:
     client, _ = await make_app(cache={"url": private_redis.url, "timeout-ms": 100})
     private_redis.pause()
@@ -62,7 +62,8 @@ async def test_paused_redis_costs_a_bounded_health_check(
 
 
 async def test_unreachable_s3_is_a_degraded_storage_component(
-    make_app: AppFactory, s3_credentials: dict[str, str]
+    s3_credentials: dict[str, str],
+    make_app: AppFactory,
 ) -> None:
     url = f"s3://nowhere?endpoint=http://127.0.0.1:{free_port()}&region=us-east-1"
     client, _ = await make_app(storage={"url": url, **s3_credentials})

@@ -34,7 +34,7 @@ async def info(client: httpx.AsyncClient, key: str) -> int:
 
 
 async def test_rate_limit_is_shared_by_every_instance(
-    make_app: AppFactory, postgres_url: str, redis_url: str
+    postgres_url: str, redis_url: str, make_app: AppFactory
 ) -> None:
     first, second = await two_instances(make_app, postgres_url, redis_url)
     key = await new_key(first, rate_limit="4/minute")
@@ -50,7 +50,7 @@ async def test_rate_limit_is_shared_by_every_instance(
 
 
 async def test_a_key_revoked_on_one_instance_is_refused_by_the_other(
-    make_app: AppFactory, postgres_url: str, redis_url: str
+    postgres_url: str, redis_url: str, make_app: AppFactory
 ) -> None:
     first, second = await two_instances(make_app, postgres_url, redis_url)
     key = await new_key(first)
@@ -65,7 +65,7 @@ async def test_a_key_revoked_on_one_instance_is_refused_by_the_other(
 
 
 async def test_limits_still_hold_in_memory_while_redis_is_down(
-    make_app: AppFactory, postgres_url: str, private_redis: RedisServer
+    postgres_url: str, private_redis: RedisServer, make_app: AppFactory
 ) -> None:
     first, _ = await two_instances(make_app, postgres_url, private_redis.url)
     key = await new_key(first, rate_limit="3/minute")

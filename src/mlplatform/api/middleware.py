@@ -69,21 +69,29 @@ class _BodyTooLargeError(Exception):
     pass
 
 
-class BodyLimitMiddleware:
-    """Refuses bodies over `limit` bytes with 413: by Content-Length up front, else while streaming."""
+# Uploads of model artifacts and datasets may be far larger than any other request.
+UPLOAD_PATHS = re.compile(r"^/api/ml/(models/[^/]+/versions|datasets)/?$")
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+
+class BodyLimitMiddleware:
+    """Refuses bodies over the limit with 413: by Content-Length up front, else while streaming. Uploads
+    (`UPLOAD_PATHS`) have `upload_limit` (security.limits.max-upload-size), everything else `limit`."""
+
+    def __init__(self, app: ASGIApp, limit: int, upload_limit: int) -> None:
         self.app = app
-        self.limit = limit
+        self.default_limit = limit
+        self.upload_limit = upload_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        upload = scope["method"] == "POST" and UPLOAD_PATHS.match(scope["path"])
+        limit = self.upload_limit if upload else self.default_limit
         for name, value in scope["headers"]:
             if name == b"content-length":
-                if not value.isdigit() or int(value) > self.limit:
-                    await self._refuse(scope, receive, send)
+                if not value.isdigit() or int(value) > limit:
+                    await self._refuse(scope, receive, send, limit)
                     return
                 break
         seen = 0
@@ -94,10 +102,10 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit and not refused:
+                if seen > limit and not refused:
                     refused = True
                     if not started:
-                        await self._refuse(scope, receive, send)
+                        await self._refuse(scope, receive, send, limit)
                     # Frameworks turn errors while reading into their own 400: answer first, then stop it.
                     raise _BodyTooLargeError
             return message
@@ -112,12 +120,13 @@ class BodyLimitMiddleware:
         with contextlib.suppress(_BodyTooLargeError):
             await self.app(scope, counting_receive, guarded_send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        setting = "security.limits.max-upload-size" if limit == self.upload_limit else "server.max-body-size"
         response = error_response(
             413,
             "payload_too_large",
-            f"request body is larger than server.max-body-size ({self.limit} bytes)",
-            {"field": "body", "limit_bytes": self.limit},
+            f"request body is larger than {setting} ({limit} bytes)",
+            {"field": "body", "limit_bytes": limit},
         )
         await response(scope, receive, send)
 
@@ -197,11 +206,17 @@ class RequestDecompressionMiddleware:
 
 
 def add_middleware(
-    app: Any, *, metrics: Metrics, max_body_size: int, max_inflated_size: int, gzip_min_size: int | None
+    app: Any,
+    *,
+    metrics: Metrics,
+    max_body_size: int,
+    max_upload_size: int,
+    max_inflated_size: int,
+    gzip_min_size: int | None,
 ) -> None:
     """Install in order, outermost first: request context, body limit, request inflation, response gzip."""
     if gzip_min_size is not None:
         app.add_middleware(GZipMiddleware, minimum_size=gzip_min_size)
     app.add_middleware(RequestDecompressionMiddleware, limit=max_inflated_size)
-    app.add_middleware(BodyLimitMiddleware, limit=max_body_size)
+    app.add_middleware(BodyLimitMiddleware, limit=max_body_size, upload_limit=max_upload_size)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)

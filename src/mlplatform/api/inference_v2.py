@@ -1,0 +1,130 @@
+"""Open Inference Protocol V2 (KServe, Triton and MLServer clients), JSON and binary tensors."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from mlplatform import __version__
+from mlplatform.api.deps import PlatformDep, require
+from mlplatform.api.responses import JsonResponse
+from mlplatform.auth.schemas import Permission, Principal
+from mlplatform.errors import InvalidInput
+from mlplatform.platform import Platform
+from mlplatform.registry.snapshot import VersionEntry
+from mlplatform.serving.v2_codec import (
+    FEATURE_TYPES,
+    HEADER_LENGTH,
+    declared_outputs,
+    decode_inputs,
+    encode_outputs,
+    output_tensor,
+    requested,
+    split_body,
+    to_matrix,
+)
+
+router = APIRouter(prefix="/v2", tags=["inference v2"])
+health = APIRouter(prefix="/v2", tags=["inference v2"])
+Reader = Annotated[Principal, require(Permission.READ)]
+Predictor = Annotated[Principal, require(Permission.PREDICT)]
+
+
+def _resolve(platform: Platform, model: str, version: str | None) -> VersionEntry:
+    if version is None:
+        return platform.registry.resolve(model)
+    if not version.isdecimal() or not version.isascii():
+        problem = f"{version[:40]!r} is not a version number"
+        raise InvalidInput(f"version: {problem}", details=[{"field": "version", "problem": problem}])
+    return platform.registry.resolve(f"{model}/{version}")
+
+
+def _metadata(entry: VersionEntry) -> dict[str, Any]:
+    features = entry.description.features
+    numeric = all(FEATURE_TYPES[f.type] != "BYTES" for f in features)
+    inputs = [{"name": "input-0", "datatype": "FP64" if numeric else "BYTES", "shape": [-1, len(features)]}]
+    inputs += [{"name": f.name, "datatype": FEATURE_TYPES[f.type], "shape": [-1]} for f in features]
+    outputs = [
+        {"name": name, "datatype": datatype, "shape": shape}
+        for name, (datatype, shape) in declared_outputs(entry.description).items()
+    ]
+    return {
+        "name": entry.name,
+        "versions": [str(entry.version)],
+        "platform": f"mlplatform-{entry.description.framework.value}",
+        "inputs": inputs,
+        "outputs": outputs,
+        "parameters": {
+            "id": entry.id,
+            "features": [f.name for f in features],
+            "classes": entry.description.classes,
+        },
+    }
+
+
+@health.get("/health/live")
+async def live() -> JsonResponse:
+    return JsonResponse({"live": True})
+
+
+@health.get("/health/ready")
+async def ready(platform: PlatformDep) -> JsonResponse:
+    is_ready, _ = await platform.health.readiness()
+    return JsonResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+@router.get("")
+async def server_metadata(_: Reader) -> JsonResponse:
+    return JsonResponse({"name": "mlplatform", "version": __version__, "extensions": ["binary_tensor_data"]})
+
+
+@router.get("/models/{model}")
+@router.get("/models/{model}/versions/{version}")
+async def model_metadata(
+    model: str, platform: PlatformDep, _: Reader, version: str | None = None
+) -> JsonResponse:
+    return JsonResponse(_metadata(_resolve(platform, model, version)))
+
+
+@router.get("/models/{model}/ready")
+@router.get("/models/{model}/versions/{version}/ready")
+async def model_ready(
+    model: str, platform: PlatformDep, _: Reader, version: str | None = None
+) -> JsonResponse:
+    entry = _resolve(platform, model, version)
+    await platform.serving.loaded(entry)
+    return JsonResponse({"name": entry.name, "ready": True})
+
+
+@router.post("/models/{model}/infer")
+@router.post("/models/{model}/versions/{version}/infer")
+async def infer(
+    model: str, request: Request, platform: PlatformDep, _: Predictor, version: str | None = None
+) -> Response:
+    header, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
+    entry = _resolve(platform, model, version)
+    loaded = await platform.serving.loaded(entry)
+    matrix = to_matrix(decode_inputs(header, binary), loaded.signature)
+    max_rows = platform.settings.security.limits.max_batch_rows
+    if len(matrix) > max_rows:
+        problem = f"{len(matrix)} rows; at most {max_rows} per request (security.limits.max-batch-rows)"
+        raise InvalidInput(f"inputs: {problem}", details=[{"field": "inputs", "problem": problem}])
+    declared = declared_outputs(entry.description)
+    wanted, binary_names = requested(header, list(declared))  # checked before the model runs
+    request_id = header.get("id") if isinstance(header.get("id"), str) else None
+    raw = await platform.serving.infer(entry, loaded, matrix, request_id)
+    available = {"predict": raw.values, "predict_proba": raw.probabilities}
+    tensors = [
+        output_tensor(name, values, declared[name][0])
+        for name in wanted
+        if (values := available[name]) is not None
+    ]
+    response: dict[str, Any] = {"model_name": entry.name, "model_version": str(entry.version)}
+    if request_id is not None:
+        response["id"] = request_id
+    body, json_length = encode_outputs(response, tensors, binary_names)
+    if json_length is None:
+        return Response(body, media_type="application/json")
+    return Response(body, media_type="application/octet-stream", headers={HEADER_LENGTH: str(json_length)})

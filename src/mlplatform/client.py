@@ -1,0 +1,107 @@
+"""A small Python client for the mlplatform HTTP API (used by the CLI; usable from notebooks and scripts)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO
+
+import httpx
+
+
+class ApiError(Exception):
+    """A 4xx/5xx answer, with the server's error code, message and details."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+class _CountingReader:
+    """A file wrapper that reports how many bytes have been read (for upload progress bars)."""
+
+    def __init__(self, handle: BinaryIO, on_read: Callable[[int], None]) -> None:
+        self.handle = handle
+        self.on_read = on_read
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.handle.read(size)
+        self.on_read(len(chunk))
+        return chunk
+
+
+class Client:
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 300.0) -> None:
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+            except (ValueError, KeyError, TypeError):
+                raise ApiError(response.status_code, "http_error", response.text[:500]) from None
+            raise ApiError(response.status_code, error["code"], error["message"], error.get("details"))
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    def list_models(self, **filters: Any) -> dict[str, Any]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        return dict(self._call("GET", "/api/ml/models", params=params))
+
+    def get_model(self, name: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/api/ml/models/{name}"))
+
+    def list_versions(self, name: str, limit: int = 100) -> dict[str, Any]:
+        return dict(self._call("GET", f"/api/ml/models/{name}/versions", params={"limit": limit}))
+
+    def get_version(self, name: str, version: int) -> dict[str, Any]:
+        return dict(self._call("GET", f"/api/ml/models/{name}/versions/{version}"))
+
+    def upload(
+        self,
+        name: str,
+        path: Path,
+        metadata: dict[str, Any] | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        with path.open("rb") as handle:
+            source: Any = _CountingReader(handle, on_progress) if on_progress else handle
+            files = {"file": (path.name, source, "application/octet-stream")}
+            data = {"metadata": json.dumps(metadata or {})}
+            return dict(self._call("POST", f"/api/ml/models/{name}/versions", files=files, data=data))
+
+    def stage(self, name: str, version: int, stage: str) -> dict[str, Any]:
+        return dict(
+            self._call("POST", f"/api/ml/models/{name}/versions/{version}/stage", json={"stage": stage})
+        )
+
+    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        return dict(self._call("PUT", f"/api/ml/models/{name}/aliases/{alias}", json={"version": version}))
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        self._call("DELETE", f"/api/ml/models/{name}/aliases/{alias}")
+
+    def history(self, name: str, at: str | None = None, limit: int = 100) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit} if at is None else {"at": at}
+        return dict(self._call("GET", f"/api/ml/models/{name}/history", params=params))
+
+    def delete(self, name: str, version: int | None = None, purge: bool = False) -> None:
+        path = f"/api/ml/models/{name}" + (f"/versions/{version}" if version is not None else "")
+        self._call("DELETE", path, params={"purge": str(purge).lower()})

@@ -1,0 +1,1 @@
+"""The model registry: versions, stages and aliases, lineage, audit history, artifacts."""

@@ -1,0 +1,195 @@
+"""Prediction logs: a bounded queue off the hot path, flushed in batches (COPY on PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from sqlalchemy import insert, select
+
+from mlplatform.db import Database
+from mlplatform.serving.schemas import PredictionLogRead
+from mlplatform.serving.tables import PredictionLogRow
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionRecord:
+    id: str
+    model: str
+    version: str
+    variant: str | None
+    request_id: str | None
+    inputs: list[Any]
+    prediction: Any
+    probabilities: dict[str, float] | None
+    confidence: float | None
+    latency_ms: float
+    cached: bool
+    created_at: datetime
+
+
+COLUMNS = tuple(f.name for f in fields(PredictionRecord))
+_JSON_COLUMNS = {"inputs", "prediction", "probabilities"}
+
+
+class PredictionLogWriter:
+    """Never blocks a prediction: `submit` drops (and counts) when the queue is full, e.g. while the database
+    is slow or away; a background task writes batches of up to `batch_size` every `interval` seconds."""
+
+    def __init__(
+        self,
+        database: Database,
+        registry: CollectorRegistry,
+        *,
+        queue_size: int = 100_000,
+        batch_size: int = 1000,
+        interval: float = 0.5,
+    ) -> None:
+        self.database = database
+        self.queue: asyncio.Queue[PredictionRecord] = asyncio.Queue(maxsize=queue_size)
+        self.batch_size = batch_size
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = Counter(
+            "ml_prediction_log_dropped_total",
+            "Prediction log records dropped because the queue was full",
+            registry=registry,
+        )
+        self.written = Counter(
+            "ml_prediction_log_written_total", "Prediction log records written", registry=registry
+        )
+        self.failures = Counter(
+            "ml_prediction_log_write_failures_total",
+            "Failed prediction log batch writes",
+            registry=registry,
+        )
+        Gauge(
+            "ml_prediction_log_queue_depth",
+            "Prediction log records waiting to be written",
+            registry=registry,
+        ).set_function(self.queue.qsize)
+
+    def submit(self, record: PredictionRecord) -> bool:
+        try:
+            self.queue.put_nowait(record)
+            return True
+        except asyncio.QueueFull:
+            self.dropped.inc()
+            return False
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    async def stop(self, drain_timeout: float = 5.0) -> None:
+        """Write what is queued (bounded by `drain_timeout`), then stop."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        with contextlib.suppress(Exception, TimeoutError):
+            async with asyncio.timeout(drain_timeout):
+                while not self.queue.empty():
+                    await self._write(self._take())
+
+    def _take(self) -> list[PredictionRecord]:
+        batch: list[PredictionRecord] = []
+        while len(batch) < self.batch_size and not self.queue.empty():
+            batch.append(self.queue.get_nowait())
+        return batch
+
+    async def _run(self) -> None:
+        backoff = self.interval
+        pending: list[PredictionRecord] = []
+        while True:
+            if not pending:
+                await asyncio.sleep(self.interval)
+                pending = self._take()
+                if not pending:
+                    continue
+            try:
+                await self._write(pending)
+                pending, backoff = [], self.interval
+            except Exception as exc:  # keep the batch and retry; new records queue (or drop) meanwhile
+                self.failures.inc()
+                log.warning(
+                    "prediction log write failed",
+                    error=f"{type(exc).__name__}: {exc}"[:200],
+                    rows=len(pending),
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def _write(self, batch: list[PredictionRecord]) -> None:
+        if not batch:
+            return
+        if self.database.backend == "postgresql":
+            await self._copy(batch)
+        else:
+            async with self.database.session() as session, session.begin():
+                await session.execute(insert(PredictionLogRow), [_row(r) for r in batch])
+        self.written.inc(len(batch))
+
+    async def _copy(self, batch: list[PredictionRecord]) -> None:
+        async with self.database.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver: Any = raw.driver_connection
+            statement = f"COPY prediction_logs ({', '.join(COLUMNS)}) FROM STDIN"
+            async with driver.cursor() as cursor, cursor.copy(statement) as copy:
+                for record in batch:
+                    await copy.write_row(_copy_values(record))
+            await driver.commit()
+
+    async def query(
+        self, *, model: str | None, start: datetime | None, end: datetime | None, limit: int
+    ) -> list[PredictionLogRead]:
+        statement = select(PredictionLogRow).order_by(PredictionLogRow.created_at.desc()).limit(limit)
+        if model:
+            statement = statement.where(PredictionLogRow.model == model)
+        if start:
+            statement = statement.where(PredictionLogRow.created_at >= start)
+        if end:
+            statement = statement.where(PredictionLogRow.created_at < end)
+        async with self.database.session() as session:
+            rows = (await session.scalars(statement)).all()
+        return [_read(row) for row in rows]
+
+
+def _read(row: PredictionLogRow) -> PredictionLogRead:
+    return PredictionLogRead(
+        prediction_id=row.id,
+        model=row.model,
+        version=row.version,
+        variant=row.variant,
+        request_id=row.request_id,
+        inputs=row.inputs,
+        prediction=row.prediction,
+        probabilities=row.probabilities,
+        confidence=row.confidence,
+        latency_ms=row.latency_ms,
+        cached=row.cached,
+        created_at=row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC),
+    )
+
+
+def _row(record: PredictionRecord) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in COLUMNS}
+
+
+def _copy_values(record: PredictionRecord) -> tuple[Any, ...]:
+    return tuple(
+        orjson.dumps(getattr(record, name), option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        if name in _JSON_COLUMNS
+        else getattr(record, name)
+        for name in COLUMNS
+    )

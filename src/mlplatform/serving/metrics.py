@@ -1,0 +1,118 @@
+"""Serving metrics (DESIGN §6): predictions, errors, latency, throughput, models, caches, loads."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from mlplatform.metrics import Metrics
+
+LATENCY_BUCKETS_MS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+class _Throughput(Collector):
+    """`ml_predictions_throughput{model_id}`: predictions in the last 60 s, counted in one-second buckets."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.buckets: dict[str, list[int]] = {}  # model → [second, count] * 60, as a flat ring
+
+    def add(self, model: str, count: int = 1) -> None:
+        second = int(self.clock())
+        ring = self.buckets.get(model)
+        if ring is None:
+            ring = self.buckets[model] = [0] * 120
+        slot = (second % 60) * 2
+        if ring[slot] != second:
+            ring[slot], ring[slot + 1] = second, 0
+        ring[slot + 1] += count
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "ml_predictions_throughput", "Predictions in the last minute", labels=["model_id"]
+        )
+        now = int(self.clock())
+        for model, ring in self.buckets.items():
+            total = sum(ring[i + 1] for i in range(0, 120, 2) if now - ring[i] < 60)
+            family.add_metric([model], total)
+        yield family
+
+
+class ServingMetrics:
+    def __init__(self, metrics: Metrics) -> None:
+        self.registry = registry = metrics.registry
+        self.predictions = Counter(
+            "ml_predictions", "Predictions served, by model", ["model_id"], registry=registry
+        )
+        self.model_predictions = Counter(
+            "ml_model_predictions", "Predictions served, by model version", ["model_id"], registry=registry
+        )
+        self.errors = Counter(
+            "ml_predictions_errors", "Predictions that failed, by model", ["model_id"], registry=registry
+        )
+        self.latency = Histogram(
+            "ml_predictions_latency",
+            "Prediction latency in milliseconds, by model",
+            ["model_id"],
+            buckets=LATENCY_BUCKETS_MS,
+            registry=registry,
+        )
+        self.cache_hits = Counter("ml_prediction_cache_hits", "Prediction cache hits", registry=registry)
+        self.cache_misses = Counter(
+            "ml_prediction_cache_misses", "Prediction cache misses", registry=registry
+        )
+        self.cache_skips = Counter(
+            "ml_prediction_cache_skipped",
+            "Prediction cache reads or writes skipped (cache unavailable or confidence below the gate)",
+            ["reason"],
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            "ml_predictions_fallback",
+            "Answers given by a fallback or the cache",
+            ["model_id", "kind"],
+            registry=registry,
+        )
+        self.model_loads = Histogram(
+            "ml_model_load_seconds",
+            "Time to fetch, load, compile and warm a model version",
+            ["runtime"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=registry,
+        )
+        self.throughput = _Throughput()
+        registry.register(self.throughput)
+        self._children: dict[str, tuple[Counter, Histogram]] = {}
+
+    def observe(self, model: str, version: str, latency_ms: float, count: int = 1) -> None:
+        children = self._children.get(model)
+        if children is None:
+            children = self._children[model] = (self.predictions.labels(model), self.latency.labels(model))
+        children[0].inc(count)
+        children[1].observe(latency_ms)
+        self.model_predictions.labels(version).inc(count)
+        self.throughput.add(model, count)
+
+
+class ModelsCollector(Collector):
+    """ml_models_active (loaded here), ml_models_deployed (models with a servable version) and
+    ml_model_age_days{model_id} (age of the version each bare name resolves to), read at scrape time."""
+
+    def __init__(self, loaded: Callable[[], int], deployed: Callable[[], dict[str, float]]) -> None:
+        self.loaded = loaded
+        self.deployed = deployed
+
+    def collect(self) -> Iterable[Metric]:
+        ages = self.deployed()
+        yield GaugeMetricFamily("ml_models_active", "Model versions loaded in this instance", self.loaded())
+        yield GaugeMetricFamily("ml_models_deployed", "Models with a servable version", len(ages))
+        family = GaugeMetricFamily(
+            "ml_model_age_days", "Age of the served version, days", labels=["model_id"]
+        )
+        for model, days in sorted(ages.items()):
+            family.add_metric([model], days)
+        yield family

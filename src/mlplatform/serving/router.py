@@ -1,0 +1,51 @@
+"""`/api/ml/predict`, `/api/ml/predict/batch` and `/api/ml/predictions` (the prediction log)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from mlplatform.api.deps import PlatformDep, require
+from mlplatform.auth.schemas import Permission, Principal
+from mlplatform.errors import InvalidInput
+from mlplatform.serving.schemas import (
+    BatchRequest,
+    BatchResponse,
+    PredictionLogRead,
+    PredictRequest,
+    PredictResponse,
+)
+
+router = APIRouter(prefix="/api/ml", tags=["serving"])
+Predictor = Annotated[Principal, require(Permission.PREDICT)]
+Reader = Annotated[Principal, require(Permission.READ)]
+
+
+@router.post("/predict")
+async def predict(body: PredictRequest, platform: PlatformDep, _: Predictor) -> PredictResponse:
+    limits = platform.settings.security.limits
+    if len(body.features) > limits.max_features:
+        problem = f"at most {limits.max_features} features per row (security.limits.max-features)"
+        raise InvalidInput(f"features: {problem}", details=[{"field": "features", "problem": problem}])
+    return await platform.serving.predict(body)
+
+
+@router.post("/predict/batch")
+async def predict_batch(body: BatchRequest, platform: PlatformDep, _: Predictor) -> BatchResponse:
+    return await platform.serving.predict_batch(
+        body, max_rows=platform.settings.security.limits.max_batch_rows
+    )
+
+
+@router.get("/predictions")
+async def predictions(
+    platform: PlatformDep,
+    _: Reader,
+    model: str | None = None,
+    start: Annotated[datetime | None, Query(alias="from", description="inclusive, ISO 8601")] = None,
+    end: Annotated[datetime | None, Query(alias="to", description="exclusive, ISO 8601")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> list[PredictionLogRead]:
+    return await platform.serving.logs.query(model=model, start=start, end=end, limit=limit)

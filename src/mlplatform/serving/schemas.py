@@ -1,0 +1,69 @@
+"""Prediction request and response schemas (DESIGN §5)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="any reference form: name, name@alias, name-vN, name/N or the full id")
+    features: dict[str, Any] | list[Any] = Field(
+        description="by feature name, or an array in signature order"
+    )
+    request_id: str | None = Field(None, max_length=128, description="your id, to join feedback later")
+
+
+class PredictResponse(BaseModel):
+    prediction_id: str
+    model: str
+    version: str
+    variant: str | None = None
+    prediction: Any
+    probabilities: dict[str, float] | None = None
+    confidence: float | None = None
+    cached: bool = False
+    fallback: bool = False
+    latency_ms: float
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    instances: list[dict[str, Any] | list[Any]] = Field(min_length=1)
+    request_id: str | None = Field(None, max_length=128)
+
+
+class BatchPrediction(BaseModel):
+    prediction_id: str
+    prediction: Any
+    probabilities: dict[str, float] | None = None
+    confidence: float | None = None
+
+
+class BatchResponse(BaseModel):
+    model: str
+    version: str
+    variant: str | None = None
+    predictions: list[BatchPrediction]
+    latency_ms: float
+
+
+class PredictionLogRead(BaseModel):
+    prediction_id: str
+    model: str
+    version: str
+    variant: str | None
+    request_id: str | None
+    inputs: list[Any]
+    prediction: Any
+    probabilities: dict[str, float] | None
+    confidence: float | None
+    latency_ms: float
+    cached: bool
+    created_at: datetime

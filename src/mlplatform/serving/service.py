@@ -1,0 +1,311 @@
+"""The predict path (DESIGN §7): resolve → cache → runtime (with a deadline) → fallback → log → metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import structlog
+
+from mlplatform.clock import utcnow
+from mlplatform.errors import DeadlineExceeded, InvalidInput, NotFound, Unavailable
+from mlplatform.ids import new_id
+from mlplatform.registry.refs import parse_ref
+from mlplatform.registry.service import RegistryService
+from mlplatform.registry.snapshot import VersionEntry
+from mlplatform.serving.logs import PredictionLogWriter, PredictionRecord
+from mlplatform.serving.metrics import ServingMetrics
+from mlplatform.serving.model_cache import LoadedModel, ModelCache
+from mlplatform.serving.prediction_cache import PredictionCache
+from mlplatform.serving.runtimes.base import RawPrediction
+from mlplatform.serving.schemas import (
+    BatchPrediction,
+    BatchRequest,
+    BatchResponse,
+    PredictRequest,
+    PredictResponse,
+)
+from mlplatform.settings import PredictionsSettings
+from mlplatform.stores.artifacts.base import ArtifactNotFoundError, StorageUnavailableError
+
+log = structlog.get_logger(__name__)
+INLINE_ROWS = 64  # up to this many rows predict on the event loop: tens of microseconds, no thread hop
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+Answer = tuple[Any, dict[str, float] | None, float | None]
+
+
+def answers(raw: RawPrediction, classes: tuple[Any, ...] | None) -> list[Answer]:
+    """(prediction, probabilities by class label, confidence) per row."""
+    values = raw.values.tolist()
+    if raw.probabilities is None or classes is None:
+        return [(_plain(v), None, None) for v in values]
+    labels = [str(c) for c in classes]
+    out: list[Answer] = []
+    for value, row in zip(values, raw.probabilities.tolist(), strict=True):
+        out.append((_plain(value), dict(zip(labels, row, strict=True)), max(row)))
+    return out
+
+
+class ServingService:
+    def __init__(
+        self,
+        *,
+        registry: RegistryService,
+        models: ModelCache,
+        predictions: PredictionCache,
+        logs: PredictionLogWriter,
+        settings: PredictionsSettings,
+        metrics: ServingMetrics,
+    ) -> None:
+        self.registry = registry
+        self.models = models
+        self.predictions = predictions
+        self.logs = logs
+        self.settings = settings
+        self.metrics = metrics
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="predict")
+        self.timeout = settings.timeout_ms / 1000
+
+    async def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- resolution and loading ------------------------------------------------------------------------
+
+    async def loaded(self, entry: VersionEntry) -> LoadedModel:
+        found = self.models.peek(entry.id)
+        if found is not None:
+            return found
+        try:
+            return await self.models.get(entry)
+        except (StorageUnavailableError, ArtifactNotFoundError) as exc:
+            raise Unavailable(f"cannot load {entry.id}: artifact storage: {exc}") from None
+
+    async def _run(self, model: LoadedModel, matrix: np.ndarray) -> RawPrediction:
+        if model.inline and len(matrix) <= INLINE_ROWS:
+            return model.runtime.predict(matrix)
+        future = asyncio.get_running_loop().run_in_executor(self.executor, model.runtime.predict, matrix)
+        return await asyncio.wait_for(future, self.timeout)
+
+    # --- single predictions -----------------------------------------------------------------------------
+
+    async def predict(self, request: PredictRequest) -> PredictResponse:
+        started = time.perf_counter()
+        try:
+            entry = self.registry.resolve(request.model)
+        except NotFound:
+            return await self._fallback_or_raise(request, started, reason="not_found")
+        try:
+            model = await self.loaded(entry)
+            row = model.signature.row(request.features, "features")
+            key = self.predictions.key(entry.id, row) if self.predictions.enabled else None
+            if key is not None and (hit := await self.predictions.get(key)) is not None:
+                return self._respond(entry, row, hit, request, started, cached=True)
+            try:
+                raw = await self._run(model, model.signature.matrix([row]))
+            except TimeoutError:
+                return await self._on_timeout(request, entry, row, key, started)
+            prediction, probabilities, confidence = answers(raw, entry.description.classes)[0]
+            answer = {"prediction": prediction, "probabilities": probabilities, "confidence": confidence}
+            if key is not None:
+                await self.predictions.put(key, answer, confidence)
+            return self._respond(entry, row, answer, request, started)
+        except InvalidInput:
+            raise
+        except Exception:
+            self.metrics.errors.labels(entry.name).inc()
+            raise
+
+    def _respond(
+        self,
+        entry: VersionEntry,
+        row: list[Any],
+        answer: dict[str, Any],
+        request: PredictRequest,
+        started: float,
+        *,
+        cached: bool = False,
+        fallback: bool = False,
+    ) -> PredictResponse:
+        latency_ms = (time.perf_counter() - started) * 1000
+        response = PredictResponse(
+            prediction_id=new_id(),
+            model=entry.name,
+            version=entry.id,
+            prediction=answer["prediction"],
+            probabilities=answer.get("probabilities"),
+            confidence=answer.get("confidence"),
+            cached=cached,
+            fallback=fallback,
+            latency_ms=round(latency_ms, 3),
+        )
+        self.metrics.observe(entry.name, entry.id, latency_ms)
+        if self._sampled():
+            self.logs.submit(
+                PredictionRecord(
+                    id=response.prediction_id,
+                    model=entry.name,
+                    version=entry.id,
+                    variant=response.variant,
+                    request_id=request.request_id,
+                    inputs=row,
+                    prediction=response.prediction,
+                    probabilities=response.probabilities,
+                    confidence=response.confidence,
+                    latency_ms=response.latency_ms,
+                    cached=cached,
+                    created_at=utcnow(),
+                )
+            )
+        return response
+
+    def _sampled(self) -> bool:
+        rate = self.settings.log_sample_rate
+        return rate >= 1 or (rate > 0 and random.random() < rate)
+
+    async def _on_timeout(
+        self, request: PredictRequest, entry: VersionEntry, row: list[Any], key: str | None, started: float
+    ) -> PredictResponse:
+        self.metrics.errors.labels(entry.name).inc()
+        if key is not None and (hit := await self.predictions.get(key)) is not None:
+            self.metrics.fallbacks.labels(entry.name, "cached").inc()
+            return self._respond(entry, row, hit, request, started, cached=True)
+        return await self._fallback_or_raise(request, started, reason="timeout", entry=entry)
+
+    async def _fallback_or_raise(
+        self, request: PredictRequest, started: float, *, reason: str, entry: VersionEntry | None = None
+    ) -> PredictResponse:
+        name = entry.name if entry else parse_ref(request.model).name
+        fallback = self.settings.fallbacks.get(name)
+        if fallback is None:
+            if reason == "timeout":
+                raise DeadlineExceeded(
+                    f"{request.model}: no prediction within ml.predictions.timeout-ms "
+                    f"({self.settings.timeout_ms} ms) and no cached answer or fallback",
+                    details={"field": "model", "timeout_ms": self.settings.timeout_ms},
+                )
+            self.registry.resolve(request.model)  # raises the precise NotFound
+        assert fallback is not None
+        self.metrics.fallbacks.labels(name, reason).inc()
+        if fallback.model is not None:
+            target = self.registry.resolve(fallback.model, "ml.predictions.fallbacks")
+            model = await self.loaded(target)
+            row = model.signature.row(request.features, "features")
+            raw = await self._run(model, model.signature.matrix([row]))
+            prediction, probabilities, confidence = answers(raw, target.description.classes)[0]
+            answer = {"prediction": prediction, "probabilities": probabilities, "confidence": confidence}
+            return self._respond(target, row, answer, request, started, fallback=True)
+        latency_ms = (time.perf_counter() - started) * 1000
+        return PredictResponse(
+            prediction_id=new_id(),
+            model=name,
+            version="fallback",
+            prediction=fallback.constant,
+            fallback=True,
+            latency_ms=round(latency_ms, 3),
+        )
+
+    # --- batches ----------------------------------------------------------------------------------------
+
+    async def predict_batch(self, request: BatchRequest, *, max_rows: int) -> BatchResponse:
+        started = time.perf_counter()
+        if len(request.instances) > max_rows:
+            problem = f"at most {max_rows} instances per request (security.limits.max-batch-rows)"
+            raise InvalidInput(f"instances: {problem}", details=[{"field": "instances", "problem": problem}])
+        entry = self.registry.resolve(request.model)
+        model = await self.loaded(entry)
+        rows = [model.signature.row(values, f"instances[{i}]") for i, values in enumerate(request.instances)]
+        results: list[BatchPrediction] = []
+        size = self.settings.batch_size
+        try:
+            for begin in range(0, len(rows), size):
+                chunk = rows[begin : begin + size]
+                raw = await self._run(model, model.signature.matrix(chunk))
+                for prediction, probabilities, confidence in answers(raw, entry.description.classes):
+                    results.append(
+                        BatchPrediction(
+                            prediction_id=new_id(),
+                            prediction=prediction,
+                            probabilities=probabilities,
+                            confidence=confidence,
+                        )
+                    )
+        except TimeoutError:
+            self.metrics.errors.labels(entry.name).inc()
+            raise DeadlineExceeded(
+                f"{request.model}: the batch did not finish within ml.predictions.timeout-ms "
+                f"({self.settings.timeout_ms} ms); send smaller batches",
+                details={"field": "instances", "timeout_ms": self.settings.timeout_ms},
+            ) from None
+        latency_ms = (time.perf_counter() - started) * 1000
+        self.metrics.observe(entry.name, entry.id, latency_ms, count=len(rows))
+        now = utcnow()
+        for row, result in zip(rows, results, strict=True):
+            if self._sampled():
+                self.logs.submit(
+                    PredictionRecord(
+                        id=result.prediction_id,
+                        model=entry.name,
+                        version=entry.id,
+                        variant=None,
+                        request_id=request.request_id,
+                        inputs=row,
+                        prediction=result.prediction,
+                        probabilities=result.probabilities,
+                        confidence=result.confidence,
+                        latency_ms=latency_ms,
+                        cached=False,
+                        created_at=now,
+                    )
+                )
+        return BatchResponse(
+            model=entry.name, version=entry.id, predictions=results, latency_ms=round(latency_ms, 3)
+        )
+
+    # --- raw matrices (Open Inference Protocol) ---------------------------------------------------------
+
+    async def infer(
+        self, entry: VersionEntry, model: LoadedModel, matrix: np.ndarray, request_id: str | None
+    ) -> RawPrediction:
+        """Predict a prepared matrix with the deadline, metrics and logs of every other path."""
+        started = time.perf_counter()
+        try:
+            raw = await self._run(model, matrix)
+        except TimeoutError:
+            self.metrics.errors.labels(entry.name).inc()
+            raise DeadlineExceeded(
+                f"{entry.id}: no prediction within ml.predictions.timeout-ms ({self.settings.timeout_ms} ms)",
+                details={"timeout_ms": self.settings.timeout_ms},
+            ) from None
+        latency_ms = (time.perf_counter() - started) * 1000
+        self.metrics.observe(entry.name, entry.id, latency_ms, count=len(matrix))
+        now = utcnow()
+        for row, (prediction, probabilities, confidence) in zip(
+            matrix.tolist(), answers(raw, entry.description.classes), strict=True
+        ):
+            if self._sampled():
+                self.logs.submit(
+                    PredictionRecord(
+                        id=new_id(),
+                        model=entry.name,
+                        version=entry.id,
+                        variant=None,
+                        request_id=request_id,
+                        inputs=row,
+                        prediction=prediction,
+                        probabilities=probabilities,
+                        confidence=confidence,
+                        latency_ms=latency_ms,
+                        cached=False,
+                        created_at=now,
+                    )
+                )
+        return raw
