@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mlplatform needs Python >= 3.11")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,tensorflow]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -40,3 +40,37 @@ unit: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+
+# --- bench: mlplatform against Seldon MLServer 1.7.1 under wrk, same box, same run (benchmarks/README.md) ---
+# `make bench` takes about 9 minutes on 2 cores, `make bench-quick` about 3. MLServer has its own venv; its ML libraries
+# are pinned to the versions in $(VENV), so both servers load the very same model files the same way.
+MLSERVER_VENV ?= .venv-mlserver
+MLSERVER_STAMP := $(MLSERVER_VENV)/.installed-stamp
+MLSERVER_PACKAGES := mlserver==1.7.1 mlserver-sklearn==1.7.1 mlserver-xgboost==1.7.1 mlserver-lightgbm==1.7.1 \
+	'uvloop<0.22'
+APT_GET ?= apt-get
+BENCH_ARGS ?=
+# Expanded only when the recipe runs, once $(VENV) exists.
+SAME_ML_AS_VENV = $(shell $(BIN)/python -c 'import numpy, sklearn, xgboost, lightgbm; \
+	print(f"numpy=={numpy.__version__} scikit-learn=={sklearn.__version__} \
+	xgboost=={xgboost.__version__} lightgbm=={lightgbm.__version__}")')
+
+.PHONY: bench bench-quick bench-wrk
+
+bench-wrk:
+	@command -v wrk >/dev/null || $(APT_GET) install -y wrk || ($(APT_GET) update && $(APT_GET) install -y wrk)
+
+$(MLSERVER_STAMP): Makefile $(STAMP)
+	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 9) <= sys.version_info[:2] <= (3, 12) else \
+		"MLServer 1.7.1 needs Python 3.9 to 3.12: make bench PYTHON=python3.12")'
+	test -x $(MLSERVER_VENV)/bin/python || $(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MLSERVER_VENV)/bin/python -m pip install --quiet $(MLSERVER_PACKAGES) $(SAME_ML_AS_VENV)
+	$(MLSERVER_VENV)/bin/mlserver --help >/dev/null
+	touch $(MLSERVER_STAMP)
+
+bench: install bench-wrk $(MLSERVER_STAMP)
+	$(BIN)/python benchmarks/serving.py $(BENCH_ARGS)
+
+bench-quick:
+	$(MAKE) bench BENCH_ARGS=--quick

@@ -1,0 +1,8 @@
+-- Open Inference Protocol V2 (MLServer): POST /v2/models/{name}/infer with one FP32 tensor, [1, 30] or
+-- [1000, 30] (the bodies file decides).  Arguments after `--`: bodies file, offset, model name.
+local here = string.match(string.sub(debug.getinfo(1, "S").source, 2), "^(.*/)") or "./"
+local common = dofile(here .. "common.lua")
+
+common.install(function(args)
+  return "/v2/models/" .. assert(args[3], "missing model name argument") .. "/infer", {}
+end)
