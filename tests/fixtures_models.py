@@ -117,6 +117,23 @@ def train_lightgbm_regressor() -> Trained:
     return model.fit(X, y), X, y
 
 
+def train_keras_classifier(n_classes: int = 3) -> Trained:
+    """A small Keras MLP with a softmax output (needs the `tensorflow` extra, whose import takes seconds)."""
+    import keras
+
+    X, y = classification_data(n_classes)
+    model = keras.Sequential(
+        [
+            keras.Input((N_FEATURES,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(n_classes, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(X, y, epochs=1, verbose=0)
+    return model, X, y
+
+
 def to_onnx(model: Any, *, n_features: int = N_FEATURES, zipmap: bool = True) -> Any:
     """The model as an onnx.ModelProto with one float input "input" of shape [None, n_features]."""
     package = type(model).__module__.split(".", 1)[0]
@@ -125,12 +142,14 @@ def to_onnx(model: Any, *, n_features: int = N_FEATURES, zipmap: bool = True) ->
         from onnxmltools.convert.common.data_types import FloatTensorType as MlFloat
 
         convert = onnxmltools.convert_xgboost if package == "xgboost" else onnxmltools.convert_lightgbm
-        options = {"zipmap": zipmap} if package == "lightgbm" else {}
-        return convert(model, initial_types=[("input", MlFloat([None, n_features]))], **options)
+        extra = {"zipmap": zipmap} if package == "lightgbm" else {}
+        return convert(model, initial_types=[("input", MlFloat([None, n_features]))], **extra)
     from skl2onnx import to_onnx as skl_to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 
-    options = {id(model): {"zipmap": False}} if not zipmap and hasattr(model, "classes_") else None
+    options: dict[int, dict[str, bool]] | None = None
+    if not zipmap and hasattr(model, "classes_"):
+        options = {id(model): {"zipmap": False}}
     return skl_to_onnx(model, initial_types=[("input", FloatTensorType([None, n_features]))], options=options)
 
 
@@ -167,7 +186,7 @@ def write_zip(path: Path, members: Mapping[str, bytes], *, compression: int = zi
     return path
 
 
-MLFLOW_FLAVOURS = {
+MLFLOW_FLAVOURS: dict[str, dict[str, Any]] = {
     "sklearn": {"pickled_model": "{file}", "sklearn_version": "1.5.0", "code": None},
     "xgboost": {"data": "{file}", "model_class": "xgboost.sklearn.XGBClassifier", "xgb_version": "2.1.0"},
     "lightgbm": {"data": "{file}", "model_class": "lightgbm.basic.Booster", "lgb_version": "4.5.0"},

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from mlplatform import __version__, db
 from mlplatform.api import actuator, inference_v2
+from mlplatform.api.deps import document_security
 from mlplatform.api.errors import install_error_handlers
 from mlplatform.api.middleware import add_middleware
 from mlplatform.auth import router as auth_router
@@ -241,12 +242,14 @@ def create_app(settings: Settings) -> FastAPI:
         max_inflated_size=settings.security.limits.max_decompressed_size,
         gzip_min_size=compression.min_response_size if compression.enabled else None,
     )
-    app.include_router(actuator.router)
-    app.include_router(auth_router.router)
-    app.include_router(registry_router.router)
+    # The predict paths first: routes are matched in order, on every request.
     app.include_router(serving_router.router)
     app.include_router(inference_v2.health)
     app.include_router(inference_v2.router)
+    app.include_router(registry_router.router)
+    app.include_router(auth_router.router)
+    app.include_router(actuator.router)
+    document_security(app)
     return app
 
 

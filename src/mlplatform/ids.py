@@ -7,11 +7,8 @@ import time
 
 
 def new_id() -> str:
-    """A 26-char time-ordered id (48-bit milliseconds + 80 random bits, Crockford base32, like ULID)."""
-    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
-    chars = []
-    for _ in range(26):
-        value, index = divmod(value, 32)
-        chars.append(alphabet[index])
-    return "".join(reversed(chars))
+    """26 lowercase hex characters: 48-bit milliseconds then 56 random bits, so ids made later sort later.
+
+    Hex rather than base32: it encodes in C, and ids are minted per prediction (a thousand per batch).
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(7).hex()}"

@@ -14,6 +14,7 @@ import pytest
 from mlplatform import formats
 from mlplatform.formats import ArtifactFormat
 from mlplatform.platform import Platform
+from mlplatform.serving.runtimes import native_runtime
 from tests import fixtures_models as fm
 from tests.api.conftest import AppFactory
 from tests.api.models import (
@@ -78,9 +79,16 @@ async def test_every_format_round_trips(
             workdir=tmp_path,
         ).description
         loaded = formats.load_model(copy, description, allow_pickle=False)
-        if ref.framework in ("sklearn",):
-            labels, _ = expected(ref)
-            np.testing.assert_array_equal(loaded.predict(ref.X), labels)
+        labels, probabilities = expected(ref)
+        got = native_runtime(loaded, description).predict(
+            ref.X
+        )  # the library itself, on the downloaded bytes
+        if ref.task == "classification":
+            np.testing.assert_array_equal(got.values, labels, err_msg=ref.label)
+            if probabilities is not None and got.probabilities is not None:
+                np.testing.assert_allclose(got.probabilities, probabilities, atol=1e-6, err_msg=ref.label)
+        else:
+            np.testing.assert_allclose(got.values, labels, rtol=1e-6, err_msg=ref.label)
         assert description.framework.value == ref.framework
 
 

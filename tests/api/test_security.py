@@ -7,6 +7,7 @@ import gzip
 import io
 import zlib
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,11 +17,38 @@ from mlplatform.auth.keys import generate_key
 from mlplatform.logging import configure_logging
 from mlplatform.settings import LoggingSettings
 from tests.api.conftest import ADMIN_KEY, AppFactory
+from tests.api.models import reference
 
 ROLES = ("admin", "editor", "predictor", "viewer")
+READERS = set(ROLES)
+PREDICTORS = {"admin", "editor", "predictor"}
+EDITORS = {"admin", "editor"}
+ROW = [0.1, 0.2, 0.3, 0.4]
 
-# Every endpoint group that exists, one request each, and the roles that may call it.
+# Every endpoint group that exists, one request each, and the roles that may call it ("m" is registered).
 ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
+    ("GET", "/api/ml/models", None, READERS),
+    ("GET", "/api/ml/models/m", None, READERS),
+    ("GET", "/api/ml/models/m/versions/1", None, READERS),
+    ("GET", "/api/ml/models/m/versions/1/lineage", None, READERS),
+    ("GET", "/api/ml/models/m/history", None, READERS),
+    ("GET", "/api/ml/models/m/versions/1/artifact", None, READERS),
+    ("PATCH", "/api/ml/models/m", {"description": "d"}, EDITORS),
+    ("PATCH", "/api/ml/models/m/versions/1", {"description": "d"}, EDITORS),
+    ("POST", "/api/ml/models/m/versions/1/stage", {"stage": "staging"}, EDITORS),
+    ("PUT", "/api/ml/models/m/aliases/champion", {"version": 1}, EDITORS),
+    ("POST", "/api/ml/predict", {"model": "m", "features": ROW}, PREDICTORS),
+    ("POST", "/api/ml/predict/batch", {"model": "m", "instances": [ROW]}, PREDICTORS),
+    ("GET", "/api/ml/predictions", None, READERS),
+    ("GET", "/v2", None, READERS),
+    ("GET", "/v2/models/m", None, READERS),
+    ("GET", "/v2/models/m/ready", None, READERS),
+    (
+        "POST",
+        "/v2/models/m/infer",
+        {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": ROW}]},
+        PREDICTORS,
+    ),
     ("GET", "/api/admin/api-keys", None, {"admin"}),
     ("POST", "/api/admin/api-keys", {"name": "matrix", "role": "viewer", "owner": "matrix"}, {"admin"}),
     ("GET", "/actuator/info", None, set(ROLES)),
@@ -28,7 +56,13 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("GET", "/actuator/metrics", None, set(ROLES)),
     ("GET", "/actuator/metrics/ml_system_memory_used_mb", None, set(ROLES)),
 ]
-PUBLIC = ["/actuator/health", "/actuator/health/liveness", "/actuator/health/readiness"]
+PUBLIC = [
+    "/actuator/health",
+    "/actuator/health/liveness",
+    "/actuator/health/readiness",
+    "/v2/health/live",
+    "/v2/health/ready",
+]
 
 
 async def create_key(client: httpx.AsyncClient, role: str, **extra: Any) -> dict[str, Any]:
@@ -46,9 +80,23 @@ async def call(client: httpx.AsyncClient, method: str, path: str, key: str | Non
     return response.status_code
 
 
-async def test_role_matrix(make_app: AppFactory) -> None:
+async def test_role_matrix(make_app: AppFactory, tmp_path: Path) -> None:
     client, _ = await make_app(key=None)
+    ref = reference("sklearn-forest-skops", tmp_path)
+    admin = httpx.Headers({"X-API-Key": ADMIN_KEY})
+    files = {"file": ("m.skops", ref.path.read_bytes())}
+    created = await client.post(
+        "/api/ml/models/m/versions", files=files, data={"metadata": "{}"}, headers=admin
+    )
+    assert created.status_code == 201
     keys = {role: (await create_key(client, role))["key"] for role in ROLES}
+    for role in ROLES:  # registering is editing
+        upload = await client.post(
+            "/api/ml/models/m/versions", files=files, headers={"X-API-Key": keys[role]}
+        )
+        assert upload.status_code == (201 if role in EDITORS else 403), role
+        deleting = await client.delete("/api/ml/models/nothing", headers={"X-API-Key": keys[role]})
+        assert deleting.status_code == (404 if role in EDITORS else 403), role
     for method, path, body, allowed in ENDPOINTS:
         for role in ROLES:
             status = await call(client, method, path, keys[role], body)
@@ -162,9 +210,13 @@ async def test_failed_authentications_are_limited_per_address(make_app: AppFacto
     client, _ = await make_app(key=None, security={"rate-limit": {"failed-auth": "3/minute"}})
     for _ in range(3):
         assert await call(client, "GET", "/actuator/info", generate_key()) == 401
-    blocked = await client.get("/actuator/info", headers={"X-API-Key": ADMIN_KEY})
+    blocked = await client.get("/actuator/info", headers={"X-API-Key": generate_key()})
     assert blocked.status_code == 429
     assert "failed authentications" in blocked.json()["error"]["message"]
+    assert int(blocked.headers["retry-after"]) >= 1
+    assert await call(client, "GET", "/actuator/info", None) == 429  # a missing key is a failure too
+    # A valid key from the same address still works: only guessing is stopped.
+    assert (await client.get("/actuator/info", headers={"X-API-Key": ADMIN_KEY})).status_code == 200
 
 
 async def test_gzip_bodies_are_inflated_and_bombs_refused(make_app: AppFactory) -> None:
@@ -236,3 +288,20 @@ async def test_secrets_never_reach_logs_or_responses(make_app: AppFactory, tmp_p
         assert secret not in logs
         for response in responses:
             assert secret not in response.text
+
+
+async def test_rows_and_features_per_request_are_bounded(make_app: AppFactory, tmp_path: Path) -> None:
+    client, _ = await make_app(security={"limits": {"max-features": 3, "max-batch-rows": 2}})
+    ref = reference("sklearn-forest-skops", tmp_path)
+    await client.post(
+        "/api/ml/models/m/versions",
+        files={"file": ("m.skops", ref.path.read_bytes())},
+        data={"metadata": "{}"},
+    )
+    wide = await client.post("/api/ml/predict", json={"model": "m", "features": ROW})
+    assert wide.status_code == 422 and wide.json()["error"]["details"][0]["field"] == "features"
+    assert "max-features" in wide.json()["error"]["message"]
+    many = await client.post("/api/ml/predict/batch", json={"model": "m", "instances": [ROW[:3]] * 3})
+    assert many.status_code == 422 and many.json()["error"]["details"][0]["field"] == "instances"
+    v2 = {"inputs": [{"name": "input-0", "shape": [3, 4], "datatype": "FP64", "data": ROW * 3}]}
+    assert (await client.post("/v2/models/m/infer", json=v2)).status_code == 422

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -75,8 +76,11 @@ def test_prod_profile_on_postgres_redis_and_s3(
 ) -> None:
     env = prod_environment(prod_database, seaweedfs, tmp_path / "logs")
     server = start_server(env)
-    not_ready = server.wait_for("/actuator/health/readiness", status=503)
-    assert "mlplatform db upgrade" in not_ready.text  # prod never migrates by itself
+    server.wait_for("/actuator/health/readiness", status=503)
+    deadline = time.monotonic() + 30
+    while "mlplatform db upgrade" not in (reason := server.get("/actuator/health/readiness").text):
+        assert time.monotonic() < deadline, reason  # prod never migrates by itself: readiness says so
+        time.sleep(0.2)
     server.terminate()
 
     upgraded = run_cli(["db", "upgrade"], env, tmp_path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -232,15 +232,15 @@ def test_regressors_take_no_classes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("hints", "problem"),
     [
-        ({"feature_names": ["a", "a", "b", "c"]}, "repeat a name"),
-        ({"feature_types": {"height": FeatureType.INT}}, "unknown features"),
+        (ModelHints(feature_names=["a", "a", "b", "c"]), "repeat a name"),
+        (ModelHints(feature_types={"height": FeatureType.INT}), "unknown features"),
     ],
 )
-def test_malformed_hints_are_refused(hints: dict[str, object], problem: str, tmp_path: Path) -> None:
+def test_malformed_hints_are_refused(hints: ModelHints, problem: str, tmp_path: Path) -> None:
     path = _artifact(F.XGBOOST_UBJ, tmp_path)
 
     with pytest.raises(InvalidArtifactError, match=problem):
-        _inspect(path, tmp_path, **hints)
+        inspect_artifact(path, filename="model.ubj", allow_pickle=False, hints=hints, workdir=tmp_path)
 
 
 def test_an_mlflow_model_without_a_loadable_flavour_is_refused(tmp_path: Path) -> None:
@@ -293,8 +293,10 @@ def test_keras_code_outside_keras_is_refused_before_keras_is_imported(
         _inspect(path, tmp_path)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("keras") is not None, reason="Keras is installed here")
-def test_a_keras_model_without_tensorflow_says_how_to_install_it(tmp_path: Path) -> None:
+def test_a_keras_model_without_tensorflow_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "keras", None)  # as if the extra were not installed: import fails
     path = write_keras_archive(tmp_path / "upload.bin")
 
     with pytest.raises(InvalidArtifactError, match=r"pip install 'mlplatform\[tensorflow\]'"):

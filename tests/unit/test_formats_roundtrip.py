@@ -15,6 +15,7 @@ from mlplatform.formats import (
     ArtifactFormat,
     Framework,
     ModelDescription,
+    ModelHints,
     Task,
     inspect_artifact,
     load_model,
@@ -23,6 +24,7 @@ from tests.fixtures_models import (
     Array,
     Trained,
     to_onnx,
+    train_keras_classifier,
     train_lightgbm_classifier,
     train_lightgbm_regressor,
     train_sklearn_classifier,
@@ -145,9 +147,9 @@ def loaded_outputs(loaded: Any, description: ModelDescription, X: Array) -> Arra
 
 def _assert_same_outputs(loaded: Any, description: ModelDescription, model: Any, X: Array) -> None:
     """Native formats give bit-identical outputs; ONNX computes in float32."""
-    tolerance = {"rtol": 1e-4, "atol": 1e-5} if description.format is F.ONNX else {"rtol": 1e-7, "atol": 0.0}
+    rtol, atol = (1e-4, 1e-5) if description.format is F.ONNX else (1e-7, 0.0)
     np.testing.assert_allclose(
-        loaded_outputs(loaded, description, X), reference_outputs(model, X), **tolerance
+        loaded_outputs(loaded, description, X), reference_outputs(model, X), rtol=rtol, atol=atol
     )
 
 
@@ -232,3 +234,30 @@ def test_a_pickled_lightgbm_booster_is_described_when_pickles_are_allowed(tmp_pa
     assert (inspected.description.framework, inspected.description.format) == (Framework.LIGHTGBM, F.PICKLE)
     loaded = load_model(inspected.path, inspected.description, allow_pickle=True)
     np.testing.assert_allclose(loaded.predict(X), model.predict(X))
+
+
+@pytest.mark.filterwarnings(  # TensorFlow's Variable.__array__ predates numpy 2's copy keyword
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
+def test_a_keras_model_round_trips_when_the_tensorflow_extra_is_installed(tmp_path: Path) -> None:
+    pytest.importorskip("keras", reason="the tensorflow extra is installed by make test")
+    model, X, _ = train_keras_classifier()
+    model.save(tmp_path / "model.keras")
+    upload = (tmp_path / "model.keras").rename(tmp_path / "upload.bin")  # Keras needs the suffix; we must not
+
+    inspected = inspect_artifact(upload, filename="upload.bin", allow_pickle=False, workdir=tmp_path / "work")
+
+    description = inspected.description
+    assert (description.framework, description.format, description.flavour) == (
+        Framework.KERAS,
+        F.KERAS,
+        "keras.Sequential",
+    )
+    assert (description.task, description.classes, description.file_name) == (C, THREE, "model.keras")
+    assert [feature.name for feature in description.features] == FEATURES
+    loaded = load_model(inspected.path, description, allow_pickle=False)
+    np.testing.assert_allclose(np.asarray(loaded(X)), np.asarray(model(X)), rtol=1e-6)
+    hinted = inspect_artifact(
+        upload, filename="x", allow_pickle=False, hints=ModelHints(task=R), workdir=tmp_path
+    )
+    assert hinted.description.task is R  # the task was only guessed from the softmax: the metadata wins

@@ -6,6 +6,7 @@ import json
 import pickle
 import stat
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,7 @@ def test_onnx_pointing_external_data_at_a_server_file_is_refused(tmp_path: Path)
         _inspect(path, tmp_path)
 
 
-def _zip_with(tmp_path: Path, infos: list[tuple[zipfile.ZipInfo | str, bytes]]) -> Path:
+def _zip_with(tmp_path: Path, infos: Sequence[tuple[zipfile.ZipInfo | str, bytes]]) -> Path:
     path = tmp_path / "upload.zip"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for info, data in infos:

@@ -6,12 +6,13 @@ import asyncio
 import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import structlog
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.storage import RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from mlplatform.settings import CacheSettings
@@ -63,6 +64,40 @@ def _redis_storage(settings: CacheSettings) -> RedisStorage | None:
     )
 
 
+class LocalSlidingWindow:
+    """The same sliding-window counter as `limits`' (the previous window's count weighted by how much of it
+    still overlaps, plus the current one), in plain dictionaries: a few microseconds instead of the ~80 µs the
+    library's async memory storage costs on every request of the predict path."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.counts: dict[tuple[tuple[str, ...], int, int], int] = {}
+        self._swept = 0
+
+    def hit(self, item: RateLimitItem, identity: tuple[str, ...]) -> RateDecision:
+        now = self.clock()
+        period = item.get_expiry()
+        window = int(now // period)
+        key = (identity, period, window)
+        current = self.counts.get(key, 0)
+        previous = self.counts.get((identity, period, window - 1), 0)
+        weighted = previous * (1 - (now % period) / period) + current
+        reset_at = float((window + 1) * period)
+        if weighted + 1 > item.amount:
+            return RateDecision(False, item.amount, 0, reset_at)
+        self.counts[key] = current + 1
+        if window != self._swept:
+            self._sweep(window)
+        return RateDecision(True, item.amount, max(0, int(item.amount - weighted - 1)), reset_at)
+
+    def _sweep(self, window: int) -> None:
+        self._swept = window
+        if len(self.counts) > 10_000:
+            stale = [k for k in self.counts if k[2] < int(self.clock() // k[1]) - 1]
+            for key in stale:
+                del self.counts[key]
+
+
 class RateLimiter:
     """Sliding-window counters keyed by identity (an API key id, or a client address for failed logins).
 
@@ -72,7 +107,7 @@ class RateLimiter:
     """
 
     def __init__(self, settings: CacheSettings) -> None:
-        self.memory = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self.memory = LocalSlidingWindow()
         storage = _redis_storage(settings)
         self.shared = SlidingWindowCounterRateLimiter(storage) if storage else None
         self.storage = storage
@@ -90,22 +125,7 @@ class RateLimiter:
             except Exception as exc:  # any Redis failure: fall back to memory, never fail the request
                 self.breaker.record_failure()
                 log.warning("rate limit falls back to memory", error=f"{type(exc).__name__}: {exc}"[:200])
-        return await self._hit(self.memory, item, identity)
-
-    async def blocked(self, limit: str, *identity: str) -> RateDecision | None:
-        """The decision when `identity` is already over `limit` (without counting a hit), else None."""
-        item = parse_limit(limit)
-        limiter = self.shared if self.shared is not None and self.breaker.allow() else self.memory
-        try:
-            async with asyncio.timeout(self.timeout):
-                allowed = await limiter.test(item, *identity)
-                if allowed:
-                    return None
-                stats = await limiter.get_window_stats(item, *identity)
-        except Exception:  # the failure path is best effort: never block on a broken Redis
-            self.breaker.record_failure()
-            return None
-        return RateDecision(False, item.amount, stats.remaining, stats.reset_time)
+        return self.memory.hit(item, identity)
 
     @staticmethod
     async def _hit(

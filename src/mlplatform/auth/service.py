@@ -117,16 +117,16 @@ class AuthService:
     ) -> tuple[Principal, RateDecision | None]:
         """Authenticate, rate-limit and authorise a request; failed logins are limited per address."""
         limits = self.settings.rate_limit
-        if self.enabled:
-            over = await self.limiter.blocked(limits.failed_auth, "auth-failures", client)
-            if over is not None:
-                raise RateLimited(
-                    "too many failed authentications from this address", retry_after=over.retry_after
-                )
         try:
             principal = await self.authenticate(key)
         except Unauthorized:
-            await self.limiter.hit(limits.failed_auth, "auth-failures", client)
+            # Only failures count and only failures are refused: a guesser is stopped, while a valid key
+            # from the same address (a shared NAT) keeps working.
+            failures = await self.limiter.hit(limits.failed_auth, "auth-failures", client)
+            if not failures.allowed:
+                raise RateLimited(
+                    "too many failed authentications from this address", retry_after=failures.retry_after
+                ) from None
             raise
         decision = None
         if self.enabled and limits.enabled:

@@ -104,14 +104,7 @@ def inspect_onnx(path: Path) -> ModelFacts:
         raise InvalidArtifactError(
             f"onnxruntime cannot run the ONNX model ({reason(exc)}); export it with opsets it supports."
         ) from exc
-    ml_ops = {node.op_type for node in model.graph.node if node.domain == ML_DOMAIN}
-    task = (
-        Task.CLASSIFICATION
-        if ml_ops & _CLASSIFIER_OPS
-        else Task.REGRESSION
-        if ml_ops & _REGRESSOR_OPS
-        else None
-    )
+    task = _task({node.op_type for node in model.graph.node if node.domain == ML_DOMAIN})
     n_features, names, types = _inputs(model)
     outputs = list(model.graph.output)
     return ModelFacts(
@@ -128,6 +121,13 @@ def inspect_onnx(path: Path) -> ModelFacts:
         probabilities=task is Task.CLASSIFICATION and len(outputs) > 1,
         prediction_type=_type_name(outputs[0].type.tensor_type.elem_type) if outputs else None,
     )
+
+
+def _task(ml_ops: set[str]) -> Task | None:
+    """Classifier and regressor operators tell; a plain tensor graph does not (the metadata must)."""
+    if ml_ops & _CLASSIFIER_OPS:
+        return Task.CLASSIFICATION
+    return Task.REGRESSION if ml_ops & _REGRESSOR_OPS else None
 
 
 def _inputs(model: Any) -> tuple[int | None, list[str] | None, list[FeatureType] | None]:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import psycopg
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
 from mlplatform.db import Database
 from mlplatform.serving.schemas import PredictionLogRead
@@ -54,6 +56,7 @@ class PredictionLogWriter:
         interval: float = 0.5,
     ) -> None:
         self.database = database
+        self._sink: _Sink = _CopySink(database) if database.backend == "postgresql" else _SqliteSink(database)
         self.queue: asyncio.Queue[PredictionRecord] = asyncio.Queue(maxsize=queue_size)
         self.batch_size = batch_size
         self.interval = interval
@@ -101,6 +104,7 @@ class PredictionLogWriter:
             async with asyncio.timeout(drain_timeout):
                 while not self.queue.empty():
                     await self._write(self._take())
+        await asyncio.to_thread(self._sink.close)
 
     def _take(self) -> list[PredictionRecord]:
         batch: list[PredictionRecord] = []
@@ -131,24 +135,10 @@ class PredictionLogWriter:
                 backoff = min(backoff * 2, 10.0)
 
     async def _write(self, batch: list[PredictionRecord]) -> None:
-        if not batch:
-            return
-        if self.database.backend == "postgresql":
-            await self._copy(batch)
-        else:
-            async with self.database.session() as session, session.begin():
-                await session.execute(insert(PredictionLogRow), [_row(r) for r in batch])
-        self.written.inc(len(batch))
-
-    async def _copy(self, batch: list[PredictionRecord]) -> None:
-        async with self.database.engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            driver: Any = raw.driver_connection
-            statement = f"COPY prediction_logs ({', '.join(COLUMNS)}) FROM STDIN"
-            async with driver.cursor() as cursor, cursor.copy(statement) as copy:
-                for record in batch:
-                    await copy.write_row(_copy_values(record))
-            await driver.commit()
+        """Serialise and write on a worker thread, so a large flush never stalls the event loop."""
+        if batch:
+            await asyncio.to_thread(self._sink.write, batch)
+            self.written.inc(len(batch))
 
     async def query(
         self, *, model: str | None, start: datetime | None, end: datetime | None, limit: int
@@ -182,10 +172,6 @@ def _read(row: PredictionLogRow) -> PredictionLogRead:
     )
 
 
-def _row(record: PredictionRecord) -> dict[str, Any]:
-    return {name: getattr(record, name) for name in COLUMNS}
-
-
 def _copy_values(record: PredictionRecord) -> tuple[Any, ...]:
     return tuple(
         orjson.dumps(getattr(record, name), option=orjson.OPT_SERIALIZE_NUMPY).decode()
@@ -193,3 +179,70 @@ def _copy_values(record: PredictionRecord) -> tuple[Any, ...]:
         else getattr(record, name)
         for name in COLUMNS
     )
+
+
+class _Sink:
+    """A synchronous connection of the writer's own, used from one worker thread at a time."""
+
+    def write(self, batch: list[PredictionRecord]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        return None
+
+
+class _CopySink(_Sink):
+    """PostgreSQL: one COPY per batch on a psycopg connection kept open between batches."""
+
+    def __init__(self, database: Database) -> None:
+        self.dsn = database.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.timeout = max(1, database.settings.pool.connection_timeout // 1000)
+        self.connection: psycopg.Connection[Any] | None = None
+
+    def write(self, batch: list[PredictionRecord]) -> None:
+        if self.connection is None or self.connection.closed:
+            self.connection = psycopg.connect(self.dsn, connect_timeout=self.timeout)
+        statement = f"COPY prediction_logs ({', '.join(COLUMNS)}) FROM STDIN"
+        try:
+            with self.connection.cursor() as cursor, cursor.copy(statement) as copy:
+                for record in batch:
+                    copy.write_row(_copy_values(record))
+            self.connection.commit()
+        except Exception:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.connection is not None:
+            with contextlib.suppress(Exception):
+                self.connection.close()
+            self.connection = None
+
+
+class _SqliteSink(_Sink):
+    """SQLite: executemany on a connection of its own, in the formats SQLAlchemy reads back."""
+
+    def __init__(self, database: Database) -> None:
+        self.path = database.url.database or ":memory:"
+        self.connection: sqlite3.Connection | None = None
+        columns = ", ".join(COLUMNS)
+        self.statement = f"INSERT INTO prediction_logs ({columns}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+    def write(self, batch: list[PredictionRecord]) -> None:
+        if self.connection is None:
+            self.connection = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
+        with self.connection:
+            self.connection.executemany(self.statement, [_sqlite_values(r) for r in batch])
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+def _sqlite_values(record: PredictionRecord) -> tuple[Any, ...]:
+    values = list(_copy_values(record))
+    at = record.created_at.astimezone(UTC).replace(tzinfo=None)
+    values[COLUMNS.index("created_at")] = at.isoformat(sep=" ", timespec="microseconds")
+    values[COLUMNS.index("cached")] = int(record.cached)
+    return tuple(values)

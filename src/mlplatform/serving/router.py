@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
+from mlplatform.api.body import body_schema, parse_body
 from mlplatform.api.deps import PlatformDep, require
+from mlplatform.api.responses import JsonResponse
 from mlplatform.auth.schemas import Permission, Principal
 from mlplatform.errors import InvalidInput
 from mlplatform.serving.schemas import (
@@ -23,20 +25,22 @@ Predictor = Annotated[Principal, require(Permission.PREDICT)]
 Reader = Annotated[Principal, require(Permission.READ)]
 
 
-@router.post("/predict")
-async def predict(body: PredictRequest, platform: PlatformDep, _: Predictor) -> PredictResponse:
+@router.post("/predict", response_model=PredictResponse, openapi_extra=body_schema(PredictRequest))
+async def predict(request: Request, platform: PlatformDep, _: Predictor) -> JsonResponse:
+    body = await parse_body(request, PredictRequest)
     limits = platform.settings.security.limits
     if len(body.features) > limits.max_features:
         problem = f"at most {limits.max_features} features per row (security.limits.max-features)"
         raise InvalidInput(f"features: {problem}", details=[{"field": "features", "problem": problem}])
-    return await platform.serving.predict(body)
+    # Sent as built: FastAPI's response-model pass would validate and serialise it a second time.
+    return JsonResponse((await platform.serving.predict(body)).model_dump())
 
 
-@router.post("/predict/batch")
-async def predict_batch(body: BatchRequest, platform: PlatformDep, _: Predictor) -> BatchResponse:
-    return await platform.serving.predict_batch(
-        body, max_rows=platform.settings.security.limits.max_batch_rows
-    )
+@router.post("/predict/batch", response_model=BatchResponse, openapi_extra=body_schema(BatchRequest))
+async def predict_batch(request: Request, platform: PlatformDep, _: Predictor) -> JsonResponse:
+    body = await parse_body(request, BatchRequest)
+    max_rows = platform.settings.security.limits.max_batch_rows
+    return JsonResponse(await platform.serving.predict_batch(body, max_rows=max_rows))
 
 
 @router.get("/predictions")

@@ -23,9 +23,7 @@ from mlplatform.serving.model_cache import LoadedModel, ModelCache
 from mlplatform.serving.prediction_cache import PredictionCache
 from mlplatform.serving.runtimes.base import RawPrediction
 from mlplatform.serving.schemas import (
-    BatchPrediction,
     BatchRequest,
-    BatchResponse,
     PredictRequest,
     PredictResponse,
 )
@@ -215,7 +213,8 @@ class ServingService:
 
     # --- batches ----------------------------------------------------------------------------------------
 
-    async def predict_batch(self, request: BatchRequest, *, max_rows: int) -> BatchResponse:
+    async def predict_batch(self, request: BatchRequest, *, max_rows: int) -> dict[str, Any]:
+        """The `BatchResponse` as plain data (the router sends it as is)."""
         started = time.perf_counter()
         if len(request.instances) > max_rows:
             problem = f"at most {max_rows} instances per request (security.limits.max-batch-rows)"
@@ -223,7 +222,7 @@ class ServingService:
         entry = self.registry.resolve(request.model)
         model = await self.loaded(entry)
         rows = [model.signature.row(values, f"instances[{i}]") for i, values in enumerate(request.instances)]
-        results: list[BatchPrediction] = []
+        results: list[dict[str, Any]] = []  # plain dicts: a thousand model objects would cost milliseconds
         size = self.settings.batch_size
         try:
             for begin in range(0, len(rows), size):
@@ -231,12 +230,12 @@ class ServingService:
                 raw = await self._run(model, model.signature.matrix(chunk))
                 for prediction, probabilities, confidence in answers(raw, entry.description.classes):
                     results.append(
-                        BatchPrediction(
-                            prediction_id=new_id(),
-                            prediction=prediction,
-                            probabilities=probabilities,
-                            confidence=confidence,
-                        )
+                        {
+                            "prediction_id": new_id(),
+                            "prediction": prediction,
+                            "probabilities": probabilities,
+                            "confidence": confidence,
+                        }
                     )
         except TimeoutError:
             self.metrics.errors.labels(entry.name).inc()
@@ -252,23 +251,27 @@ class ServingService:
             if self._sampled():
                 self.logs.submit(
                     PredictionRecord(
-                        id=result.prediction_id,
+                        id=result["prediction_id"],
                         model=entry.name,
                         version=entry.id,
                         variant=None,
                         request_id=request.request_id,
                         inputs=row,
-                        prediction=result.prediction,
-                        probabilities=result.probabilities,
-                        confidence=result.confidence,
+                        prediction=result["prediction"],
+                        probabilities=result["probabilities"],
+                        confidence=result["confidence"],
                         latency_ms=latency_ms,
                         cached=False,
                         created_at=now,
                     )
                 )
-        return BatchResponse(
-            model=entry.name, version=entry.id, predictions=results, latency_ms=round(latency_ms, 3)
-        )
+        return {
+            "model": entry.name,
+            "version": entry.id,
+            "variant": None,
+            "predictions": results,
+            "latency_ms": round(latency_ms, 3),
+        }
 
     # --- raw matrices (Open Inference Protocol) ---------------------------------------------------------
 

@@ -55,6 +55,13 @@ def _bad(field: str, problem: str) -> InvalidInput:
     return InvalidInput(f"{field}: {problem}", details=[{"field": field, "problem": problem}])
 
 
+def _parameters(item: dict[str, Any], where: str) -> dict[str, Any]:
+    parameters = item.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise _bad(f"{where}.parameters", "must be an object")
+    return parameters
+
+
 # --- requests -----------------------------------------------------------------------------------------
 
 
@@ -97,7 +104,7 @@ def decode_inputs(header: dict[str, Any], binary: bytes) -> list[Tensor]:
         if datatype not in DATATYPES:
             raise _bad(f"{where}.datatype", f"{datatype!r} is not supported: use {', '.join(DATATYPES)}")
         count = math.prod(shape)
-        size = (item.get("parameters") or {}).get("binary_data_size")
+        size = _parameters(item, where).get("binary_data_size")
         if size is not None:
             if type(size) is not int or size < 0 or offset + size > len(binary):
                 problem = f"{size!r} bytes do not fit the {len(binary) - offset} binary bytes left"
@@ -245,7 +252,7 @@ def output_tensor(name: str, values: np.ndarray, datatype: str) -> Tensor:
 
 def requested(header: dict[str, Any], available: list[str]) -> tuple[list[str], set[str]]:
     """The outputs asked for (all when none are named) and which of them go back as binary."""
-    default = (header.get("parameters") or {}).get("binary_data_output") is True
+    default = _parameters(header, "body").get("binary_data_output") is True
     asked = header.get("outputs")
     if not asked:
         return list(available), set(available) if default else set()
@@ -258,7 +265,7 @@ def requested(header: dict[str, Any], available: list[str]) -> tuple[list[str], 
         field = f"outputs[{index}]"
         if name not in available:
             raise _bad(f"{field}.name", f"unknown output {name!r}; this model has {available}")
-        parameters = item.get("parameters") or {}
+        parameters = _parameters(item, field)
         if "classification" in parameters:
             raise _bad(f"{field}.parameters.classification", "the classification extension is not supported")
         wanted.append(name)
