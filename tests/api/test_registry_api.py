@@ -115,8 +115,10 @@ async def test_ids_numbering_and_reads(backend: dict[str, Any], make_app: AppFac
     assert [m["name"] for m in listed["items"]] == ["churn"]
 
 
-async def test_stages_aliases_history_and_lineage(make_app: AppFactory, tmp_path: Path) -> None:
-    client, platform = await make_app()
+async def test_stages_aliases_history_and_lineage(
+    backend: dict[str, Any], make_app: AppFactory, tmp_path: Path
+) -> None:
+    client, platform = await make_app(**backend)
     ref = reference("xgboost-ubj", tmp_path)
     await upload(client, "fraud", ref.path, ref.metadata)
     await upload(
@@ -201,8 +203,10 @@ async def test_traversal_through_the_path_never_reaches_storage(make_app: AppFac
     assert not (tmp_path / "artifacts").exists() or not any((tmp_path / "artifacts").rglob("*"))
 
 
-async def test_pickle_is_refused_and_never_executed(make_app: AppFactory, tmp_path: Path) -> None:
-    client, platform = await make_app()
+async def test_pickle_is_refused_and_never_executed(
+    backend: dict[str, Any], make_app: AppFactory, tmp_path: Path
+) -> None:
+    client, platform = await make_app(**backend)
     marker = tmp_path / "pwned"
     bomb = fm.write_pickle_bomb(marker, tmp_path / "model.pkl", protocol=4)
     refused = await upload(client, "evil", bomb, expect=415)
@@ -225,8 +229,10 @@ async def test_pickle_is_accepted_when_an_operator_allows_it(make_app: AppFactor
     assert created["artifact"]["format"] == "pickle"
 
 
-async def test_bad_uploads_name_the_field(make_app: AppFactory, tmp_path: Path) -> None:
-    client, platform = await make_app()
+async def test_bad_uploads_name_the_field(
+    backend: dict[str, Any], make_app: AppFactory, tmp_path: Path
+) -> None:
+    client, platform = await make_app(**backend)
     ref = reference("sklearn-forest-skops", tmp_path)
     bad_json = await client.post(
         "/api/ml/models/x/versions", files={"file": ("m", ref.path.read_bytes())}, data={"metadata": "{nope"}
