@@ -13,9 +13,11 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
+from mlplatform import db
 from mlplatform.app import create_app
 from mlplatform.config import load_settings
 from mlplatform.platform import Platform
+from mlplatform.settings import DatabaseSettings
 
 AppFactory = Callable[..., Awaitable[tuple[httpx.AsyncClient, Platform]]]
 ADMIN_KEY = "mlp_test-bootstrap-admin-key-0123456789"
@@ -73,3 +75,17 @@ async def make_app(tmp_path: Path) -> AsyncIterator[AppFactory]:
 async def client(make_app: AppFactory) -> httpx.AsyncClient:
     client, _ = await make_app()
     return client
+
+
+@pytest.fixture(params=["embedded", "production"])
+async def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """App overrides for SQLite + memory + files, or PostgreSQL + Redis + SeaweedFS S3 (migrated first)."""
+    if request.param == "embedded":
+        return {}
+    postgres_url = request.getfixturevalue("postgres_url")
+    await asyncio.to_thread(db.upgrade, DatabaseSettings(url=postgres_url))
+    return {
+        "database": {"url": postgres_url},
+        "cache": {"url": request.getfixturevalue("redis_url"), "timeout-ms": 500},
+        "storage": {"url": request.getfixturevalue("s3_url"), **request.getfixturevalue("s3_credentials")},
+    }

@@ -30,20 +30,6 @@ from tests.api.models import (
 )
 
 
-@pytest.fixture(params=["embedded", "production"])
-async def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """App overrides for SQLite + memory + files, or PostgreSQL + Redis + S3."""
-    if request.param == "embedded":
-        return {}
-    postgres_url = request.getfixturevalue("postgres_url")
-    await migrate(postgres_url)
-    return {
-        "database": {"url": postgres_url},
-        "cache": {"url": request.getfixturevalue("redis_url"), "timeout-ms": 500},
-        "storage": {"url": request.getfixturevalue("s3_url"), **request.getfixturevalue("s3_credentials")},
-    }
-
-
 def all_references(folder: Path) -> list[Reference]:
     return [reference(label, folder) for label in REFERENCES] + [
         onnx_reference(folder),

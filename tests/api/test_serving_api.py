@@ -19,19 +19,6 @@ from tests.api.models import FEATURES, REFERENCES, expected, migrate, onnx_refer
 from tests.services import RedisServer
 
 
-@pytest.fixture(params=["embedded", "production"])
-async def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
-    if request.param == "embedded":
-        return {}
-    postgres_url = request.getfixturevalue("postgres_url")
-    await migrate(postgres_url)
-    return {
-        "database": {"url": postgres_url},
-        "cache": {"url": request.getfixturevalue("redis_url"), "timeout-ms": 500},
-        "storage": {"url": request.getfixturevalue("s3_url"), **request.getfixturevalue("s3_credentials")},
-    }
-
-
 async def predict(client: httpx.AsyncClient, model: str, features: Any, **extra: Any) -> httpx.Response:
     return await client.post("/api/ml/predict", json={"model": model, "features": features, **extra})
 

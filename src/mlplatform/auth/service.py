@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from datetime import datetime, timedelta
 
@@ -22,7 +21,8 @@ from mlplatform.auth.store import ApiKeyStore, NewKey, StoredKey
 from mlplatform.clock import utcnow
 from mlplatform.errors import Forbidden, InvalidInput, RateLimited, Unauthorized
 from mlplatform.settings import SecuritySettings
-from mlplatform.stores.cache.base import Cache, CacheUnavailableError, Subscription
+from mlplatform.stores.cache.base import Cache
+from mlplatform.stores.cache.feed import ChangeFeed
 
 log = structlog.get_logger(__name__)
 KEYS_CHANNEL = "auth.keys"
@@ -48,8 +48,14 @@ class AuthService:
         self.bootstrap_hash = hash_key(bootstrap.get_secret_value()) if bootstrap else None
         self.snapshot: dict[str, StoredKey] = {}
         self.last_used: dict[str, datetime] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._subscription: Subscription | None = None
+        self.feed = ChangeFeed(
+            cache=cache,
+            channel=KEYS_CHANNEL,
+            on_message=self._on_change,
+            poll=self._refresh,
+            interval=settings.api_keys.refresh_seconds,
+            what="api keys",
+        )
 
     @property
     def enabled(self) -> bool:
@@ -57,19 +63,10 @@ class AuthService:
 
     async def start(self) -> None:
         await self.reload()
-        try:
-            self._subscription = await self.cache.subscribe(KEYS_CHANNEL, self._on_change)
-        except CacheUnavailableError:
-            log.warning("key changes from other instances arrive by polling only until the cache is back")
-        self._task = asyncio.create_task(self._refresh_loop())
+        await self.feed.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._subscription:
-            await self._subscription.close()
+        await self.feed.stop()
         with contextlib.suppress(Exception):
             await self.flush_last_used()
 
@@ -80,14 +77,9 @@ class AuthService:
     async def _on_change(self, _: bytes) -> None:
         await self.reload()
 
-    async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.api_keys.refresh_seconds)
-            try:
-                await self.reload()
-                await self.flush_last_used()
-            except Exception as exc:  # the database may be away for a while: keep the last snapshot
-                log.warning("key refresh failed", error=f"{type(exc).__name__}: {exc}"[:200])
+    async def _refresh(self) -> None:
+        await self.reload()
+        await self.flush_last_used()
 
     async def flush_last_used(self) -> None:
         pending, self.last_used = self.last_used, {}
@@ -183,7 +175,4 @@ class AuthService:
         return revoked
 
     async def _announce(self) -> None:
-        try:
-            await self.cache.publish(KEYS_CHANNEL, b"changed")
-        except CacheUnavailableError:
-            log.warning("key change not announced: other instances see it at their next refresh")
+        await self.feed.announce(b"changed")

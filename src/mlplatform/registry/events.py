@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -12,7 +10,8 @@ import structlog
 
 from mlplatform.registry.snapshot import RegistrySnapshot
 from mlplatform.registry.store import RegistryStore
-from mlplatform.stores.cache.base import Cache, CacheUnavailableError, Subscription
+from mlplatform.stores.cache.base import Cache
+from mlplatform.stores.cache.feed import ChangeFeed
 
 log = structlog.get_logger(__name__)
 CHANNEL = "registry.changed"
@@ -32,24 +31,21 @@ class RegistryWatcher:
         self.refresh_seconds = refresh_seconds
         self.snapshot = RegistrySnapshot()
         self.listeners: list[Listener] = []
-        self._subscription: Subscription | None = None
-        self._task: asyncio.Task[None] | None = None
+        self.feed = ChangeFeed(
+            cache=cache,
+            channel=CHANNEL,
+            on_message=self._on_message,
+            poll=self.reload,
+            interval=refresh_seconds,
+            what="registry",
+        )
 
     async def start(self) -> None:
         await self.reload()
-        try:
-            self._subscription = await self.cache.subscribe(CHANNEL, self._on_message)
-        except CacheUnavailableError:
-            log.warning("registry changes from other instances arrive by polling until the cache is back")
-        self._task = asyncio.create_task(self._poll())
+        await self.feed.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._subscription:
-            await self._subscription.close()
+        await self.feed.stop()
 
     async def reload(self) -> None:
         entries = await self.store.entries()
@@ -75,12 +71,7 @@ class RegistryWatcher:
     async def announce(self, name: str) -> None:
         """Apply a local change at once and tell every other instance."""
         await self.refresh(name)
-        try:
-            await self.cache.publish(CHANNEL, orjson.dumps({"model": name}))
-        except CacheUnavailableError:
-            log.warning(
-                "registry change not announced; other instances see it at their next poll", model=name
-            )
+        await self.feed.announce(orjson.dumps({"model": name}))
 
     async def _on_message(self, message: bytes) -> None:
         try:
@@ -97,11 +88,3 @@ class RegistryWatcher:
                     await listener(name)
                 except Exception:  # a listener's failure must not stop the others or the watcher
                     log.exception("registry listener failed", model=name)
-
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self.refresh_seconds)
-            try:
-                await self.reload()
-            except Exception as exc:  # the database may be away: keep serving the last snapshot
-                log.warning("registry poll failed", error=f"{type(exc).__name__}: {exc}"[:200])
