@@ -76,7 +76,13 @@ async def call(client: httpx.AsyncClient, method: str, path: str, key: str | Non
     headers = {"X-API-Key": key} if key else {}
     response = await client.request(method, path, json=body, headers=headers)
     if response.status_code >= 400:
-        assert set(response.json()["error"]) == {"code", "message", "details"}
+        body = response.json()
+        v2 = {"error", "code", "details"}  # the Open Inference Protocol's shape under /v2/
+        assert (
+            set(body) == v2
+            if path.startswith("/v2/")
+            else set(body["error"]) == {"code", "message", "details"}
+        )
     return response.status_code
 
 

@@ -13,6 +13,7 @@ from mlplatform import errors
 from mlplatform.api.responses import JsonResponse
 
 log = structlog.get_logger(__name__)
+V2_PREFIX = "/v2/"
 
 STATUS: dict[type[errors.DomainError], int] = {
     errors.InvalidInput: 422,
@@ -46,9 +47,22 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 
 
 def error_response(
-    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+    *,
+    path: str = "",
 ) -> JsonResponse:
-    return JsonResponse(error_body(code, message, details), status_code=status, headers=headers)
+    # The Open Inference Protocol wants `{"error": "<message>"}` (tritonclient prints that string);
+    # our code and details ride along beside it.
+    body = (
+        {"error": message, "code": code, "details": details}
+        if path.startswith(V2_PREFIX)
+        else error_body(code, message, details)
+    )
+    return JsonResponse(body, status_code=status, headers=headers)
 
 
 def status_of(exc: errors.DomainError) -> int:
@@ -63,25 +77,27 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
-async def _domain(_: Request, exc: Exception) -> JsonResponse:
+async def _domain(request: Request, exc: Exception) -> JsonResponse:
     assert isinstance(exc, errors.DomainError)
     headers = exc.headers if isinstance(exc, errors.RateLimited) else None
-    return error_response(status_of(exc), exc.code, exc.message, exc.details, headers)
+    return error_response(status_of(exc), exc.code, exc.message, exc.details, headers, path=request.url.path)
 
 
-async def _validation(_: Request, exc: Exception) -> JsonResponse:
+async def _validation(request: Request, exc: Exception) -> JsonResponse:
     assert isinstance(exc, RequestValidationError)
     details = [
         {"field": _field(e.get("loc", ())), "problem": str(e.get("msg", "invalid"))} for e in exc.errors()
     ]
     summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5])
-    return error_response(422, "invalid_input", f"invalid request: {summary}", details)
+    message = f"invalid request: {summary}"
+    return error_response(422, "invalid_input", message, details, path=request.url.path)
 
 
-async def _http(_: Request, exc: Exception) -> JsonResponse:
+async def _http(request: Request, exc: Exception) -> JsonResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "error")
-    return error_response(exc.status_code, code, str(exc.detail), None, dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    return error_response(exc.status_code, code, str(exc.detail), None, headers, path=request.url.path)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JsonResponse:
