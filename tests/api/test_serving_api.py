@@ -300,3 +300,18 @@ async def test_purged_versions_leave_the_model_cache(make_app: AppFactory, tmp_p
     await client.delete("/api/ml/models/m/versions/1", params={"purge": "true"})
     assert len(platform.serving.models) == 0
     assert (await predict(client, "m", ref.X[0].tolist())).status_code == 404
+
+
+async def test_batch_arrays_are_checked_as_strictly_as_single_rows(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    client, _ = await make_app()
+    ref = await registered(client, tmp_path)
+    rows = ref.X[:3].tolist()
+    for bad, problem in (("1.5", "number"), (True, "number"), (None, "null")):
+        instances = [row[:] for row in rows]
+        instances[2][1] = bad
+        response = await client.post("/api/ml/predict/batch", json={"model": "m", "instances": instances})
+        assert response.status_code == 422, bad
+        detail = response.json()["error"]["details"][0]
+        assert detail["field"] == "instances[2].f1" and problem in detail["problem"]

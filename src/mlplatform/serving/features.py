@@ -55,6 +55,19 @@ class Signature:
             details=[{"field": where, "problem": "must be an object or an array"}],
         )
 
+    def rows(self, instances: list[Any], where: str) -> list[list[Any]]:
+        """Many instances; arrays of plain numbers take one vectorised check instead of one per row."""
+        if (
+            self.numeric
+            and instances
+            and all(type(item) is list and len(item) == self.width for item in instances)
+            # only ints and floats: numpy would quietly turn "1.5" and True into numbers
+            and all(type(value) in _NUMBER for item in instances for value in item)
+            and np.isfinite(np.asarray(instances, dtype=np.float64)).all()
+        ):
+            return instances
+        return [self.row(item, f"{where}[{i}]") for i, item in enumerate(instances)]
+
     def matrix(self, rows: list[list[Any]]) -> np.ndarray:
         if self.numeric:
             return np.asarray(rows, dtype=np.float64)

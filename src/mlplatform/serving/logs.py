@@ -80,6 +80,13 @@ class PredictionLogWriter:
             registry=registry,
         ).set_function(self.queue.qsize)
 
+    def accepting(self, count: int = 1) -> bool:
+        """Whether `count` more records fit; callers skip building records that would only be dropped."""
+        if self.queue.maxsize - self.queue.qsize() >= count:
+            return True
+        self.dropped.inc(count)
+        return False
+
     def submit(self, record: PredictionRecord) -> bool:
         try:
             self.queue.put_nowait(record)

@@ -221,7 +221,7 @@ class ServingService:
             raise InvalidInput(f"instances: {problem}", details=[{"field": "instances", "problem": problem}])
         entry = self.registry.resolve(request.model)
         model = await self.loaded(entry)
-        rows = [model.signature.row(values, f"instances[{i}]") for i, values in enumerate(request.instances)]
+        rows = model.signature.rows(request.instances, "instances")
         results: list[dict[str, Any]] = []  # plain dicts: a thousand model objects would cost milliseconds
         size = self.settings.batch_size
         try:
@@ -247,8 +247,9 @@ class ServingService:
         latency_ms = (time.perf_counter() - started) * 1000
         self.metrics.observe(entry.name, entry.id, latency_ms, count=len(rows))
         now = utcnow()
+        logging = self.settings.log_sample_rate > 0 and self.logs.accepting(len(rows))
         for row, result in zip(rows, results, strict=True):
-            if self._sampled():
+            if logging and self._sampled():
                 self.logs.submit(
                     PredictionRecord(
                         id=result["prediction_id"],
