@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -77,20 +78,25 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+def domain_response(exc: errors.DomainError, path: str) -> JsonResponse:
+    headers = exc.headers if isinstance(exc, errors.RateLimited) else None
+    return error_response(status_of(exc), exc.code, exc.message, exc.details, headers, path=path)
+
+
+def validation_response(problems: Sequence[Any], path: str) -> JsonResponse:
+    details = [{"field": _field(e.get("loc", ())), "problem": str(e.get("msg", "invalid"))} for e in problems]
+    summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5])
+    return error_response(422, "invalid_input", f"invalid request: {summary}", details, path=path)
+
+
 async def _domain(request: Request, exc: Exception) -> JsonResponse:
     assert isinstance(exc, errors.DomainError)
-    headers = exc.headers if isinstance(exc, errors.RateLimited) else None
-    return error_response(status_of(exc), exc.code, exc.message, exc.details, headers, path=request.url.path)
+    return domain_response(exc, request.url.path)
 
 
 async def _validation(request: Request, exc: Exception) -> JsonResponse:
     assert isinstance(exc, RequestValidationError)
-    details = [
-        {"field": _field(e.get("loc", ())), "problem": str(e.get("msg", "invalid"))} for e in exc.errors()
-    ]
-    summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5])
-    message = f"invalid request: {summary}"
-    return error_response(422, "invalid_input", message, details, path=request.url.path)
+    return validation_response(exc.errors(), request.url.path)
 
 
 async def _http(request: Request, exc: Exception) -> JsonResponse:

@@ -213,10 +213,14 @@ def add_middleware(
     max_upload_size: int,
     max_inflated_size: int,
     gzip_min_size: int | None,
+    inner: tuple[type, dict[str, Any]] | None = None,
 ) -> None:
-    """Install in order, outermost first: request context, body limit, request inflation, response gzip."""
+    """Install in order, outermost first: request context, body limit, request inflation, `inner` (the
+    predict fast path: outside the generic gzip, which costs it more than it saves), response gzip."""
     if gzip_min_size is not None:
         app.add_middleware(GZipMiddleware, minimum_size=gzip_min_size)
+    if inner is not None:
+        app.add_middleware(inner[0], **inner[1])
     app.add_middleware(RequestDecompressionMiddleware, limit=max_inflated_size)
     app.add_middleware(BodyLimitMiddleware, limit=max_body_size, upload_limit=max_upload_size)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)

@@ -39,7 +39,7 @@ class PredictionRecord:
 
 
 COLUMNS = tuple(f.name for f in fields(PredictionRecord))
-_JSON_COLUMNS = {"inputs", "prediction", "probabilities"}
+assert COLUMNS[-2:] == ("cached", "created_at"), "_copy_values and _sqlite_values spell out this order"
 
 
 class PredictionLogWriter:
@@ -179,12 +179,25 @@ def _read(row: PredictionLogRow) -> PredictionLogRead:
     )
 
 
+def _json(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
 def _copy_values(record: PredictionRecord) -> tuple[Any, ...]:
-    return tuple(
-        orjson.dumps(getattr(record, name), option=orjson.OPT_SERIALIZE_NUMPY).decode()
-        if name in _JSON_COLUMNS
-        else getattr(record, name)
-        for name in COLUMNS
+    """The row in `COLUMNS` order, JSON columns as text; spelled out because it runs for every prediction."""
+    return (
+        record.id,
+        record.model,
+        record.version,
+        record.variant,
+        record.request_id,
+        _json(record.inputs),
+        _json(record.prediction),
+        _json(record.probabilities),
+        record.confidence,
+        record.latency_ms,
+        record.cached,
+        record.created_at,
     )
 
 
@@ -248,8 +261,5 @@ class _SqliteSink(_Sink):
 
 
 def _sqlite_values(record: PredictionRecord) -> tuple[Any, ...]:
-    values = list(_copy_values(record))
-    at = record.created_at.astimezone(UTC).replace(tzinfo=None)
-    values[COLUMNS.index("created_at")] = at.isoformat(sep=" ", timespec="microseconds")
-    values[COLUMNS.index("cached")] = int(record.cached)
-    return tuple(values)
+    at = record.created_at.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    return (*_copy_values(record)[:10], int(record.cached), at)

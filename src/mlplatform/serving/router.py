@@ -12,6 +12,7 @@ from mlplatform.api.deps import PlatformDep, require
 from mlplatform.api.responses import JsonResponse
 from mlplatform.auth.schemas import Permission, Principal
 from mlplatform.errors import InvalidInput
+from mlplatform.platform import Platform
 from mlplatform.serving.schemas import (
     BatchRequest,
     BatchResponse,
@@ -25,8 +26,8 @@ Predictor = Annotated[Principal, require(Permission.PREDICT)]
 Reader = Annotated[Principal, require(Permission.READ)]
 
 
-@router.post("/predict", response_model=PredictResponse, openapi_extra=body_schema(PredictRequest))
-async def predict(request: Request, platform: PlatformDep, _: Predictor) -> JsonResponse:
+async def serve_predict(request: Request, platform: Platform) -> JsonResponse:
+    """The single-prediction handler; reached through `PredictFastPath`, or FastAPI when that is bypassed."""
     body = await parse_body(request, PredictRequest)
     limits = platform.settings.security.limits
     if len(body.features) > limits.max_features:
@@ -36,11 +37,21 @@ async def predict(request: Request, platform: PlatformDep, _: Predictor) -> Json
     return JsonResponse((await platform.serving.predict(body)).model_dump())
 
 
-@router.post("/predict/batch", response_model=BatchResponse, openapi_extra=body_schema(BatchRequest))
-async def predict_batch(request: Request, platform: PlatformDep, _: Predictor) -> JsonResponse:
+async def serve_batch(request: Request, platform: Platform) -> JsonResponse:
     body = await parse_body(request, BatchRequest)
     max_rows = platform.settings.security.limits.max_batch_rows
     return JsonResponse(await platform.serving.predict_batch(body, max_rows=max_rows))
+
+
+# These routes document the API (OpenAPI, /docs); `PredictFastPath` answers the requests before routing.
+@router.post("/predict", response_model=PredictResponse, openapi_extra=body_schema(PredictRequest))
+async def predict(request: Request, platform: PlatformDep, _: Predictor) -> JsonResponse:
+    return await serve_predict(request, platform)
+
+
+@router.post("/predict/batch", response_model=BatchResponse, openapi_extra=body_schema(BatchRequest))
+async def predict_batch(request: Request, platform: PlatformDep, _: Predictor) -> JsonResponse:
+    return await serve_batch(request, platform)
 
 
 @router.get("/predictions")
