@@ -13,7 +13,7 @@ import structlog
 
 from mlplatform.clock import utcnow
 from mlplatform.errors import DeadlineExceeded, InvalidInput, NotFound, Unavailable
-from mlplatform.ids import new_id
+from mlplatform.ids import new_id, new_ids
 from mlplatform.registry.refs import parse_ref
 from mlplatform.registry.service import RegistryService
 from mlplatform.registry.snapshot import VersionEntry
@@ -223,6 +223,7 @@ class ServingService:
         model = await self.loaded(entry)
         rows = model.signature.rows(request.instances, "instances")
         results: list[dict[str, Any]] = []  # plain dicts: a thousand model objects would cost milliseconds
+        ids = iter(new_ids(len(rows)))
         size = self.settings.batch_size
         try:
             for begin in range(0, len(rows), size):
@@ -231,7 +232,7 @@ class ServingService:
                 for prediction, probabilities, confidence in answers(raw, entry.description.classes):
                     results.append(
                         {
-                            "prediction_id": new_id(),
+                            "prediction_id": next(ids),
                             "prediction": prediction,
                             "probabilities": probabilities,
                             "confidence": confidence,
