@@ -30,7 +30,7 @@ from mlplatform.platform import Platform
 from mlplatform.registry import router as registry_router
 from mlplatform.registry.events import RegistryWatcher
 from mlplatform.registry.service import RegistryService
-from mlplatform.registry.store import SqlRegistryStore
+from mlplatform.registry.sql_store import SqlRegistryStore
 from mlplatform.serving import router as serving_router
 from mlplatform.serving.logs import PredictionLogWriter
 from mlplatform.serving.metrics import ModelsCollector, ServingMetrics

@@ -15,7 +15,8 @@ from mlplatform.errors import NotFound
 from mlplatform.formats.base import ArtifactFormat, Feature, Framework, ModelDescription, Task
 from mlplatform.registry.refs import parse_ref
 from mlplatform.registry.snapshot import resolve
-from mlplatform.registry.store import ModelFilter, NewVersion, SqlRegistryStore
+from mlplatform.registry.sql_store import SqlRegistryStore
+from mlplatform.registry.store import ModelFilter, NewVersion
 from mlplatform.settings import DatabaseSettings
 
 DESCRIPTION = ModelDescription(
