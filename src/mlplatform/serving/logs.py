@@ -52,8 +52,8 @@ class PredictionLogWriter:
         registry: CollectorRegistry,
         *,
         queue_size: int = 100_000,
-        batch_size: int = 1000,
-        interval: float = 0.5,
+        batch_size: int = 250,
+        interval: float = 0.1,
     ) -> None:
         self.database = database
         self._sink: _Sink = _CopySink(database) if database.backend == "postgresql" else _SqliteSink(database)
@@ -124,7 +124,8 @@ class PredictionLogWriter:
         pending: list[PredictionRecord] = []
         while True:
             if not pending:
-                await asyncio.sleep(self.interval)
+                if self.queue.qsize() < self.batch_size:  # a full batch waiting is written at once
+                    await asyncio.sleep(self.interval)
                 pending = self._take()
                 if not pending:
                     continue
