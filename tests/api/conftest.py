@@ -89,3 +89,12 @@ async def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
         "cache": {"url": request.getfixturevalue("redis_url"), "timeout-ms": 500},
         "storage": {"url": request.getfixturevalue("s3_url"), **request.getfixturevalue("s3_credentials")},
     }
+
+
+async def two_instances(
+    make_app: AppFactory, database_url: str, cache_url: str
+) -> tuple[tuple[httpx.AsyncClient, Platform], tuple[httpx.AsyncClient, Platform]]:
+    """Two started apps sharing one (migrated) database and one cache; the artifact folder is shared too."""
+    await asyncio.to_thread(db.upgrade, DatabaseSettings(url=database_url))
+    shared = {"database": {"url": database_url}, "cache": {"url": cache_url, "timeout-ms": 500}}
+    return await make_app(**shared), await make_app(**shared)

@@ -16,7 +16,7 @@ from mlplatform.formats import ArtifactFormat
 from mlplatform.platform import Platform
 from mlplatform.serving.runtimes import native_runtime
 from tests import fixtures_models as fm
-from tests.api.conftest import AppFactory
+from tests.api.conftest import AppFactory, two_instances
 from tests.api.models import (
     FEATURES,
     REFERENCES,
@@ -288,14 +288,7 @@ async def test_orphans_are_swept(make_app: AppFactory, tmp_path: Path) -> None:
 async def test_concurrent_uploads_from_two_instances_get_gap_free_numbers(
     postgres_url: str, redis_url: str, make_app: AppFactory, tmp_path: Path
 ) -> None:
-    await migrate(postgres_url)
-    shared = {
-        "database": {"url": postgres_url},
-        "cache": {"url": redis_url, "timeout-ms": 500},
-        "storage": {"url": f"file://{tmp_path}/shared-artifacts"},
-    }
-    first, _ = await make_app(**shared)
-    second, _ = await make_app(**shared)
+    (first, _), (second, _) = await two_instances(make_app, postgres_url, redis_url)
     ref = reference("sklearn-forest-skops", tmp_path)
     created = await asyncio.gather(
         *(upload(client, "race", ref.path, ref.metadata) for client in [first, second] * 4)
@@ -306,14 +299,7 @@ async def test_concurrent_uploads_from_two_instances_get_gap_free_numbers(
 async def test_an_alias_moved_on_one_instance_is_served_by_the_other_within_a_second(
     postgres_url: str, redis_url: str, make_app: AppFactory, tmp_path: Path
 ) -> None:
-    await migrate(postgres_url)
-    shared = {
-        "database": {"url": postgres_url},
-        "cache": {"url": redis_url, "timeout-ms": 500},
-        "storage": {"url": f"file://{tmp_path}/shared-artifacts"},
-    }
-    first, _ = await make_app(**shared)
-    second, other = await make_app(**shared)
+    (first, _), (second, other) = await two_instances(make_app, postgres_url, redis_url)
     ref = reference("sklearn-forest-skops", tmp_path)
     for _ in range(2):
         await upload(first, "live", ref.path, ref.metadata)

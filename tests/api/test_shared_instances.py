@@ -6,20 +6,8 @@ import asyncio
 
 import httpx
 
-from mlplatform import db
-from mlplatform.settings import DatabaseSettings
-from tests.api.conftest import ADMIN_KEY, AppFactory
+from tests.api.conftest import ADMIN_KEY, AppFactory, two_instances
 from tests.services import RedisServer
-
-
-async def two_instances(
-    make_app: AppFactory, database_url: str, cache_url: str
-) -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
-    await asyncio.to_thread(db.upgrade, DatabaseSettings(url=database_url))
-    shared = {"database": {"url": database_url}, "cache": {"url": cache_url, "timeout-ms": 500}}
-    first, _ = await make_app(**shared)
-    second, _ = await make_app(**shared)
-    return first, second
 
 
 async def new_key(client: httpx.AsyncClient, **extra: str) -> str:
@@ -36,7 +24,7 @@ async def info(client: httpx.AsyncClient, key: str) -> int:
 async def test_rate_limit_is_shared_by_every_instance(
     postgres_url: str, redis_url: str, make_app: AppFactory
 ) -> None:
-    first, second = await two_instances(make_app, postgres_url, redis_url)
+    (first, _), (second, _) = await two_instances(make_app, postgres_url, redis_url)
     key = await new_key(first, rate_limit="4/minute")
     statuses = [
         await info(first, key),
@@ -52,7 +40,7 @@ async def test_rate_limit_is_shared_by_every_instance(
 async def test_a_key_revoked_on_one_instance_is_refused_by_the_other(
     postgres_url: str, redis_url: str, make_app: AppFactory
 ) -> None:
-    first, second = await two_instances(make_app, postgres_url, redis_url)
+    (first, _), (second, _) = await two_instances(make_app, postgres_url, redis_url)
     key = await new_key(first)
     assert await info(second, key) == 200
     key_id = (await first.get("/api/admin/api-keys", headers={"X-API-Key": ADMIN_KEY})).json()[0]["id"]
@@ -67,7 +55,7 @@ async def test_a_key_revoked_on_one_instance_is_refused_by_the_other(
 async def test_limits_still_hold_in_memory_while_redis_is_down(
     postgres_url: str, private_redis: RedisServer, make_app: AppFactory
 ) -> None:
-    first, _ = await two_instances(make_app, postgres_url, private_redis.url)
+    (first, _), _ = await two_instances(make_app, postgres_url, private_redis.url)
     key = await new_key(first, rate_limit="3/minute")
     private_redis.stop()
     statuses = [await info(first, key) for _ in range(4)]
