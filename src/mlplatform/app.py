@@ -23,6 +23,9 @@ from mlplatform.auth.service import AuthService
 from mlplatform.auth.store import SqlApiKeyStore
 from mlplatform.clock import utcnow
 from mlplatform.config import load_settings, redact_url
+from mlplatform.datasets import router as datasets_router
+from mlplatform.datasets.service import DatasetService
+from mlplatform.datasets.sql_store import SqlDatasetStore
 from mlplatform.health import HealthService, Lifecycle
 from mlplatform.logging import configure_logging
 from mlplatform.metrics import Metrics
@@ -95,6 +98,9 @@ def build_platform(settings: Settings) -> Platform:
     serving = build_serving(
         settings, database=database, registry=registry, cache=cache, models=models, metrics=serving_metrics
     )
+    datasets = DatasetService(
+        store=SqlDatasetStore(database), artifacts=artifacts, limits=settings.security.limits
+    )
     return Platform(
         settings=settings,
         database=database,
@@ -106,6 +112,7 @@ def build_platform(settings: Settings) -> Platform:
         auth=auth,
         registry=registry,
         serving=serving,
+        datasets=datasets,
     )
 
 
@@ -195,6 +202,7 @@ async def start_up(platform: Platform) -> None:
     min_age = timedelta(seconds=platform.settings.ml.models.orphan_min_age_seconds)
     try:
         await platform.registry.sweep_orphans(min_age=min_age)
+        await platform.datasets.sweep_orphans(min_age=min_age)
     except Exception as exc:  # storage may be down at start: the next start sweeps again
         log.warning("orphan sweep skipped", error=f"{type(exc).__name__}: {exc}"[:200])
 
@@ -249,6 +257,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(inference_v2.health)
     app.include_router(inference_v2.router)
     app.include_router(registry_router.router)
+    app.include_router(datasets_router.router)
     app.include_router(auth_router.router)
     app.include_router(actuator.router)
     document_security(app)

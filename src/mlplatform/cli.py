@@ -17,6 +17,7 @@ from mlplatform import __version__, db
 from mlplatform.auth.cli import keys_app
 from mlplatform.cliutil import fail, settings_or_exit
 from mlplatform.config import redacted
+from mlplatform.datasets.cli import datasets_app
 from mlplatform.doctor import check_backends, check_libraries
 from mlplatform.logging import configure_logging
 from mlplatform.registry.cli import models_app
@@ -36,6 +37,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
+app.add_typer(datasets_app, name="datasets")
 console = Console()
 
 

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 import httpx
 
@@ -52,14 +52,18 @@ class Client:
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(method, path, **kwargs)
         if response.status_code >= 400:
-            try:
-                error = response.json()["error"]
-            except (ValueError, KeyError, TypeError):
-                raise ApiError(response.status_code, "http_error", response.text[:500]) from None
-            raise ApiError(response.status_code, error["code"], error["message"], error.get("details"))
+            self._raise(response)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
+
+    @staticmethod
+    def _raise(response: httpx.Response) -> NoReturn:
+        try:
+            error = response.json()["error"]
+        except (ValueError, KeyError, TypeError):
+            raise ApiError(response.status_code, "http_error", response.text[:500]) from None
+        raise ApiError(response.status_code, error["code"], error["message"], error.get("details"))
 
     def list_models(self, **filters: Any) -> dict[str, Any]:
         params = {k: v for k, v in filters.items() if v is not None}
@@ -105,3 +109,51 @@ class Client:
     def delete(self, name: str, version: int | None = None, purge: bool = False) -> None:
         path = f"/api/ml/models/{name}" + (f"/versions/{version}" if version is not None else "")
         self._call("DELETE", path, params={"purge": str(purge).lower()})
+
+    def upload_dataset(
+        self,
+        path: Path,
+        name: str,
+        description: str = "",
+        tags: dict[str, str] | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        with path.open("rb") as handle:
+            source: Any = _CountingReader(handle, on_progress) if on_progress else handle
+            files = {"file": (path.name, source, "application/octet-stream")}
+            data = {"name": name, "description": description, "tags": json.dumps(tags or {})}
+            return dict(self._call("POST", "/api/ml/datasets", files=files, data=data))
+
+    def list_datasets(self, name: str | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if name is not None:
+            params["name"] = name
+        return dict(self._call("GET", "/api/ml/datasets", params=params))
+
+    def get_dataset(self, dataset_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/api/ml/datasets/{dataset_id}"))
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._call("DELETE", f"/api/ml/datasets/{dataset_id}")
+
+    def download_dataset(
+        self, dataset_id: str, target: Path, on_progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Stream the dataset's file into `target` (replaced only once complete); returns its size."""
+        partial = target.with_name(f".{target.name}.part")
+        with self.http.stream("GET", f"/api/ml/datasets/{dataset_id}/data") as response:
+            if response.status_code >= 400:
+                response.read()
+                self._raise(response)
+            size = 0
+            try:
+                with partial.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                        size += len(chunk)
+                        if on_progress:
+                            on_progress(len(chunk))
+                partial.replace(target)
+            finally:
+                partial.unlink(missing_ok=True)
+        return size

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlplatform.auth.service import AuthService
+from mlplatform.datasets.service import DatasetService
 from mlplatform.db import Database
 from mlplatform.health import HealthService, Lifecycle
 from mlplatform.metrics import Metrics
@@ -27,3 +28,4 @@ class Platform:
     auth: AuthService
     registry: RegistryService
     serving: ServingService
+    datasets: DatasetService

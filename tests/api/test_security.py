@@ -25,7 +25,8 @@ PREDICTORS = {"admin", "editor", "predictor"}
 EDITORS = {"admin", "editor"}
 ROW = [0.1, 0.2, 0.3, 0.4]
 
-# Every endpoint group that exists, one request each, and the roles that may call it ("m" is registered).
+# Every endpoint group that exists, one request each, and the roles that may call it ("m" is registered,
+# `{dataset}` is an uploaded dataset's id).
 ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("GET", "/api/ml/models", None, READERS),
     ("GET", "/api/ml/models/m", None, READERS),
@@ -40,6 +41,9 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("POST", "/api/ml/predict", {"model": "m", "features": ROW}, PREDICTORS),
     ("POST", "/api/ml/predict/batch", {"model": "m", "instances": [ROW]}, PREDICTORS),
     ("GET", "/api/ml/predictions", None, READERS),
+    ("GET", "/api/ml/datasets", None, READERS),
+    ("GET", "/api/ml/datasets/{dataset}", None, READERS),
+    ("GET", "/api/ml/datasets/{dataset}/data", None, READERS),
     ("GET", "/v2", None, READERS),
     ("GET", "/v2/models/m", None, READERS),
     ("GET", "/v2/models/m/ready", None, READERS),
@@ -95,6 +99,9 @@ async def test_role_matrix(make_app: AppFactory, tmp_path: Path) -> None:
         "/api/ml/models/m/versions", files=files, data={"metadata": "{}"}, headers=admin
     )
     assert created.status_code == 201
+    table = {"file": ("d.csv", b"a,b\n1,2\n")}
+    dataset = await client.post("/api/ml/datasets", files=table, data={"name": "d"}, headers=admin)
+    assert dataset.status_code == 201
     keys = {role: (await create_key(client, role))["key"] for role in ROLES}
     for role in ROLES:  # registering is editing
         upload = await client.post(
@@ -103,7 +110,17 @@ async def test_role_matrix(make_app: AppFactory, tmp_path: Path) -> None:
         assert upload.status_code == (201 if role in EDITORS else 403), role
         deleting = await client.delete("/api/ml/models/nothing", headers={"X-API-Key": keys[role]})
         assert deleting.status_code == (404 if role in EDITORS else 403), role
-    for method, path, body, allowed in ENDPOINTS:
+    for role in ROLES:  # so are uploading and deleting datasets
+        headers = {"X-API-Key": keys[role]}
+        upload = await client.post("/api/ml/datasets", files=table, data={"name": role}, headers=headers)
+        assert upload.status_code == (201 if role in EDITORS else 403), role
+        own = upload.json()["id"] if role in EDITORS else dataset.json()["id"]
+        deleting = await client.delete(f"/api/ml/datasets/{own}", headers=headers)
+        assert deleting.status_code == (204 if role in EDITORS else 403), role
+    anonymous = await client.post("/api/ml/datasets", files=table, data={"name": "anonymous"})
+    assert anonymous.status_code == 401
+    for method, template, body, allowed in ENDPOINTS:
+        path = template.format(dataset=dataset.json()["id"])
         for role in ROLES:
             status = await call(client, method, path, keys[role], body)
             expected = {200, 201} if role in allowed else {403}

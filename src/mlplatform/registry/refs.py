@@ -6,14 +6,11 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from mlplatform import names
 from mlplatform.errors import InvalidInput
 
-NAME_RULE = (
-    "1-128 characters of lowercase letters, digits, '-', '_' and '.', starting with a letter or digit, "
-    "and not ending in -v<digits>"
-)
+NAME_RULE = f"{names.NAME_RULE}, and not ending in -v<digits>"
 ALIAS_RULE = "1-64 characters of lowercase letters, digits, '-' and '_', starting with a letter"
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 _VERSIONED_END = re.compile(r"-v\d+$")
 _ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _FULL_ID = re.compile(r"^(?P<name>.+)-v(?P<version>\d+)-(?P<stamp>\d{14})$")
@@ -23,7 +20,7 @@ ARCHIVED = "archived"
 
 
 def check_name(name: str, field: str = "name") -> str:
-    if not _NAME.match(name) or _VERSIONED_END.search(name):
+    if not names.is_allowed_name(name) or _VERSIONED_END.search(name):
         shown = name if len(name) <= 80 else name[:77] + "..."
         raise InvalidInput(
             f"model name {shown!r} is not allowed: {NAME_RULE}",
@@ -33,7 +30,7 @@ def check_name(name: str, field: str = "name") -> str:
 
 
 def check_alias(alias: str, field: str = "alias") -> str:
-    if not _ALIAS.match(alias) or alias == ARCHIVED:
+    if not _ALIAS.fullmatch(alias) or alias == ARCHIVED:
         raise InvalidInput(
             f"alias {alias[:80]!r} is not allowed: {ALIAS_RULE} ('archived' is a status, not an alias)",
             details=[{"field": field, "problem": ALIAS_RULE}],

@@ -1,0 +1,1 @@
+"""Datasets: uploaded CSV and Parquet tables, profiled and kept in artifact storage."""
