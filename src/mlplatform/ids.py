@@ -14,10 +14,22 @@ def new_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(7).hex()}"
 
 
+BLOCK = 0x10000  # ids one prefix can number: the sequence is 4 hex digits
+
+
 def new_ids(count: int) -> list[str]:
-    """`count` ids from one call: a shared 22-character prefix (time and 40 random bits) and a 4-hex-digit
-    sequence, so a batch's ids are unique, in order, and cheap (one per row of a 10,000-row batch)."""
-    if count > 0x10000:
-        return [new_id() for _ in range(count)]
-    prefix = new_id()[:22]
-    return [f"{prefix}{index:04x}" for index in range(count)]
+    """`count` ids from one call, in blocks of up to `BLOCK` that share a 22-character prefix (time and 40
+    random bits) followed by a 4-hex-digit sequence from 0000: unique, in order, and cheap (one per row of a
+    10,000-row batch). A block can be stored as one record that holds its first id (`block_ids` gives the
+    rest)."""
+    ids: list[str] = []
+    for start in range(0, count, BLOCK):
+        prefix = new_id()[:22]
+        ids += [f"{prefix}{index:04x}" for index in range(min(BLOCK, count - start))]
+    return ids
+
+
+def block_ids(first: str, count: int) -> list[str]:
+    """The `count` ids of the block that starts with `first`."""
+    prefix, start = first[:22], int(first[22:26], 16)
+    return [f"{prefix}{index:04x}" for index in range(start, start + count)]

@@ -217,17 +217,45 @@ async def poll_logs(client: httpx.AsyncClient, model: str, count: int) -> list[d
 async def test_prediction_logs_land_in_the_database(
     backend: dict[str, Any], make_app: AppFactory, tmp_path: Path
 ) -> None:
-    client, _ = await make_app(**backend)
+    # batch-size 2: a batch of 5 is predicted, and logged, as three blocks of consecutive ids
+    client, _ = await make_app(**backend, ml={"predictions": {"batch-size": 2}})
     ref = await registered(client, tmp_path)
     answer = (await predict(client, "m", ref.X[0].tolist(), request_id="order-42")).json()
-    await client.post("/api/ml/predict/batch", json={"model": "m", "instances": ref.X[:3].tolist()})
-    logs = await poll_logs(client, "m", 4)
+    body = {"model": "m", "instances": ref.X[:5].tolist(), "request_id": "bulk-7"}
+    batch = (await client.post("/api/ml/predict/batch", json=body)).json()
+    logs = await poll_logs(client, "m", 6)
+    assert len(logs) == 6
     single = next(log for log in logs if log["prediction_id"] == answer["prediction_id"])
     assert single["request_id"] == "order-42"
     assert single["inputs"] == pytest.approx(ref.X[0].tolist())
     assert single["prediction"] == answer["prediction"] and single["version"] == answer["version"]
     assert single["latency_ms"] > 0
+    logged = {log["prediction_id"]: log for log in logs if log["request_id"] == "bulk-7"}
+    assert len(logged) == 5
+    for row, predicted in zip(ref.X[:5], batch["predictions"], strict=True):
+        entry = logged[predicted["prediction_id"]]
+        assert entry["inputs"] == pytest.approx(row.tolist())
+        assert entry["prediction"] == predicted["prediction"] and entry["version"] == batch["version"]
+        assert entry["probabilities"] == pytest.approx(predicted["probabilities"])
+        assert entry["confidence"] == pytest.approx(predicted["confidence"])
+        assert entry["cached"] is False and entry["latency_ms"] > 0
+    newest = (await client.get("/api/ml/predictions", params={"model": "m", "limit": 3})).json()
+    assert len(newest) == 3
     assert (await client.get("/api/ml/predictions", params={"model": "other"})).json() == []
+
+
+async def test_v2_inferences_are_logged_as_one_block(make_app: AppFactory, tmp_path: Path) -> None:
+    client, _ = await make_app()
+    ref = await registered(client, tmp_path)
+    rows = ref.X[:4].astype(np.float32)
+    tensor = {"name": "input-0", "shape": list(rows.shape), "datatype": "FP32", "data": rows.ravel().tolist()}
+    response = await client.post("/v2/models/m/infer", json={"id": "v2-run", "inputs": [tensor]})
+    assert response.status_code == 200, response.text
+    logs = await poll_logs(client, "m", 4)
+    assert [log["request_id"] for log in logs] == ["v2-run"] * 4
+    assert sorted(log["prediction_id"] for log in logs) == [log["prediction_id"] for log in logs]
+    np.testing.assert_allclose([log["inputs"] for log in logs], rows)
+    assert [log["prediction"] for log in logs] == ref.model.predict(ref.X[:4]).tolist()
 
 
 async def test_log_sampling_can_turn_logging_off(make_app: AppFactory, tmp_path: Path) -> None:
@@ -235,7 +263,7 @@ async def test_log_sampling_can_turn_logging_off(make_app: AppFactory, tmp_path:
     ref = await registered(client, tmp_path)
     for row in ref.X[:5]:
         await predict(client, "m", row.tolist())
-    assert platform.serving.logs.queue.qsize() == 0
+    assert platform.serving.logs.depth == 0
     await asyncio.sleep(0.6)
     assert (await client.get("/api/ml/predictions")).json() == []
 

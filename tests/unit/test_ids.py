@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from mlplatform.ids import new_id, new_ids
+from mlplatform.ids import BLOCK, block_ids, new_id, new_ids
 
 
 def test_ids_are_unique_url_safe_and_ordered_by_time() -> None:
@@ -21,4 +21,11 @@ def test_batch_ids_are_unique_in_order_and_unlike_the_next_batch() -> None:
     assert len(set(batch)) == 10_000 and batch == sorted(batch)
     assert all(len(i) == 26 for i in batch)
     assert not set(batch) & set(new_ids(10_000))
-    assert len(set(new_ids(70_000))) == 70_000  # past the 4-digit sequence: one id each
+    assert block_ids(batch[0], 10_000) == batch
+
+
+def test_past_one_block_ids_start_a_new_prefix() -> None:
+    ids = new_ids(BLOCK + 5)
+    assert len(set(ids)) == BLOCK + 5
+    assert ids[BLOCK].endswith("0000") and ids[BLOCK][:22] != ids[0][:22]
+    assert block_ids(ids[0], BLOCK) == ids[:BLOCK] and block_ids(ids[BLOCK], 5) == ids[BLOCK:]

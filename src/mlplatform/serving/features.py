@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from mlplatform.errors import InvalidInput
 from mlplatform.formats.base import Feature, FeatureType
 
 _NUMBER = (int, float)
+_NUMBER_TYPES = frozenset(_NUMBER)
 
 
 class Signature:
@@ -55,18 +57,21 @@ class Signature:
             details=[{"field": where, "problem": "must be an object or an array"}],
         )
 
-    def rows(self, instances: list[Any], where: str) -> list[list[Any]]:
-        """Many instances; arrays of plain numbers take one vectorised check instead of one per row."""
+    def batch(self, instances: list[Any], where: str) -> np.ndarray:
+        """Many instances as the model's input matrix. Arrays of plain numbers take a few vectorised checks
+        instead of one per value; anything else is checked (and named) row by row."""
+        width = self.width
         if (
             self.numeric
             and instances
-            and all(type(item) is list and len(item) == self.width for item in instances)
+            and all(type(item) is list and len(item) == width for item in instances)
             # only ints and floats: numpy would quietly turn "1.5" and True into numbers
-            and all(type(value) in _NUMBER for item in instances for value in item)
-            and np.isfinite(np.asarray(instances, dtype=np.float64)).all()
+            and set(map(type, chain.from_iterable(instances))) <= _NUMBER_TYPES
         ):
-            return instances
-        return [self.row(item, f"{where}[{i}]") for i, item in enumerate(instances)]
+            matrix = np.asarray(instances, dtype=np.float64)
+            if np.isfinite(matrix).all():
+                return matrix
+        return self.matrix([self.row(item, f"{where}[{i}]") for i, item in enumerate(instances)])
 
     def matrix(self, rows: list[list[Any]]) -> np.ndarray:
         if self.numeric:

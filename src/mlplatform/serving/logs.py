@@ -1,50 +1,31 @@
-"""Prediction logs: a bounded queue off the hot path, flushed in batches (COPY on PostgreSQL)."""
+"""Prediction logs: a bounded queue off the hot path, flushed in batches (COPY on PostgreSQL), and queried."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
-from dataclasses import dataclass, fields
+from collections import deque
 from datetime import UTC, datetime
-from typing import Any
 
-import orjson
-import psycopg
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import aliased
 
 from mlplatform.db import Database
+from mlplatform.ids import block_ids
+from mlplatform.serving.log_sinks import BatchRecord, LogRecord, PredictionRecord, sink_for
 from mlplatform.serving.schemas import PredictionLogRead
-from mlplatform.serving.tables import PredictionLogRow
+from mlplatform.serving.tables import PredictionBatchRow, PredictionLogRow
 
+__all__ = ["BatchRecord", "PredictionLogWriter", "PredictionRecord"]
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class PredictionRecord:
-    id: str
-    model: str
-    version: str
-    variant: str | None
-    request_id: str | None
-    inputs: list[Any]
-    prediction: Any
-    probabilities: dict[str, float] | None
-    confidence: float | None
-    latency_ms: float
-    cached: bool
-    created_at: datetime
-
-
-COLUMNS = tuple(f.name for f in fields(PredictionRecord))
-assert COLUMNS[-2:] == ("cached", "created_at"), "_copy_values and _sqlite_values spell out this order"
 
 
 class PredictionLogWriter:
     """Never blocks a prediction: `submit` drops (and counts) when the queue is full, e.g. while the database
-    is slow or away; a background task writes batches of up to `batch_size` every `interval` seconds."""
+    is slow or away; a background task writes about `batch_size` predictions every `interval` seconds. The
+    queue is bounded in predictions (`queue_size`), whether they come one by one or in batches."""
 
     def __init__(
         self,
@@ -56,8 +37,10 @@ class PredictionLogWriter:
         interval: float = 0.1,
     ) -> None:
         self.database = database
-        self._sink: _Sink = _CopySink(database) if database.backend == "postgresql" else _SqliteSink(database)
-        self.queue: asyncio.Queue[PredictionRecord] = asyncio.Queue(maxsize=queue_size)
+        self._sink = sink_for(database)
+        self.queue: deque[LogRecord] = deque()
+        self.queue_size = queue_size
+        self.depth = 0  # predictions queued
         self.batch_size = batch_size
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
@@ -78,22 +61,23 @@ class PredictionLogWriter:
             "ml_prediction_log_queue_depth",
             "Prediction log records waiting to be written",
             registry=registry,
-        ).set_function(self.queue.qsize)
+        ).set_function(lambda: self.depth)
 
     def accepting(self, count: int = 1) -> bool:
-        """Whether `count` more records fit; callers skip building records that would only be dropped."""
-        if self.queue.maxsize - self.queue.qsize() >= count:
+        """Whether `count` more predictions fit; callers skip building records that would only be dropped."""
+        if self.queue_size - self.depth >= count:
             return True
         self.dropped.inc(count)
         return False
 
-    def submit(self, record: PredictionRecord) -> bool:
-        try:
-            self.queue.put_nowait(record)
-            return True
-        except asyncio.QueueFull:
-            self.dropped.inc()
+    def submit(self, record: LogRecord) -> bool:
+        count = record.count
+        if self.queue_size - self.depth < count:
+            self.dropped.inc(count)
             return False
+        self.queue.append(record)
+        self.depth += count
+        return True
 
     def start(self) -> None:
         if self._task is None:
@@ -109,22 +93,27 @@ class PredictionLogWriter:
         self._task = None
         with contextlib.suppress(Exception, TimeoutError):
             async with asyncio.timeout(drain_timeout):
-                while not self.queue.empty():
+                while self.queue:
                     await self._write(self._take())
         await asyncio.to_thread(self._sink.close)
 
-    def _take(self) -> list[PredictionRecord]:
-        batch: list[PredictionRecord] = []
-        while len(batch) < self.batch_size and not self.queue.empty():
-            batch.append(self.queue.get_nowait())
-        return batch
+    def _take(self) -> list[LogRecord]:
+        """Records worth about `batch_size` predictions (a large batch record alone may be more)."""
+        taken: list[LogRecord] = []
+        count = 0
+        while self.queue and count < self.batch_size:
+            record = self.queue.popleft()
+            taken.append(record)
+            count += record.count
+        self.depth -= count
+        return taken
 
     async def _run(self) -> None:
         backoff = self.interval
-        pending: list[PredictionRecord] = []
+        pending: list[LogRecord] = []
         while True:
             if not pending:
-                if self.queue.qsize() < self.batch_size:  # a full batch waiting is written at once
+                if self.depth < self.batch_size:  # a full batch waiting is written at once
                     await asyncio.sleep(self.interval)
                 pending = self._take()
                 if not pending:
@@ -137,33 +126,63 @@ class PredictionLogWriter:
                 log.warning(
                     "prediction log write failed",
                     error=f"{type(exc).__name__}: {exc}"[:200],
-                    rows=len(pending),
+                    rows=sum(r.count for r in pending),
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
 
-    async def _write(self, batch: list[PredictionRecord]) -> None:
+    async def _write(self, records: list[LogRecord]) -> None:
         """Serialise and write on a worker thread, so a large flush never stalls the event loop."""
-        if batch:
-            await asyncio.to_thread(self._sink.write, batch)
-            self.written.inc(len(batch))
+        if records:
+            await asyncio.to_thread(self._sink.write, records)
+            self.written.inc(sum(r.count for r in records))
 
     async def query(
         self, *, model: str | None, start: datetime | None, end: datetime | None, limit: int
     ) -> list[PredictionLogRead]:
-        statement = select(PredictionLogRow).order_by(PredictionLogRow.created_at.desc()).limit(limit)
-        if model:
-            statement = statement.where(PredictionLogRow.model == model)
-        if start:
-            statement = statement.where(PredictionLogRow.created_at >= start)
-        if end:
-            statement = statement.where(PredictionLogRow.created_at < end)
+        """The newest `limit` predictions, single and batched, newest first."""
+        singles = select(PredictionLogRow).where(*_filters(PredictionLogRow, model, start, end))
+        singles = singles.order_by(PredictionLogRow.created_at.desc()).limit(limit)
+        # Batch rows hold many predictions: take the newest ones until `limit` predictions are covered.
+        newest = (PredictionBatchRow.created_at.desc(), PredictionBatchRow.id.desc())
+        running = func.sum(PredictionBatchRow.count).over(order_by=newest).label("running")
+        conditions = _filters(PredictionBatchRow, model, start, end)
+        ranked = select(PredictionBatchRow, running).where(*conditions).subquery()
+        batch = aliased(PredictionBatchRow, ranked)
+        batches = (
+            select(batch)
+            .where(ranked.c.running - ranked.c.count < limit)
+            .order_by(batch.created_at.desc(), batch.id.desc())
+        )
         async with self.database.session() as session:
-            rows = (await session.scalars(statement)).all()
-        return [_read(row) for row in rows]
+            found = [_read_single(row) for row in (await session.scalars(singles)).all()]
+            for row in (await session.scalars(batches)).all():
+                found += _read_batch(row)
+        found.sort(key=lambda entry: entry.created_at, reverse=True)  # stable: a batch keeps its order
+        return found[:limit]
 
 
-def _read(row: PredictionLogRow) -> PredictionLogRead:
+def _filters(
+    table: type[PredictionLogRow] | type[PredictionBatchRow],
+    model: str | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> list[ColumnElement[bool]]:
+    conditions = []
+    if model:
+        conditions.append(table.model == model)
+    if start:
+        conditions.append(table.created_at >= start)
+    if end:
+        conditions.append(table.created_at < end)
+    return conditions
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _read_single(row: PredictionLogRow) -> PredictionLogRead:
     return PredictionLogRead(
         prediction_id=row.id,
         model=row.model,
@@ -176,91 +195,34 @@ def _read(row: PredictionLogRow) -> PredictionLogRead:
         confidence=row.confidence,
         latency_ms=row.latency_ms,
         cached=row.cached,
-        created_at=row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC),
+        created_at=_aware(row.created_at),
     )
 
 
-def _json(value: Any) -> str:
-    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-
-
-def _copy_values(record: PredictionRecord) -> tuple[Any, ...]:
-    """The row in `COLUMNS` order, JSON columns as text; spelled out because it runs for every prediction."""
-    return (
-        record.id,
-        record.model,
-        record.version,
-        record.variant,
-        record.request_id,
-        _json(record.inputs),
-        _json(record.prediction),
-        _json(record.probabilities),
-        record.confidence,
-        record.latency_ms,
-        record.cached,
-        record.created_at,
+def _read_batch(row: PredictionBatchRow) -> list[PredictionLogRead]:
+    created_at = _aware(row.created_at)
+    probabilities: list[list[float] | None] = (
+        [*row.probabilities] if row.probabilities else [None] * row.count
     )
-
-
-class _Sink:
-    """A synchronous connection of the writer's own, used from one worker thread at a time."""
-
-    def write(self, batch: list[PredictionRecord]) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        return None
-
-
-class _CopySink(_Sink):
-    """PostgreSQL: one COPY per batch on a psycopg connection kept open between batches."""
-
-    def __init__(self, database: Database) -> None:
-        self.dsn = database.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self.timeout = max(1, database.settings.pool.connection_timeout // 1000)
-        self.connection: psycopg.Connection[Any] | None = None
-
-    def write(self, batch: list[PredictionRecord]) -> None:
-        if self.connection is None or self.connection.closed:
-            self.connection = psycopg.connect(self.dsn, connect_timeout=self.timeout)
-        statement = f"COPY prediction_logs ({', '.join(COLUMNS)}) FROM STDIN"
-        try:
-            with self.connection.cursor() as cursor, cursor.copy(statement) as copy:
-                for record in batch:
-                    copy.write_row(_copy_values(record))
-            self.connection.commit()
-        except Exception:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        if self.connection is not None:
-            with contextlib.suppress(Exception):
-                self.connection.close()
-            self.connection = None
-
-
-class _SqliteSink(_Sink):
-    """SQLite: executemany on a connection of its own, in the formats SQLAlchemy reads back."""
-
-    def __init__(self, database: Database) -> None:
-        self.path = database.url.database or ":memory:"
-        self.connection: sqlite3.Connection | None = None
-        columns = ", ".join(COLUMNS)
-        self.statement = f"INSERT INTO prediction_logs ({columns}) VALUES ({', '.join('?' * len(COLUMNS))})"
-
-    def write(self, batch: list[PredictionRecord]) -> None:
-        if self.connection is None:
-            self.connection = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
-        with self.connection:
-            self.connection.executemany(self.statement, [_sqlite_values(r) for r in batch])
-
-    def close(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
-
-
-def _sqlite_values(record: PredictionRecord) -> tuple[Any, ...]:
-    at = record.created_at.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-    return (*_copy_values(record)[:10], int(record.cached), at)
+    entries = []
+    for id_, inputs, prediction, probs in zip(
+        block_ids(row.id, row.count), row.inputs, row.predictions, probabilities, strict=True
+    ):
+        by_class = dict(zip(row.classes, probs, strict=True)) if row.classes and probs else None
+        entries.append(
+            PredictionLogRead(
+                prediction_id=id_,
+                model=row.model,
+                version=row.version,
+                variant=row.variant,
+                request_id=row.request_id,
+                inputs=inputs,
+                prediction=prediction,
+                probabilities=by_class,
+                confidence=max(probs) if probs else None,
+                latency_ms=row.latency_ms,
+                cached=False,
+                created_at=created_at,
+            )
+        )
+    return entries

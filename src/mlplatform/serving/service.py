@@ -13,11 +13,11 @@ import structlog
 
 from mlplatform.clock import utcnow
 from mlplatform.errors import DeadlineExceeded, InvalidInput, NotFound, Unavailable
-from mlplatform.ids import new_id, new_ids
+from mlplatform.ids import BLOCK, new_id, new_ids
 from mlplatform.registry.refs import parse_ref
 from mlplatform.registry.service import RegistryService
 from mlplatform.registry.snapshot import VersionEntry
-from mlplatform.serving.logs import PredictionLogWriter, PredictionRecord
+from mlplatform.serving.logs import BatchRecord, PredictionLogWriter, PredictionRecord
 from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.serving.model_cache import LoadedModel, ModelCache
 from mlplatform.serving.prediction_cache import PredictionCache
@@ -44,13 +44,17 @@ Answer = tuple[Any, dict[str, float] | None, float | None]
 def answers(raw: RawPrediction, classes: tuple[Any, ...] | None) -> list[Answer]:
     """(prediction, probabilities by class label, confidence) per row."""
     values = raw.values.tolist()
+    if raw.values.dtype == object:  # labels may be numpy scalars inside an object array
+        values = [_plain(v) for v in values]
     if raw.probabilities is None or classes is None:
-        return [(_plain(v), None, None) for v in values]
+        return [(v, None, None) for v in values]
     labels = [str(c) for c in classes]
-    out: list[Answer] = []
-    for value, row in zip(values, raw.probabilities.tolist(), strict=True):
-        out.append((_plain(value), dict(zip(labels, row, strict=True)), max(row)))
-    return out
+    rows = raw.probabilities.tolist()
+    confidences = raw.probabilities.max(axis=1).tolist()
+    return [
+        (value, dict(zip(labels, row, strict=True)), confidence)
+        for value, row, confidence in zip(values, rows, confidences, strict=True)
+    ]
 
 
 class ServingService:
@@ -221,23 +225,20 @@ class ServingService:
             raise InvalidInput(f"instances: {problem}", details=[{"field": "instances", "problem": problem}])
         entry = self.registry.resolve(request.model)
         model = await self.loaded(entry)
-        rows = model.signature.rows(request.instances, "instances")
+        matrix = model.signature.batch(request.instances, "instances")
         results: list[dict[str, Any]] = []  # plain dicts: a thousand model objects would cost milliseconds
-        ids = iter(new_ids(len(rows)))
-        size = self.settings.batch_size
+        chunks: list[tuple[str, np.ndarray, RawPrediction]] = []
+        size = min(self.settings.batch_size, BLOCK)  # a chunk's ids are one block: it is logged as one row
         try:
-            for begin in range(0, len(rows), size):
-                chunk = rows[begin : begin + size]
-                raw = await self._run(model, model.signature.matrix(chunk))
-                for prediction, probabilities, confidence in answers(raw, entry.description.classes):
-                    results.append(
-                        {
-                            "prediction_id": next(ids),
-                            "prediction": prediction,
-                            "probabilities": probabilities,
-                            "confidence": confidence,
-                        }
-                    )
+            for begin in range(0, len(matrix), size):
+                chunk = matrix[begin : begin + size]
+                raw = await self._run(model, chunk)
+                ids = new_ids(len(chunk))
+                chunks.append((ids[0], chunk, raw))
+                results += [
+                    {"prediction_id": id_, "prediction": p, "probabilities": probs, "confidence": c}
+                    for id_, (p, probs, c) in zip(ids, answers(raw, entry.description.classes), strict=True)
+                ]
         except TimeoutError:
             self.metrics.errors.labels(entry.name).inc()
             raise DeadlineExceeded(
@@ -246,27 +247,9 @@ class ServingService:
                 details={"field": "instances", "timeout_ms": self.settings.timeout_ms},
             ) from None
         latency_ms = (time.perf_counter() - started) * 1000
-        self.metrics.observe(entry.name, entry.id, latency_ms, count=len(rows))
-        now = utcnow()
-        logging = self.settings.log_sample_rate > 0 and self.logs.accepting(len(rows))
-        for row, result in zip(rows, results, strict=True):
-            if logging and self._sampled():
-                self.logs.submit(
-                    PredictionRecord(
-                        id=result["prediction_id"],
-                        model=entry.name,
-                        version=entry.id,
-                        variant=None,
-                        request_id=request.request_id,
-                        inputs=row,
-                        prediction=result["prediction"],
-                        probabilities=result["probabilities"],
-                        confidence=result["confidence"],
-                        latency_ms=latency_ms,
-                        cached=False,
-                        created_at=now,
-                    )
-                )
+        self.metrics.observe(entry.name, entry.id, latency_ms, count=len(matrix))
+        for first_id, chunk, raw in chunks:
+            self._log_block(entry, first_id, chunk, raw, request.request_id, latency_ms)
         return {
             "model": entry.name,
             "version": entry.id,
@@ -274,6 +257,35 @@ class ServingService:
             "predictions": results,
             "latency_ms": round(latency_ms, 3),
         }
+
+    def _log_block(
+        self,
+        entry: VersionEntry,
+        first_id: str,
+        inputs: np.ndarray,
+        raw: RawPrediction,
+        request_id: str | None,
+        latency_ms: float,
+    ) -> None:
+        """Log consecutive predictions as one record; sampling keeps or skips the block as a whole."""
+        if not self._sampled() or not self.logs.accepting(len(inputs)):
+            return
+        classes = entry.description.classes
+        self.logs.submit(
+            BatchRecord(
+                first_id=first_id,
+                model=entry.name,
+                version=entry.id,
+                variant=None,
+                request_id=request_id,
+                inputs=inputs,
+                predictions=raw.values,
+                classes=None if classes is None else [str(c) for c in classes],
+                probabilities=raw.probabilities if classes is not None else None,
+                latency_ms=latency_ms,
+                created_at=utcnow(),
+            )
+        )
 
     # --- raw matrices (Open Inference Protocol) ---------------------------------------------------------
 
@@ -292,25 +304,12 @@ class ServingService:
             ) from None
         latency_ms = (time.perf_counter() - started) * 1000
         self.metrics.observe(entry.name, entry.id, latency_ms, count=len(matrix))
-        now = utcnow()
-        for row, (prediction, probabilities, confidence) in zip(
-            matrix.tolist(), answers(raw, entry.description.classes), strict=True
-        ):
-            if self._sampled():
-                self.logs.submit(
-                    PredictionRecord(
-                        id=new_id(),
-                        model=entry.name,
-                        version=entry.id,
-                        variant=None,
-                        request_id=request_id,
-                        inputs=row,
-                        prediction=prediction,
-                        probabilities=probabilities,
-                        confidence=confidence,
-                        latency_ms=latency_ms,
-                        cached=False,
-                        created_at=now,
-                    )
-                )
+        for begin in range(0, len(matrix), BLOCK):
+            end = begin + BLOCK
+            block = RawPrediction(
+                raw.values[begin:end], None if raw.probabilities is None else raw.probabilities[begin:end]
+            )
+            self._log_block(
+                entry, new_ids(len(block.values))[0], matrix[begin:end], block, request_id, latency_ms
+            )
         return raw

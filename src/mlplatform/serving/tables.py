@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Index, String
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mlplatform.db import Base
 
 
 class PredictionLogRow(Base):
+    """One single-row prediction."""
+
     __tablename__ = "prediction_logs"
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True)
@@ -30,4 +32,33 @@ class PredictionLogRow(Base):
     __table_args__ = (
         Index("ix_prediction_logs_model_created_at", "model", "created_at"),
         Index("ix_prediction_logs_request_id", "request_id"),
+    )
+
+
+class PredictionBatchRow(Base):
+    """Consecutive predictions of one batch request (or V2 infer), stored column-wise as one row.
+
+    Their ids are one block of `ids.new_ids`: `id` is the first, `ids.block_ids(id, count)` all of them.
+    Writing a thousand predictions as one row instead of a thousand keeps logging off the batch's critical
+    path (what a KServe or Seldon payload logger does per request, but queryable per prediction).
+    """
+
+    __tablename__ = "prediction_batches"
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(200))
+    variant: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    inputs: Mapped[list[list[Any]]] = mapped_column(JSON)
+    predictions: Mapped[list[Any]] = mapped_column(JSON)
+    classes: Mapped[list[str] | None] = mapped_column(JSON)  # the probability columns' labels
+    probabilities: Mapped[list[list[float]] | None] = mapped_column(JSON)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_prediction_batches_model_created_at", "model", "created_at"),
+        Index("ix_prediction_batches_request_id", "request_id"),
     )

@@ -1,0 +1,239 @@
+"""Where the prediction-log writer puts its batches: COPY on PostgreSQL, executemany on SQLite."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import orjson
+import psycopg
+
+from mlplatform.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionRecord:
+    """One single-row prediction (a `prediction_logs` row)."""
+
+    id: str
+    model: str
+    version: str
+    variant: str | None
+    request_id: str | None
+    inputs: list[Any]
+    prediction: Any
+    probabilities: dict[str, float] | None
+    confidence: float | None
+    latency_ms: float
+    cached: bool
+    created_at: datetime
+
+    @property
+    def count(self) -> int:
+        return 1
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """Consecutive predictions of one request as arrays (a `prediction_batches` row): built in O(1) on the
+    hot path, serialised (numpy straight to JSON, in C) on the writer's thread."""
+
+    first_id: str
+    model: str
+    version: str
+    variant: str | None
+    request_id: str | None
+    inputs: np.ndarray  # n_rows × n_features
+    predictions: np.ndarray
+    classes: list[str] | None
+    probabilities: np.ndarray | None  # n_rows × n_classes, columns in `classes` order
+    latency_ms: float
+    created_at: datetime
+
+    @property
+    def count(self) -> int:
+        return len(self.predictions)
+
+
+LogRecord = PredictionRecord | BatchRecord
+SINGLE_COLUMNS = (
+    "id",
+    "model",
+    "version",
+    "variant",
+    "request_id",
+    "inputs",
+    "prediction",
+    "probabilities",
+    "confidence",
+    "latency_ms",
+    "cached",
+    "created_at",
+)
+BATCH_COLUMNS = (
+    "id",
+    "count",
+    "model",
+    "version",
+    "variant",
+    "request_id",
+    "inputs",
+    "predictions",
+    "classes",
+    "probabilities",
+    "latency_ms",
+    "created_at",
+)
+
+
+def _json(value: Any) -> str:
+    if isinstance(value, np.ndarray) and value.dtype == object:  # labels or inputs that are not numbers
+        value = value.tolist()
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def _single_values(record: PredictionRecord) -> tuple[Any, ...]:
+    """The row in `SINGLE_COLUMNS` order, JSON columns as text; spelled out as it runs per prediction."""
+    return (
+        record.id,
+        record.model,
+        record.version,
+        record.variant,
+        record.request_id,
+        _json(record.inputs),
+        _json(record.prediction),
+        _json(record.probabilities),
+        record.confidence,
+        record.latency_ms,
+        record.cached,
+        record.created_at,
+    )
+
+
+def _batch_values(record: BatchRecord) -> tuple[Any, ...]:
+    probabilities = record.probabilities
+    return (
+        record.first_id,
+        record.count,
+        record.model,
+        record.version,
+        record.variant,
+        record.request_id,
+        _json(np.ascontiguousarray(record.inputs)),
+        _json(np.ascontiguousarray(record.predictions)),
+        _json(record.classes),
+        _json(None if probabilities is None else np.ascontiguousarray(probabilities)),
+        record.latency_ms,
+        record.created_at,
+    )
+
+
+def _split(records: Iterable[LogRecord]) -> tuple[list[PredictionRecord], list[BatchRecord]]:
+    singles: list[PredictionRecord] = []
+    batches: list[BatchRecord] = []
+    for record in records:
+        (singles if isinstance(record, PredictionRecord) else batches).append(record)  # type: ignore[arg-type]
+    return singles, batches
+
+
+class Sink:
+    """A synchronous connection of the writer's own, used from one worker thread at a time."""
+
+    def write(self, records: Sequence[LogRecord]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        return None
+
+
+class CopySink(Sink):
+    """PostgreSQL: one COPY per table and batch on a psycopg connection kept open between batches."""
+
+    def __init__(self, database: Database) -> None:
+        self.dsn = database.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.timeout = max(1, database.settings.pool.connection_timeout // 1000)
+        self.connection: psycopg.Connection[Any] | None = None
+
+    def write(self, records: Sequence[LogRecord]) -> None:
+        if self.connection is None or self.connection.closed:
+            self.connection = psycopg.connect(self.dsn, connect_timeout=self.timeout)
+        singles, batches = _split(records)
+        try:
+            with self.connection.cursor() as cursor:
+                self._copy(cursor, "prediction_logs", SINGLE_COLUMNS, singles, _single_values)
+                self._copy(cursor, "prediction_batches", BATCH_COLUMNS, batches, _batch_values)
+            self.connection.commit()
+        except Exception:
+            self.close()
+            raise
+
+    @staticmethod
+    def _copy(
+        cursor: psycopg.Cursor[Any],
+        table: str,
+        columns: Sequence[str],
+        records: Sequence[Any],
+        values: Callable[[Any], tuple[Any, ...]],
+    ) -> None:
+        if records:
+            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for record in records:
+                    copy.write_row(values(record))
+
+    def close(self) -> None:
+        if self.connection is not None:
+            with contextlib.suppress(Exception):
+                self.connection.close()
+            self.connection = None
+
+
+class SqliteSink(Sink):
+    """SQLite: executemany on a connection of its own, in the formats SQLAlchemy reads back."""
+
+    def __init__(self, database: Database) -> None:
+        self.path = database.url.database or ":memory:"
+        self.connection: sqlite3.Connection | None = None
+
+    def write(self, records: Sequence[LogRecord]) -> None:
+        if self.connection is None:
+            self.connection = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
+        singles, batches = _split(records)
+        with self.connection:
+            if singles:
+                self.connection.executemany(
+                    _insert("prediction_logs", SINGLE_COLUMNS), [_sqlite_single(r) for r in singles]
+                )
+            if batches:
+                self.connection.executemany(
+                    _insert("prediction_batches", BATCH_COLUMNS), [_sqlite_batch(r) for r in batches]
+                )
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+def _insert(table: str, columns: Sequence[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+def _sqlite_time(at: datetime) -> str:
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def _sqlite_single(record: PredictionRecord) -> tuple[Any, ...]:
+    return (*_single_values(record)[:10], int(record.cached), _sqlite_time(record.created_at))
+
+
+def _sqlite_batch(record: BatchRecord) -> tuple[Any, ...]:
+    return (*_batch_values(record)[:-1], _sqlite_time(record.created_at))
+
+
+def sink_for(database: Database) -> Sink:
+    return CopySink(database) if database.backend == "postgresql" else SqliteSink(database)
