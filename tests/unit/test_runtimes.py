@@ -354,4 +354,7 @@ def test_compile_report_is_json() -> None:
         "max_abs_diff": 1.5e-7,
         "tolerance": 1e-5,
         "reason": "matches",
+        "batch_runtime": None,
+        "batch_threshold": None,
+        "microseconds_per_row": None,
     }

@@ -36,6 +36,10 @@ class CompileReport:
     max_abs_diff: float | None
     tolerance: float
     reason: str
+    # Large batches may go to another engine that agrees but is faster per row (see runtimes/split.py).
+    batch_runtime: str | None = None
+    batch_threshold: int | None = None  # rows from which `batch_runtime` predicts
+    microseconds_per_row: dict[str, float] | None = None  # each engine, timed on a 1000-row batch
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
