@@ -27,6 +27,7 @@ from mlplatform.datasets import router as datasets_router
 from mlplatform.datasets.service import DatasetService
 from mlplatform.datasets.sql_store import SqlDatasetStore
 from mlplatform.health import HealthService, Lifecycle
+from mlplatform.interpreter import freeze_heap, tune_for_serving
 from mlplatform.logging import configure_logging
 from mlplatform.metrics import Metrics
 from mlplatform.platform import Platform
@@ -197,6 +198,7 @@ async def start_up(platform: Platform) -> None:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
     platform.lifecycle.startup_error = None
+    freeze_heap()
     platform.lifecycle.started = True
     log.info("started", profile=platform.settings.profile, version=__version__)
     min_age = timedelta(seconds=platform.settings.ml.models.orphan_min_age_seconds)
@@ -268,4 +270,5 @@ def app_from_environment() -> FastAPI:
     """The uvicorn factory: settings from files and environment, logging configured."""
     settings = load_settings()
     configure_logging(settings.logging)
+    tune_for_serving()
     return create_app(settings)

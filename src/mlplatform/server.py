@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 import uvicorn
@@ -55,13 +54,7 @@ def uvicorn_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-# Background threads (prediction-log writer, batch executor) may hold the GIL this long before the event
-# loop gets it back; Python's default of 5 ms shows up directly in the p99 of single predictions.
-SWITCH_INTERVAL_SECONDS = 0.001
-
-
 def serve(settings: Settings) -> None:
-    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     options = uvicorn_config(settings)
     if options["workers"] > 1:
         uvicorn.run(FACTORY, **options)

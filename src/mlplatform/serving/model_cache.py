@@ -18,6 +18,7 @@ import structlog
 from mlplatform import formats
 from mlplatform.errors import Unavailable
 from mlplatform.formats.base import ModelDescription
+from mlplatform.interpreter import freeze_heap
 from mlplatform.registry.snapshot import VersionEntry
 from mlplatform.serving.features import Signature
 from mlplatform.serving.metrics import ServingMetrics
@@ -128,6 +129,7 @@ class ModelCache:
         runtime, report = await asyncio.to_thread(self._build, path, entry, sample)
         inline = await asyncio.to_thread(single_row_seconds, runtime) < INLINE_BUDGET_SECONDS
         took = time.perf_counter() - started
+        freeze_heap()
         self.metrics.model_loads.labels(runtime.name).observe(took)
         log.info(
             "model loaded",
