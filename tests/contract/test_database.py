@@ -8,7 +8,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from pydantic import SecretStr
-from sqlalchemy import create_engine, inspect, select
+from sqlalchemy import create_engine, inspect, select, text
 
 from mlplatform import db
 from mlplatform.auth.tables import UserRow
@@ -100,3 +100,23 @@ def test_credentials_are_applied_and_escaped() -> None:
     assert url.username == "ml user"
     assert url.password == "p@ss:w/rd"
     assert "p%40ss%3Aw%2Frd" in url.render_as_string(hide_password=False)
+
+
+def test_prediction_blocks_are_stored_uncompressed_on_postgresql(postgres_url: str) -> None:
+    db.upgrade(DatabaseSettings(url=postgres_url))
+    engine = create_engine(db.sync_url(DatabaseSettings(url=postgres_url)))
+    try:
+        with engine.connect() as conn:
+            storage = dict(
+                conn.execute(
+                    text(
+                        "SELECT attname, attstorage FROM pg_attribute "
+                        "WHERE attrelid = 'prediction_batches'::regclass AND attnum > 0"
+                    )
+                ).all()
+            )
+    finally:
+        engine.dispose()
+    assert {
+        column: storage[column] for column in ("inputs", "predictions", "probabilities")
+    } == dict.fromkeys(("inputs", "predictions", "probabilities"), "e")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+import time
 from collections import deque
 from datetime import UTC, datetime
 
@@ -20,6 +22,7 @@ from mlplatform.serving.tables import PredictionBatchRow, PredictionLogRow
 
 __all__ = ["BatchRecord", "PredictionLogWriter", "PredictionRecord"]
 log = structlog.get_logger(__name__)
+DRAIN_SECONDS = 1.0  # the longest the writer's thread keeps writing before it checks in with the event loop
 
 
 class PredictionLogWriter:
@@ -40,7 +43,10 @@ class PredictionLogWriter:
         self._sink = sink_for(database)
         self.queue: deque[LogRecord] = deque()
         self.queue_size = queue_size
-        self.depth = 0  # predictions queued
+        self._queued = self._taken = 0  # predictions ever queued, and taken by the writer
+        self._pending: list[LogRecord] = []  # taken, not yet written (kept for a retry when a write fails)
+        self._sink_lock = threading.Lock()
+        self._inflight: asyncio.Future[None] | None = None
         self.batch_size = batch_size
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
@@ -63,6 +69,12 @@ class PredictionLogWriter:
             registry=registry,
         ).set_function(lambda: self.depth)
 
+    @property
+    def depth(self) -> int:
+        """Predictions queued. Each counter has one writer thread (the event loop adds, the writer's worker
+        thread takes), so no lock is needed for a value that is only ever a gauge or a bound."""
+        return self._queued - self._taken
+
     def accepting(self, count: int = 1) -> bool:
         """Whether `count` more predictions fit; callers skip building records that would only be dropped."""
         if self.queue_size - self.depth >= count:
@@ -76,7 +88,7 @@ class PredictionLogWriter:
             self.dropped.inc(count)
             return False
         self.queue.append(record)
-        self.depth += count
+        self._queued += count
         return True
 
     def start(self) -> None:
@@ -93,9 +105,13 @@ class PredictionLogWriter:
         self._task = None
         with contextlib.suppress(Exception, TimeoutError):
             async with asyncio.timeout(drain_timeout):
-                while self.queue:
-                    await self._write(self._take())
-        await asyncio.to_thread(self._sink.close)
+                if self._inflight is not None:
+                    with contextlib.suppress(Exception):
+                        await self._inflight
+                while self._pending or self.queue:
+                    self._pending = self._pending or self._take()
+                    await asyncio.to_thread(self._drain)
+        await asyncio.to_thread(self._close)
 
     def _take(self) -> list[LogRecord]:
         """Records worth about `batch_size` predictions (a large batch record alone may be more)."""
@@ -105,37 +121,49 @@ class PredictionLogWriter:
             record = self.queue.popleft()
             taken.append(record)
             count += record.count
-        self.depth -= count
+        self._taken += count
         return taken
 
     async def _run(self) -> None:
         backoff = self.interval
-        pending: list[LogRecord] = []
         while True:
-            if not pending:
+            if not self._pending:
                 if self.depth < self.batch_size:  # a full batch waiting is written at once
                     await asyncio.sleep(self.interval)
-                pending = self._take()
-                if not pending:
+                self._pending = self._take()
+                if not self._pending:
                     continue
             try:
-                await self._write(pending)
-                pending, backoff = [], self.interval
-            except Exception as exc:  # keep the batch and retry; new records queue (or drop) meanwhile
+                # Shielded: when the task is cancelled, `stop` waits for this write instead of racing it.
+                self._inflight = asyncio.get_running_loop().run_in_executor(None, self._drain)
+                await asyncio.shield(self._inflight)
+                backoff = self.interval
+            except Exception as exc:  # `_pending` keeps the failed batch for a retry; new records queue
                 self.failures.inc()
                 log.warning(
                     "prediction log write failed",
                     error=f"{type(exc).__name__}: {exc}"[:200],
-                    rows=sum(r.count for r in pending),
+                    rows=sum(r.count for r in self._pending),
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
 
-    async def _write(self, records: list[LogRecord]) -> None:
-        """Serialise and write on a worker thread, so a large flush never stalls the event loop."""
-        if records:
-            await asyncio.to_thread(self._sink.write, records)
-            self.written.inc(sum(r.count for r in records))
+    def _drain(self) -> None:
+        """On a worker thread: write `_pending`, then full batches queued meanwhile, up to `DRAIN_SECONDS`.
+
+        Going back to the event loop between batches would cost a loop turn per batch, and under load a
+        turn lasts as long as a batch request's parsing: the writer then fell behind and dropped."""
+        deadline = time.monotonic() + DRAIN_SECONDS
+        with self._sink_lock:  # `stop` may drain while a cancelled `_run` still has a write in flight
+            while self._pending:
+                self._sink.write(self._pending)
+                self.written.inc(sum(r.count for r in self._pending))
+                more = self.depth >= self.batch_size and time.monotonic() < deadline
+                self._pending = self._take() if more else []  # else `_run` waits for a fuller batch
+
+    def _close(self) -> None:
+        with self._sink_lock:
+            self._sink.close()
 
     async def query(
         self, *, model: str | None, start: datetime | None, end: datetime | None, limit: int

@@ -37,6 +37,14 @@ def upgrade() -> None:
         "ix_prediction_batches_model_created_at", "prediction_batches", ["model", "created_at"], unique=False
     )
     op.create_index("ix_prediction_batches_request_id", "prediction_batches", ["request_id"], unique=False)
+    if op.get_bind().dialect.name == "postgresql":
+        # A 1000-row block is ~600 kB of JSON: pglz-compressing it on insert took 30 ms against 7 ms stored
+        # as is, which made the log writer the bottleneck of batch serving. Operators short of disk can
+        # choose `SET COMPRESSION lz4` instead (PostgreSQL 14+ built with lz4).
+        op.execute(
+            "ALTER TABLE prediction_batches ALTER COLUMN inputs SET STORAGE EXTERNAL, "
+            "ALTER COLUMN predictions SET STORAGE EXTERNAL, ALTER COLUMN probabilities SET STORAGE EXTERNAL"
+        )
 
 
 def downgrade() -> None:
