@@ -9,12 +9,14 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import obstore
 import pytest
 from obstore.store import S3Store
 
+from mlplatform.clock import utcnow
 from mlplatform.settings import StorageSettings
 from mlplatform.stores.artifacts import (
     ArtifactNotFoundError,
@@ -166,6 +168,27 @@ async def test_streamed_put_of_many_chunks_streams_back_identically(backend: Bac
     assert len(chunks) > 1
     assert max(len(chunk) for chunk in chunks) < len(data)
     assert b"".join(chunks) == data
+
+
+async def test_a_local_file_is_stored_and_unowned_objects_are_swept(backend: Backend, tmp_path: Path) -> None:
+    local = tmp_path / "upload.bin"
+    local.write_bytes(os.urandom(3 * 1024 * 1024 + 7))
+    await backend.store.put_file("datasets/a/1/data.csv", local)
+    assert await backend.store.read_bytes("datasets/a/1/data.csv") == local.read_bytes()
+    await backend.store.put("datasets/a/2/data.csv", b"orphan")
+    await backend.store.put("models/m/1/model.onnx", b"elsewhere")
+    owned = {"datasets/a/1/data.csv"}
+
+    too_young = await backend.store.remove_unowned(
+        "datasets/", owned, older_than=utcnow() - timedelta(hours=1)
+    )
+    assert too_young == [] and await backend.store.exists("datasets/a/2/data.csv")
+    swept = await backend.store.remove_unowned("datasets/", owned, older_than=utcnow() + timedelta(minutes=1))
+    assert swept == ["datasets/a/2/data.csv"]
+    assert [info.key for info in await backend.store.list("")] == [
+        "datasets/a/1/data.csv",
+        "models/m/1/model.onnx",
+    ]
 
 
 async def test_list_by_prefix_is_sorted_and_limited_to_the_prefix(backend: Backend) -> None:

@@ -2,50 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from mlplatform.client import ApiError, Client
-from mlplatform.cliutil import fail
+from mlplatform.cliutil import DEFAULT_URL, Key, Url, call_server, fail, transfer_progress
 
-T = TypeVar("T")
 datasets_app = typer.Typer(
     help="Upload and browse datasets (CSV or Parquet) through a running server.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
 console = Console()
-Url = Annotated[str, typer.Option("--url", envvar="MLPLATFORM_URL", help="the server")]
-Key = Annotated[str | None, typer.Option("--api-key", envvar="MLPLATFORM_API_KEY", help="an API key")]
-DEFAULT_URL = "http://127.0.0.1:8080"
-
-
-def _call(url: str, key: str | None, work: Callable[[Client], T]) -> T:
-    with Client(url, key) as client:
-        try:
-            return work(client)
-        except ApiError as exc:
-            fail(f"error: {exc.message}" + (f" ({exc.details})" if exc.details else ""), 1)
-        except OSError as exc:
-            fail(f"error: cannot reach {url}: {exc}", 1)
-
-
-def _progress() -> Progress:
-    return Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=console,
-        transient=True,
-    )
 
 
 def _tags(pairs: list[str]) -> dict[str, str]:
@@ -97,9 +69,9 @@ def upload(
 ) -> None:
     """Upload a CSV (UTF-8, header row) or Parquet FILE as a new dataset."""
     tags = _tags(tag or [])
-    with _progress() as progress:
+    with transfer_progress(console) as progress:
         task = progress.add_task(f"uploading {path.name}", total=path.stat().st_size)
-        created = _call(
+        created = call_server(
             url,
             key,
             lambda c: c.upload_dataset(path, name, description, tags, lambda n: progress.advance(task, n)),
@@ -117,7 +89,7 @@ def list_datasets(
     key: Key = None,
 ) -> None:
     """List datasets, newest first."""
-    page = _call(url, key, lambda c: c.list_datasets(name=name, limit=limit, offset=offset))
+    page = call_server(url, key, lambda c: c.list_datasets(name=name, limit=limit, offset=offset))
     console.print(_datasets_table(page["items"], title=f"{page['total']} datasets"))
 
 
@@ -126,7 +98,7 @@ def show(
     dataset_id: Annotated[str, typer.Argument(metavar="ID")], url: Url = DEFAULT_URL, key: Key = None
 ) -> None:
     """Show a dataset and its columns."""
-    found = _call(url, key, lambda c: c.get_dataset(dataset_id))
+    found = call_server(url, key, lambda c: c.get_dataset(dataset_id))
     console.print(f"[bold]{escape(found['name'])}[/] {found['id']}  {escape(found['description'])}")
     console.print(f"sha256: {found['sha256']}   tags: {escape(str(found['tags'] or '-'))}")
     console.print(_datasets_table([found]))
@@ -141,10 +113,10 @@ def download(
     key: Key = None,
 ) -> None:
     """Download a dataset's file."""
-    found = _call(url, key, lambda c: c.get_dataset(dataset_id))
-    with _progress() as progress:
+    found = call_server(url, key, lambda c: c.get_dataset(dataset_id))
+    with transfer_progress(console) as progress:
         task = progress.add_task(f"downloading {dataset_id}", total=found["size_bytes"])
-        size = _call(
+        size = call_server(
             url, key, lambda c: c.download_dataset(dataset_id, output, lambda n: progress.advance(task, n))
         )
     console.print(f"wrote {size} bytes to {escape(str(output))}")
@@ -155,5 +127,5 @@ def delete(
     dataset_id: Annotated[str, typer.Argument(metavar="ID")], url: Url = DEFAULT_URL, key: Key = None
 ) -> None:
     """Delete a dataset and its stored file."""
-    _call(url, key, lambda c: c.delete_dataset(dataset_id))
+    call_server(url, key, lambda c: c.delete_dataset(dataset_id))
     console.print(f"deleted dataset {dataset_id}")

@@ -52,15 +52,6 @@ def storage_key(name: str, dataset_id: str, format: str) -> str:
         raise InvalidInput(str(exc), details=[{"field": "name", "problem": str(exc)}]) from None
 
 
-async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
-    handle = await asyncio.to_thread(path.open, "rb")
-    try:
-        while chunk := await asyncio.to_thread(handle.read, CHUNK):
-            yield chunk
-    finally:
-        handle.close()
-
-
 def _too_large(exc: tabular.TooLargeError) -> PayloadTooLarge:
     setting = _LIMIT_SETTINGS[exc.unit]
     problem = f"more than {exc.limit} {exc.unit} ({setting})"
@@ -118,7 +109,7 @@ class DatasetService:
                 created_by=actor,
             )
             try:
-                await self.artifacts.put(dataset.storage_key, _file_chunks(path))
+                await self.artifacts.put_file(dataset.storage_key, path)
                 await self.store.create(dataset)
             except BaseException as exc:
                 await self._remove(dataset.storage_key)
@@ -164,14 +155,7 @@ class DatasetService:
         """Remove stored files under datasets/ that no record owns and that are older than `min_age`
         (younger ones may belong to an upload still in flight on another instance)."""
         owned = await self.store.storage_keys()
-        cutoff = utcnow() - min_age
-        orphans = [
-            info.key
-            for info in await self.artifacts.list(PREFIX)
-            if info.key not in owned and (info.last_modified is None or info.last_modified < cutoff)
-        ]
-        for key in orphans:
-            await self.artifacts.delete(key)
+        orphans = await self.artifacts.remove_unowned(PREFIX, owned, older_than=utcnow() - min_age)
         if orphans:
             log.warning("removed orphaned dataset files", count=len(orphans), keys=orphans[:20])
         return orphans

@@ -3,38 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from mlplatform.client import ApiError, Client
-from mlplatform.cliutil import fail
+from mlplatform.cliutil import DEFAULT_URL, Key, Url, call_server, fail, transfer_progress
 
-T = TypeVar("T")
 models_app = typer.Typer(
     help="Browse and manage registered models through a running server.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
 console = Console()
-Url = Annotated[str, typer.Option("--url", envvar="MLPLATFORM_URL", help="the server")]
-Key = Annotated[str | None, typer.Option("--api-key", envvar="MLPLATFORM_API_KEY", help="an API key")]
-DEFAULT_URL = "http://127.0.0.1:8080"
-
-
-def _call(url: str, key: str | None, work: Callable[[Client], T]) -> T:
-    with Client(url, key) as client:
-        try:
-            return work(client)
-        except ApiError as exc:
-            fail(f"error: {exc.message}" + (f" ({exc.details})" if exc.details else ""), 1)
-        except OSError as exc:
-            fail(f"error: cannot reach {url}: {exc}", 1)
 
 
 def _versions_table(versions: list[dict[str, Any]]) -> Table:
@@ -66,7 +49,9 @@ def list_models(
     framework: str | None = None,
 ) -> None:
     """List registered models."""
-    page = _call(url, key, lambda c: c.list_models(prefix=prefix, stage=stage, tag=tag, framework=framework))
+    page = call_server(
+        url, key, lambda c: c.list_models(prefix=prefix, stage=stage, tag=tag, framework=framework)
+    )
     table = Table(title=f"{page['total']} models")
     for column in ("name", "versions", "default", "aliases", "frameworks", "updated"):
         table.add_column(column)
@@ -86,8 +71,8 @@ def list_models(
 @models_app.command("show")
 def show(name: str, url: Url = DEFAULT_URL, key: Key = None) -> None:
     """Show a model and its versions."""
-    model = _call(url, key, lambda c: c.get_model(name))
-    versions = _call(url, key, lambda c: c.list_versions(name))
+    model = call_server(url, key, lambda c: c.get_model(name))
+    versions = call_server(url, key, lambda c: c.list_versions(name))
     console.print(f"[bold]{model['name']}[/] {model['description']}")
     console.print(f"tags: {model['tags'] or '-'}   default: v{model['default_version']}")
     console.print(_versions_table(versions["items"]))
@@ -112,16 +97,11 @@ def upload(
             fail(f"error: --metadata is not valid JSON: {exc}")
     if description:
         meta["description"] = description
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
+    with transfer_progress(console) as progress:
         task = progress.add_task(f"uploading {path.name}", total=path.stat().st_size)
-        created = _call(url, key, lambda c: c.upload(name, path, meta, lambda n: progress.advance(task, n)))
+        created = call_server(
+            url, key, lambda c: c.upload(name, path, meta, lambda n: progress.advance(task, n))
+        )
     console.print(f"registered [bold]{created['id']}[/] ({created['framework']}, {created['task']})")
     console.print(_versions_table([created]))
 
@@ -135,7 +115,7 @@ def stage(
     key: Key = None,
 ) -> None:
     """Move VERSION of NAME to a stage."""
-    changed = _call(url, key, lambda c: c.stage(name, version, stage_name))
+    changed = call_server(url, key, lambda c: c.stage(name, version, stage_name))
     console.print(_versions_table([changed]))
 
 
@@ -150,12 +130,12 @@ def alias(
 ) -> None:
     """Point ALIAS of NAME at VERSION (or --remove it)."""
     if remove:
-        _call(url, key, lambda c: c.remove_alias(name, alias_name))
+        call_server(url, key, lambda c: c.remove_alias(name, alias_name))
         console.print(f"removed {name}@{alias_name}")
         return
     if version is None:
         fail("error: give a VERSION, or --remove")
-    changed = _call(url, key, lambda c: c.set_alias(name, alias_name, version))
+    changed = call_server(url, key, lambda c: c.set_alias(name, alias_name, version))
     console.print(_versions_table([changed]))
 
 
@@ -169,7 +149,7 @@ def history(
     key: Key = None,
 ) -> None:
     """The audit history of NAME, or its aliases at a point in time."""
-    answer = _call(url, key, lambda c: c.history(name, at))
+    answer = call_server(url, key, lambda c: c.history(name, at))
     if at:
         for alias_name, version in sorted(answer["aliases"].items()):
             console.print(f"{alias_name}: v{version}")
@@ -198,6 +178,6 @@ def delete(
     key: Key = None,
 ) -> None:
     """Archive (default) or purge a version, or a whole model."""
-    _call(url, key, lambda c: c.delete(name, version, purge))
+    call_server(url, key, lambda c: c.delete(name, version, purge))
     what = f"{name} v{version}" if version is not None else name
     console.print(f"{'purged' if purge else 'archived'} {what}")

@@ -54,15 +54,6 @@ class Upload:
     metadata: VersionMetadata
 
 
-async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
-    handle = await asyncio.to_thread(path.open, "rb")
-    try:
-        while chunk := await asyncio.to_thread(handle.read, CHUNK):
-            yield chunk
-    finally:
-        handle.close()
-
-
 def _copy(source: BinaryIO, target: Path) -> None:
     with target.open("wb") as out:
         shutil.copyfileobj(source, out, CHUNK)
@@ -133,7 +124,7 @@ class RegistryService:
             prefix = f"models/{name}/{new_id()}"
             keys = [f"{prefix}/{description.file_name}"]
             try:
-                await self.artifacts.put(keys[0], _file_chunks(inspected.path))
+                await self.artifacts.put_file(keys[0], inspected.path)
                 if reference is not None:
                     keys.append(f"{prefix}/reference.npy")
                     await self.artifacts.put(keys[1], reference)
@@ -348,14 +339,7 @@ class RegistryService:
         """Remove stored objects under models/ that no version owns and that are older than `min_age`
         (younger ones may belong to an upload still in flight on another instance)."""
         owned = await self.store.storage_keys()
-        cutoff = utcnow() - min_age
-        orphans = [
-            info.key
-            for info in await self.artifacts.list("models/")
-            if info.key not in owned and (info.last_modified is None or info.last_modified < cutoff)
-        ]
-        for key in orphans:
-            await self.artifacts.delete(key)
+        orphans = await self.artifacts.remove_unowned("models/", owned, older_than=utcnow() - min_age)
         if orphans:
             log.warning("removed orphaned artifacts", count=len(orphans), keys=orphans[:20])
         return orphans

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import builtins
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 
 class ArtifactNotFoundError(Exception):
@@ -64,8 +67,35 @@ class ArtifactStore(ABC):
     async def ping(self) -> None:
         """Raise `StorageUnavailableError` unless the backend answers now."""
 
+    async def put_file(self, key: str, path: Path) -> ObjectInfo:
+        """Store a local file, read in 1 MiB chunks off the event loop."""
+        return await self.put(key, _file_chunks(path))
+
+    async def remove_unowned(
+        self, prefix: str, owned: set[str], *, older_than: datetime
+    ) -> builtins.list[str]:  # `list` is a method here
+        """Delete the objects under `prefix` that are not in `owned` and were last modified before
+        `older_than` (younger ones may belong to an upload still in flight on another instance)."""
+        orphans = [
+            info.key
+            for info in await self.list(prefix)
+            if info.key not in owned and (info.last_modified is None or info.last_modified < older_than)
+        ]
+        for key in orphans:
+            await self.delete(key)
+        return orphans
+
     async def read_bytes(self, key: str) -> bytes:
         return b"".join([chunk async for chunk in self.get(key)])
 
     async def close(self) -> None:
         return None
+
+
+async def _file_chunks(path: Path, size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    handle = await asyncio.to_thread(path.open, "rb")
+    try:
+        while chunk := await asyncio.to_thread(handle.read, size):
+            yield chunk
+    finally:
+        handle.close()
