@@ -29,6 +29,11 @@ def new_ids(count: int) -> list[str]:
     return ids
 
 
+def new_block() -> str:
+    """The first id of a fresh block, for predictions that need no ids of their own until they are read."""
+    return new_ids(1)[0]
+
+
 def block_ids(first: str, count: int) -> list[str]:
     """The `count` ids of the block that starts with `first`."""
     prefix, start = first[:22], int(first[22:26], 16)

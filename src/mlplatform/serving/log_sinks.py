@@ -92,7 +92,7 @@ BATCH_COLUMNS = (
 
 
 def _json(value: Any) -> str:
-    if isinstance(value, np.ndarray) and value.dtype == object:  # labels or inputs that are not numbers
+    if isinstance(value, np.ndarray) and value.dtype.kind not in "biuf":  # string labels, mixed inputs
         value = value.tolist()
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 

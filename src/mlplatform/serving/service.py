@@ -13,7 +13,7 @@ import structlog
 
 from mlplatform.clock import utcnow
 from mlplatform.errors import DeadlineExceeded, InvalidInput, NotFound, Unavailable
-from mlplatform.ids import BLOCK, new_id, new_ids
+from mlplatform.ids import BLOCK, new_block, new_id, new_ids
 from mlplatform.registry.refs import parse_ref
 from mlplatform.registry.service import RegistryService
 from mlplatform.registry.snapshot import VersionEntry
@@ -309,7 +309,5 @@ class ServingService:
             block = RawPrediction(
                 raw.values[begin:end], None if raw.probabilities is None else raw.probabilities[begin:end]
             )
-            self._log_block(
-                entry, new_ids(len(block.values))[0], matrix[begin:end], block, request_id, latency_ms
-            )
+            self._log_block(entry, new_block(), matrix[begin:end], block, request_id, latency_ms)
         return raw
