@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Select, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mlplatform.auth.schemas import ApiKeyRead, Role
 from mlplatform.auth.tables import ApiKeyRow, UserRow
+from mlplatform.clock import as_utc
 from mlplatform.db import Database
 from mlplatform.errors import NotFound
 from mlplatform.ids import new_id
@@ -74,10 +75,7 @@ class ApiKeyStore(ABC):
 
 
 def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; every time we store is UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
+    return None if value is None else as_utc(value)
 
 
 def _read(row: ApiKeyRow, owner: str) -> ApiKeyRead:
@@ -88,7 +86,7 @@ def _read(row: ApiKeyRow, owner: str) -> ApiKeyRead:
         owner=owner,
         prefix=row.display_prefix,
         rate_limit=row.rate_limit,
-        created_at=row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC),
+        created_at=as_utc(row.created_at),
         expires_at=_aware(row.expires_at),
         revoked_at=_aware(row.revoked_at),
         last_used_at=_aware(row.last_used_at),

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import cast
 
 from sqlalchemy import delete, func, select
 
+from mlplatform.clock import as_utc
 from mlplatform.datasets.schemas import ColumnRead, DatasetFormat, DatasetRead, Page
 from mlplatform.datasets.store import DatasetStore
 from mlplatform.datasets.tables import DatasetRow
 from mlplatform.db import Database
 from mlplatform.errors import NotFound
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _read(row: DatasetRow) -> DatasetRead:
@@ -30,7 +26,7 @@ def _read(row: DatasetRow) -> DatasetRead:
         storage_key=row.storage_key,
         description=row.description,
         tags=row.tags or {},
-        created_at=_aware(row.created_at),
+        created_at=as_utc(row.created_at),
         created_by=row.created_by,
     )
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mlplatform.clock import as_utc
 from mlplatform.db import Database
 from mlplatform.errors import NotFound
 from mlplatform.formats.base import ArtifactFormat, Feature, FeatureType, Framework, ModelDescription, Task
@@ -52,10 +53,6 @@ def _history(
     )
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _description(row: VersionRow) -> ModelDescription:
     return ModelDescription(
         framework=Framework(row.framework),
@@ -76,7 +73,7 @@ def _version_entry(row: VersionRow) -> VersionEntry:
         name=row.name,
         version=row.version,
         status=row.status,
-        created_at=_aware(row.created_at),
+        created_at=as_utc(row.created_at),
         description=_description(row),
         artifact_key=row.artifact_key,
         artifact_sha256=row.artifact_sha256,
@@ -112,7 +109,7 @@ def _version_read(row: VersionRow, aliases: list[str]) -> VersionRead:
         parent=row.parent_id,
         training_dataset_id=row.training_dataset_id,
         training_job_id=row.training_job_id,
-        created_at=_aware(row.created_at),
+        created_at=as_utc(row.created_at),
         created_by=row.created_by,
     )
 
@@ -248,8 +245,8 @@ class SqlRegistryStore(RegistryStore):
             default_version=aliases.get("production", max(ready, default=None)),
             versions=len(versions),
             frameworks=sorted({framework for _, _, framework in versions}),
-            created_at=_aware(model.created_at),
-            updated_at=_aware(model.updated_at),
+            created_at=as_utc(model.created_at),
+            updated_at=as_utc(model.updated_at),
             created_by=model.created_by,
         )
 
@@ -438,7 +435,7 @@ class SqlRegistryStore(RegistryStore):
             ).all()
         items = [
             HistoryEntry(
-                at=_aware(r.at),
+                at=as_utc(r.at),
                 actor=r.actor,
                 action=r.action,
                 alias=r.alias,

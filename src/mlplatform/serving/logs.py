@@ -7,13 +7,14 @@ import contextlib
 import threading
 import time
 from collections import deque
-from datetime import UTC, datetime
+from datetime import datetime
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import aliased
 
+from mlplatform.clock import as_utc
 from mlplatform.db import Database
 from mlplatform.ids import block_ids
 from mlplatform.serving.log_sinks import BatchRecord, LogRecord, PredictionRecord, sink_for
@@ -206,10 +207,6 @@ def _filters(
     return conditions
 
 
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
-
-
 def _read_single(row: PredictionLogRow) -> PredictionLogRead:
     return PredictionLogRead(
         prediction_id=row.id,
@@ -223,12 +220,12 @@ def _read_single(row: PredictionLogRow) -> PredictionLogRead:
         confidence=row.confidence,
         latency_ms=row.latency_ms,
         cached=row.cached,
-        created_at=_aware(row.created_at),
+        created_at=as_utc(row.created_at),
     )
 
 
 def _read_batch(row: PredictionBatchRow) -> list[PredictionLogRead]:
-    created_at = _aware(row.created_at)
+    created_at = as_utc(row.created_at)
     probabilities: list[list[float] | None] = (
         [*row.probabilities] if row.probabilities else [None] * row.count
     )
