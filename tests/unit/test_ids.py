@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from mlplatform.ids import BLOCK, block_ids, new_id, new_ids
@@ -29,3 +30,17 @@ def test_past_one_block_ids_start_a_new_prefix() -> None:
     assert len(set(ids)) == BLOCK + 5
     assert ids[BLOCK].endswith("0000") and ids[BLOCK][:22] != ids[0][:22]
     assert block_ids(ids[0], BLOCK) == ids[:BLOCK] and block_ids(ids[BLOCK], 5) == ids[BLOCK:]
+
+
+def test_a_forked_child_draws_fresh_random_bits() -> None:
+    new_id()  # the parent's pool now holds bits a careless child would hand out again
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report the random part of its next ids, then leave at once
+        os.write(writer, "".join(new_id()[12:] for _ in range(3)).encode())
+        os._exit(0)
+    os.close(writer)
+    child = os.read(reader, 1024).decode()
+    os.waitpid(pid, 0)
+    parent = "".join(new_id()[12:] for _ in range(3))
+    assert len(child) == 42 and child != parent
