@@ -112,6 +112,8 @@ class ClassOrder:
         # position in description order of each model column
         self._to_description = np.argsort(np.asarray(columns))
         self._sorter = np.argsort(self.model_labels, kind="stable")
+        # One row (the common request): a dictionary lookup instead of three array passes.
+        self._position_of = {label: int(self._to_description[column]) for column, label in enumerate(own)}
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -125,6 +127,11 @@ class ClassOrder:
 
     def labels_from_model(self, predicted: np.ndarray) -> np.ndarray:
         """The description's labels for labels the model emitted itself (values of `model_classes`)."""
+        if len(predicted) == 1:
+            position = self._position_of.get(_plain(predicted[0]))
+            if position is None:
+                raise ValueError("the model predicted a label that is not one of its classes")
+            return self.labels[[position]]
         where = np.searchsorted(self.model_labels, predicted, sorter=self._sorter)
         column = self._sorter[np.minimum(where, len(self._sorter) - 1)]
         if not np.array_equal(self.model_labels[column], predicted):
