@@ -15,7 +15,7 @@ from mlplatform import __version__, db
 from mlplatform.api import actuator, inference_v2
 from mlplatform.api.deps import document_security
 from mlplatform.api.errors import install_error_handlers
-from mlplatform.api.fastpath import PredictFastPath
+from mlplatform.api.fastpath import FastPathApp
 from mlplatform.api.middleware import add_middleware
 from mlplatform.auth import router as auth_router
 from mlplatform.auth.ratelimit import RateLimiter
@@ -234,7 +234,7 @@ def create_app(settings: Settings) -> FastAPI:
             await platform.database.dispose()
             log.info("stopped")
 
-    app = FastAPI(
+    app = FastPathApp(
         title="mlplatform",
         version=__version__,
         lifespan=lifespan,
@@ -242,7 +242,7 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url="/docs",
         redoc_url=None,
     )
-    app.state.platform = platform
+    app.state.platform = app.platform = platform
     install_error_handlers(app)
     compression = settings.server.compression
     add_middleware(
@@ -252,7 +252,6 @@ def create_app(settings: Settings) -> FastAPI:
         max_upload_size=settings.security.limits.max_upload_size,
         max_inflated_size=settings.security.limits.max_decompressed_size,
         gzip_min_size=compression.min_response_size if compression.enabled else None,
-        inner=(PredictFastPath, {"platform": platform}),
     )
     # The predict paths first: routes are matched in order, on every request.
     app.include_router(serving_router.router)

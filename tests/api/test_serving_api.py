@@ -345,3 +345,79 @@ async def test_batch_arrays_are_checked_as_strictly_as_single_rows(
         assert response.status_code == 422, bad
         detail = response.json()["error"]["details"][0]
         assert detail["field"] == "instances[2].f1" and problem in detail["problem"]
+
+
+async def test_compressed_and_chunked_bodies_get_the_same_answer_as_plain_ones(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    """Plain bodies are answered ahead of the middleware stack; gzip and chunked ones go down the full
+    stack to the FastAPI route. Both paths give the same answer, request id and rate-limit headers."""
+    import gzip
+
+    import orjson
+
+    client, _ = await make_app(ml={"predictions": {"enable-cache": False}})
+    ref = await registered(client, tmp_path)
+    body = orjson.dumps({"model": "m", "features": ref.X[0].tolist()})
+
+    async def chunks() -> Any:
+        yield body[:10]
+        yield body[10:]
+
+    sent = {
+        "plain": await client.post("/api/ml/predict", content=body, headers={"X-Request-ID": "r-1"}),
+        "gzip": await client.post(
+            "/api/ml/predict",
+            content=gzip.compress(body),
+            headers={"Content-Encoding": "gzip", "X-Request-ID": "r-1"},
+        ),
+        "chunked": await client.post("/api/ml/predict", content=chunks(), headers={"X-Request-ID": "r-1"}),
+    }
+    answers = {how: response.json() for how, response in sent.items()}
+    for how, response in sent.items():
+        assert response.status_code == 200, (how, response.text)
+        assert response.headers["x-request-id"] == "r-1", how
+        assert response.headers["content-type"] == "application/json", how
+        assert "x-ratelimit-remaining" in response.headers, how
+        for field in ("model", "version", "prediction", "probabilities", "confidence", "cached", "fallback"):
+            assert answers[how][field] == answers["plain"][field], (how, field)
+    assert len({a["prediction_id"] for a in answers.values()}) == 3
+    text = (await client.get("/actuator/prometheus")).text
+    assert 'http_server_requests_seconds_count{method="POST",route="/api/ml/predict",status="200"} 3.0' in text
+
+
+async def test_the_fast_path_answers_errors_in_the_error_shape(
+    make_app: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, platform = await make_app()
+    await registered(client, tmp_path)
+    broken = await client.post("/api/ml/predict", content=b'{"model": "m", "features": [1,', headers={})
+    assert broken.status_code == 422
+    assert broken.json()["error"]["details"][0]["field"] == "body"
+    extra = await predict(client, "m", [0.0] * len(FEATURES), colour="red")
+    assert extra.status_code == 422
+    assert extra.json()["error"]["details"][0]["field"] == "colour"
+    too_long = await predict(client, "m", [0.0] * len(FEATURES), request_id="x" * 129)
+    assert too_long.status_code == 422
+    assert too_long.json()["error"]["details"][0]["field"] == "request_id"
+    anonymous = await client.post(
+        "/api/ml/predict", json={"model": "m", "features": [0.0]}, headers={"X-API-Key": ""}
+    )
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "unauthorized"
+
+    async def fails(_: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(platform.serving, "predict", fails)
+    crashed = await client.post(
+        "/api/ml/predict", json={"model": "m", "features": [0.0]}, headers={"X-Request-ID": "r-500"}
+    )
+    assert crashed.status_code == 500
+    assert crashed.json()["error"] == {
+        "code": "internal_error",
+        "message": "internal error; the request id finds it in the logs",
+        "details": {"request_id": "r-500"},
+    }
+    assert crashed.headers["x-request-id"] == "r-500"
+    text = (await client.get("/actuator/prometheus")).text
+    assert 'http_server_requests_seconds_count{method="POST",route="/api/ml/predict",status="500"} 1.0' in text

@@ -9,20 +9,22 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import orjson
-from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 T = TypeVar("T", bound=BaseModel)
 
 
-async def parse_body(request: Request, schema: type[T]) -> T:
+def loads(raw: bytes) -> Any:
     try:
-        data = orjson.loads(await request.body())
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise RequestValidationError(
             [{"loc": ("body",), "msg": f"not valid JSON: {exc}", "type": "json_invalid"}]
         ) from None
+
+
+def validate(data: Any, schema: type[T]) -> T:
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
@@ -30,8 +32,12 @@ async def parse_body(request: Request, schema: type[T]) -> T:
         raise RequestValidationError(errors) from None
 
 
+def decode(raw: bytes, schema: type[T]) -> T:
+    return validate(loads(raw), schema)
+
+
 def body_schema(schema: type[BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` that documents a body read by `parse_body`."""
+    """`openapi_extra` that documents a body read by `decode`."""
     return {
         "requestBody": {
             "required": True,

@@ -16,7 +16,7 @@ from mlplatform.api.errors import error_response
 from mlplatform.ids import new_id
 from mlplatform.metrics import Metrics
 
-_GOOD_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+GOOD_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class RequestContextMiddleware:
@@ -35,7 +35,7 @@ class RequestContextMiddleware:
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
-                request_id = candidate if _GOOD_ID.match(candidate) else ""
+                request_id = candidate if GOOD_REQUEST_ID.fullmatch(candidate) else ""
                 break
         request_id = request_id or new_id()
         # A fresh state per request: servers may hand every request the same lifespan-state dict.
@@ -184,7 +184,9 @@ class RequestDecompressionMiddleware:
             return
         body = b"".join(parts)
         headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-encoding", b"content-length")]
-        scope = dict(scope, headers=[*headers, (b"content-length", str(len(body)).encode())])
+        # The same scope, not a copy: the router records the matched route in it, and the access metric
+        # (`RequestContextMiddleware`, outside) reads it from there.
+        scope["headers"] = [*headers, (b"content-length", str(len(body)).encode())]
         delivered = False
 
         async def inflated_receive() -> Message:
@@ -213,14 +215,11 @@ def add_middleware(
     max_upload_size: int,
     max_inflated_size: int,
     gzip_min_size: int | None,
-    inner: tuple[type, dict[str, Any]] | None = None,
 ) -> None:
-    """Install in order, outermost first: request context, body limit, request inflation, `inner` (the
-    predict fast path: outside the generic gzip, which costs it more than it saves), response gzip."""
+    """Install in order, outermost first: request context, body limit, request inflation, response gzip.
+    (`api.fastpath` answers the common predict requests before any of them.)"""
     if gzip_min_size is not None:
         app.add_middleware(GZipMiddleware, minimum_size=gzip_min_size)
-    if inner is not None:
-        app.add_middleware(inner[0], **inner[1])
     app.add_middleware(RequestDecompressionMiddleware, limit=max_inflated_size)
     app.add_middleware(BodyLimitMiddleware, limit=max_body_size, upload_limit=max_upload_size)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)

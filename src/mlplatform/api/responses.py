@@ -10,8 +10,12 @@ from starlette.responses import Response
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
+def dumps(content: Any) -> bytes:
+    return orjson.dumps(content, option=_OPTIONS, default=str)
+
+
 class JsonResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=_OPTIONS, default=str)
+        return dumps(content)

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from mlplatform.api.body import body_schema, parse_body
+from mlplatform.api.body import body_schema, decode, loads, validate
 from mlplatform.api.deps import PlatformDep, require
 from mlplatform.api.responses import JsonResponse
 from mlplatform.auth.schemas import Permission, Principal
 from mlplatform.errors import InvalidInput
 from mlplatform.platform import Platform
 from mlplatform.serving.schemas import (
+    REQUEST_ID_LENGTH,
     BatchRequest,
     BatchResponse,
+    PredictInput,
     PredictionLogRead,
     PredictRequest,
     PredictResponse,
@@ -24,34 +26,52 @@ from mlplatform.serving.schemas import (
 router = APIRouter(prefix="/api/ml", tags=["serving"])
 Predictor = Annotated[Principal, require(Permission.PREDICT)]
 Reader = Annotated[Principal, require(Permission.READ)]
+_PREDICT_FIELDS = frozenset(PredictRequest.model_fields)
 
 
-async def serve_predict(request: Request, platform: Platform) -> JsonResponse:
-    """The single-prediction handler; reached through `PredictFastPath`, or FastAPI when that is bypassed."""
-    body = await parse_body(request, PredictRequest)
+def predict_input(body: bytes) -> PredictInput:
+    """Most bodies are plainly valid and skip the schema's validation pass; any other goes through it, for
+    the exact 422."""
+    data = loads(body)
+    if (
+        type(data) is dict
+        and data.keys() <= _PREDICT_FIELDS
+        and type(data.get("model")) is str
+        and type(data.get("features")) in (dict, list)
+    ):
+        request_id = data.get("request_id")
+        if request_id is None or (type(request_id) is str and len(request_id) <= REQUEST_ID_LENGTH):
+            return PredictInput(data["model"], data["features"], request_id)
+    request = validate(data, PredictRequest)
+    return PredictInput(request.model, request.features, request.request_id)
+
+
+async def serve_predict(body: bytes, platform: Platform) -> dict[str, Any]:
+    """The single-prediction handler, as plain data; reached through `api.fastpath` or the route below."""
+    request = predict_input(body)
     limits = platform.settings.security.limits
-    if len(body.features) > limits.max_features:
+    if len(request.features) > limits.max_features:
         problem = f"at most {limits.max_features} features per row (security.limits.max-features)"
         raise InvalidInput(f"features: {problem}", details=[{"field": "features", "problem": problem}])
-    # Sent as built: FastAPI's response-model pass would validate and serialise it a second time.
-    return JsonResponse((await platform.serving.predict(body)).model_dump())
+    return await platform.serving.predict(request)
 
 
-async def serve_batch(request: Request, platform: Platform) -> JsonResponse:
-    body = await parse_body(request, BatchRequest)
+async def serve_batch(body: bytes, platform: Platform) -> dict[str, Any]:
+    request = decode(body, BatchRequest)
     max_rows = platform.settings.security.limits.max_batch_rows
-    return JsonResponse(await platform.serving.predict_batch(body, max_rows=max_rows))
+    return await platform.serving.predict_batch(request, max_rows=max_rows)
 
 
-# These routes document the API (OpenAPI, /docs); `PredictFastPath` answers the requests before routing.
+# These routes document the API (OpenAPI, /docs) and answer what `api.fastpath` passes on (compressed or
+# chunked bodies); the data is sent as built: a response-model pass would validate and serialise it again.
 @router.post("/predict", response_model=PredictResponse, openapi_extra=body_schema(PredictRequest))
 async def predict(request: Request, platform: PlatformDep, _: Predictor) -> JsonResponse:
-    return await serve_predict(request, platform)
+    return JsonResponse(await serve_predict(await request.body(), platform))
 
 
 @router.post("/predict/batch", response_model=BatchResponse, openapi_extra=body_schema(BatchRequest))
 async def predict_batch(request: Request, platform: PlatformDep, _: Predictor) -> JsonResponse:
-    return await serve_batch(request, platform)
+    return JsonResponse(await serve_batch(await request.body(), platform))
 
 
 @router.get("/predictions")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+REQUEST_ID_LENGTH = 128
 
 
 class PredictRequest(BaseModel):
@@ -15,7 +18,18 @@ class PredictRequest(BaseModel):
     features: dict[str, Any] | list[Any] = Field(
         description="by feature name, or an array in signature order"
     )
-    request_id: str | None = Field(None, max_length=128, description="your id, to join feedback later")
+    request_id: str | None = Field(
+        None, max_length=REQUEST_ID_LENGTH, description="your id, to join feedback later"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PredictInput:
+    """A `PredictRequest` once checked, as the service reads it (a model object costs microseconds)."""
+
+    model: str
+    features: dict[str, Any] | list[Any]
+    request_id: str | None = None
 
 
 class PredictResponse(BaseModel):
@@ -46,7 +60,7 @@ class BatchRequest(BaseModel):
     # Each item is checked against the signature (`Signature.batch`); validating a thousand items here as
     # `dict | list` first would copy every row and cost milliseconds per batch.
     instances: Annotated[list[Any], WithJsonSchema(_INSTANCES_SCHEMA)] = Field(min_length=1)
-    request_id: str | None = Field(None, max_length=128)
+    request_id: str | None = Field(None, max_length=REQUEST_ID_LENGTH)
 
 
 class BatchPrediction(BaseModel):

@@ -24,7 +24,7 @@ from mlplatform.serving.prediction_cache import PredictionCache
 from mlplatform.serving.runtimes.base import RawPrediction
 from mlplatform.serving.schemas import (
     BatchRequest,
-    PredictRequest,
+    PredictInput,
     PredictResponse,
 )
 from mlplatform.settings import PredictionsSettings
@@ -99,7 +99,8 @@ class ServingService:
 
     # --- single predictions -----------------------------------------------------------------------------
 
-    async def predict(self, request: PredictRequest) -> PredictResponse:
+    async def predict(self, request: PredictInput) -> dict[str, Any]:
+        """The `PredictResponse` as plain data (the router sends it as is)."""
         started = time.perf_counter()
         try:
             entry = self.registry.resolve(request.model)
@@ -131,51 +132,55 @@ class ServingService:
         entry: VersionEntry,
         row: list[Any],
         answer: dict[str, Any],
-        request: PredictRequest,
+        request: PredictInput,
         started: float,
         *,
         cached: bool = False,
         fallback: bool = False,
-    ) -> PredictResponse:
-        latency_ms = (time.perf_counter() - started) * 1000
-        response = PredictResponse(
-            prediction_id=new_id(),
-            model=entry.name,
-            version=entry.id,
-            prediction=answer["prediction"],
-            probabilities=answer.get("probabilities"),
-            confidence=answer.get("confidence"),
-            cached=cached,
-            fallback=fallback,
-            latency_ms=round(latency_ms, 3),
-        )
+    ) -> dict[str, Any]:
+        """The `PredictResponse`, as plain data: the model object would cost more than the prediction."""
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        prediction_id = new_id()
+        prediction = answer["prediction"]
+        probabilities, confidence = answer.get("probabilities"), answer.get("confidence")
         self.metrics.observe(entry.name, entry.id, latency_ms)
         if self._sampled():
             self.logs.submit(
                 PredictionRecord(
-                    id=response.prediction_id,
+                    id=prediction_id,
                     model=entry.name,
                     version=entry.id,
-                    variant=response.variant,
+                    variant=None,
                     request_id=request.request_id,
                     inputs=row,
-                    prediction=response.prediction,
-                    probabilities=response.probabilities,
-                    confidence=response.confidence,
-                    latency_ms=response.latency_ms,
+                    prediction=prediction,
+                    probabilities=probabilities,
+                    confidence=confidence,
+                    latency_ms=latency_ms,
                     cached=cached,
                     created_at=utcnow(),
                 )
             )
-        return response
+        return {
+            "prediction_id": prediction_id,
+            "model": entry.name,
+            "version": entry.id,
+            "variant": None,
+            "prediction": prediction,
+            "probabilities": probabilities,
+            "confidence": confidence,
+            "cached": cached,
+            "fallback": fallback,
+            "latency_ms": latency_ms,
+        }
 
     def _sampled(self) -> bool:
         rate = self.settings.log_sample_rate
         return rate >= 1 or (rate > 0 and random.random() < rate)
 
     async def _on_timeout(
-        self, request: PredictRequest, entry: VersionEntry, row: list[Any], key: str | None, started: float
-    ) -> PredictResponse:
+        self, request: PredictInput, entry: VersionEntry, row: list[Any], key: str | None, started: float
+    ) -> dict[str, Any]:
         self.metrics.errors.labels(entry.name).inc()
         if key is not None and (hit := await self.predictions.get(key)) is not None:
             self.metrics.fallbacks.labels(entry.name, "cached").inc()
@@ -183,8 +188,8 @@ class ServingService:
         return await self._fallback_or_raise(request, started, reason="timeout", entry=entry)
 
     async def _fallback_or_raise(
-        self, request: PredictRequest, started: float, *, reason: str, entry: VersionEntry | None = None
-    ) -> PredictResponse:
+        self, request: PredictInput, started: float, *, reason: str, entry: VersionEntry | None = None
+    ) -> dict[str, Any]:
         name = entry.name if entry else parse_ref(request.model).name
         fallback = self.settings.fallbacks.get(name)
         if fallback is None:
@@ -205,15 +210,14 @@ class ServingService:
             prediction, probabilities, confidence = answers(raw, target.description.classes)[0]
             answer = {"prediction": prediction, "probabilities": probabilities, "confidence": confidence}
             return self._respond(target, row, answer, request, started, fallback=True)
-        latency_ms = (time.perf_counter() - started) * 1000
         return PredictResponse(
             prediction_id=new_id(),
             model=name,
             version="fallback",
             prediction=fallback.constant,
             fallback=True,
-            latency_ms=round(latency_ms, 3),
-        )
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        ).model_dump()
 
     # --- batches ----------------------------------------------------------------------------------------
 
