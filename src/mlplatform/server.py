@@ -7,6 +7,7 @@ from typing import Any
 
 import uvicorn
 
+from mlplatform.httpwire import http_protocol
 from mlplatform.settings import Settings
 
 FACTORY = "mlplatform.app:app_from_environment"
@@ -45,7 +46,7 @@ def uvicorn_config(settings: Settings) -> dict[str, Any]:
         "backlog": server.accept_count,
         "timeout_graceful_shutdown": server.graceful_shutdown_seconds,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": http_protocol(),
         "access_log": False,
         "log_config": None,
         "server_header": False,

@@ -383,7 +383,9 @@ async def test_compressed_and_chunked_bodies_get_the_same_answer_as_plain_ones(
             assert answers[how][field] == answers["plain"][field], (how, field)
     assert len({a["prediction_id"] for a in answers.values()}) == 3
     text = (await client.get("/actuator/prometheus")).text
-    assert 'http_server_requests_seconds_count{method="POST",route="/api/ml/predict",status="200"} 3.0' in text
+    assert (
+        'http_server_requests_seconds_count{method="POST",route="/api/ml/predict",status="200"} 3.0' in text
+    )
 
 
 async def test_the_fast_path_answers_errors_in_the_error_shape(
@@ -420,4 +422,6 @@ async def test_the_fast_path_answers_errors_in_the_error_shape(
     }
     assert crashed.headers["x-request-id"] == "r-500"
     text = (await client.get("/actuator/prometheus")).text
-    assert 'http_server_requests_seconds_count{method="POST",route="/api/ml/predict",status="500"} 1.0' in text
+    assert (
+        'http_server_requests_seconds_count{method="POST",route="/api/ml/predict",status="500"} 1.0' in text
+    )

@@ -1,0 +1,100 @@
+"""The HTTP/1.1 protocol writes each response's head and first body part to the socket in one piece."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import uvicorn
+from uvicorn.server import ServerState
+
+from mlplatform.httpwire import CoalescingHttpToolsProtocol, http_protocol
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8080), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert not self.closed, "written after close"
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def app(scope: Any, receive: Any, send: Any) -> None:
+    assert scope["type"] == "http"
+    await receive()
+    parts = [b"one", b"two", b"three"] if scope["path"] == "/stream" else [b"hello " + scope["path"].encode()]
+    length = sum(len(p) for p in parts)
+    headers = [(b"content-type", b"text/plain"), (b"content-length", str(length).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    for i, part in enumerate(parts):
+        await send({"type": "http.response.body", "body": part, "more_body": i < len(parts) - 1})
+
+
+async def connect() -> tuple[CoalescingHttpToolsProtocol, RecordingTransport]:
+    config = uvicorn.Config(app, http=CoalescingHttpToolsProtocol, log_config=None)
+    config.load()
+    protocol = CoalescingHttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_a_response_is_one_write() -> None:
+    protocol, transport = await connect()
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    await settle()
+    assert len(transport.writes) == 1
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert transport.writes[0].endswith(b"\r\n\r\nhello /a")
+    assert not transport.closed
+
+
+async def test_pipelined_requests_are_answered_in_order() -> None:
+    protocol, transport = await connect()
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    await settle()
+    assert [w.rsplit(b"\r\n\r\n", 1)[1] for w in transport.writes] == [b"hello /a", b"hello /b"]
+
+
+async def test_a_streamed_body_sends_the_head_with_its_first_part() -> None:
+    protocol, transport = await connect()
+    protocol.data_received(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    await settle()
+    assert len(transport.writes) == 3
+    assert transport.writes[0].endswith(b"\r\n\r\none") and transport.writes[1:] == [b"two", b"three"]
+
+
+async def test_connection_close_writes_the_answer_before_closing() -> None:
+    protocol, transport = await connect()
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    await settle()
+    assert transport.closed
+    assert len(transport.writes) == 1 and b"connection: close" in transport.writes[0].lower()
+    assert transport.writes[0].endswith(b"hello /a")
+
+
+def test_the_server_uses_it() -> None:
+    assert http_protocol() is CoalescingHttpToolsProtocol
