@@ -120,3 +120,39 @@ def test_prediction_blocks_are_stored_uncompressed_on_postgresql(postgres_url: s
     assert {
         column: storage[column] for column in ("inputs", "predictions", "probabilities")
     } == dict.fromkeys(("inputs", "predictions", "probabilities"), "e")
+
+
+def test_request_id_lookups_use_an_index_that_skips_predictions_without_one(database_url: str) -> None:
+    settings = DatabaseSettings(url=database_url)
+    db.upgrade(settings)
+    engine = create_engine(db.sync_url(settings))
+    try:
+        with engine.connect() as conn:
+            for table in ("prediction_logs", "prediction_batches"):
+                name = f"ix_{table}_request_id"
+                if engine.dialect.name == "postgresql":
+                    definition = conn.execute(
+                        text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"), {"n": name}
+                    ).scalar_one()
+                    conn.execute(text("SET enable_seqscan = off"))
+                    plan = " ".join(
+                        row[0]
+                        for row in conn.execute(
+                            text(f"EXPLAIN SELECT id FROM {table} WHERE request_id = :r"), {"r": "x"}
+                        )
+                    )
+                else:
+                    definition = conn.execute(
+                        text("SELECT sql FROM sqlite_master WHERE name = :n"), {"n": name}
+                    ).scalar_one()
+                    plan = " ".join(
+                        str(row[-1])
+                        for row in conn.execute(
+                            text(f"EXPLAIN QUERY PLAN SELECT id FROM {table} WHERE request_id = :r"),
+                            {"r": "x"},
+                        )
+                    )
+                assert "request_id IS NOT NULL" in definition, definition
+                assert name in plan, plan
+    finally:
+        engine.dispose()

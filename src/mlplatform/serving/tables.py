@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mlplatform.db import Base
+
+# Only predictions a client gave a request_id are indexed by it (most have none): see migration 0006.
+_GIVEN = text("request_id IS NOT NULL")
 
 
 class PredictionLogRow(Base):
@@ -31,7 +34,7 @@ class PredictionLogRow(Base):
 
     __table_args__ = (
         Index("ix_prediction_logs_model_created_at", "model", "created_at"),
-        Index("ix_prediction_logs_request_id", "request_id"),
+        Index("ix_prediction_logs_request_id", "request_id", postgresql_where=_GIVEN, sqlite_where=_GIVEN),
     )
 
 
@@ -60,5 +63,5 @@ class PredictionBatchRow(Base):
 
     __table_args__ = (
         Index("ix_prediction_batches_model_created_at", "model", "created_at"),
-        Index("ix_prediction_batches_request_id", "request_id"),
+        Index("ix_prediction_batches_request_id", "request_id", postgresql_where=_GIVEN, sqlite_where=_GIVEN),
     )
