@@ -242,7 +242,8 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url="/docs",
         redoc_url=None,
     )
-    app.state.platform = app.platform = platform
+    app.state.platform = platform
+    app.serve_predictions(platform)
     install_error_handlers(app)
     compression = settings.server.compression
     add_middleware(

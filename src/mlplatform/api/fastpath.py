@@ -83,6 +83,11 @@ class FastPathApp(FastAPI):
     """The FastAPI app, with `POST /api/ml/predict` and `/api/ml/predict/batch` answered before its stack."""
 
     platform: Platform
+    timers: dict[tuple[str, int], Any]  # `http_server_requests_seconds` children by (route, status)
+
+    def serve_predictions(self, platform: Platform) -> None:
+        self.platform = platform
+        self.timers = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -141,9 +146,12 @@ class FastPathApp(FastAPI):
             await send({"type": "http.response.start", "status": status, "headers": response_headers})
             await send({"type": "http.response.body", "body": content})
         finally:
-            platform.metrics.http_requests.labels("POST", route.path, str(status)).observe(
-                time.perf_counter() - started
-            )
+            timer = self.timers.get((route.path, status))
+            if timer is None:
+                timer = self.timers[(route.path, status)] = platform.metrics.http_requests.labels(
+                    "POST", route.path, str(status)
+                )
+            timer.observe(time.perf_counter() - started)
 
 
 async def _read(receive: Receive) -> bytes | None:

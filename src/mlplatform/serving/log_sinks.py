@@ -16,7 +16,7 @@ import psycopg
 from mlplatform.db import Database
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 5x, once per prediction
 class PredictionRecord:
     """One single-row prediction (a `prediction_logs` row)."""
 

@@ -87,6 +87,7 @@ class ServingMetrics:
         self.throughput = _Throughput()
         registry.register(self.throughput)
         self._children: dict[str, tuple[Counter, Histogram]] = {}
+        self._versions: dict[str, Counter] = {}
 
     def observe(self, model: str, version: str, latency_ms: float, count: int = 1) -> None:
         children = self._children.get(model)
@@ -94,7 +95,10 @@ class ServingMetrics:
             children = self._children[model] = (self.predictions.labels(model), self.latency.labels(model))
         children[0].inc(count)
         children[1].observe(latency_ms)
-        self.model_predictions.labels(version).inc(count)
+        by_version = self._versions.get(version)
+        if by_version is None:
+            by_version = self._versions[version] = self.model_predictions.labels(version)
+        by_version.inc(count)
         self.throughput.add(model, count)
 
 
