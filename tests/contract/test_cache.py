@@ -11,7 +11,7 @@ import pytest
 
 from mlplatform.settings import CacheSettings
 from mlplatform.stores.cache import Cache, CacheUnavailableError, create_cache
-from mlplatform.stores.cache.memory import MemoryCache
+from mlplatform.stores.cache.memory import EXPIRE_PER_WRITE, MemoryCache
 
 # Generous: these tests check behaviour, not speed, and the machine may be busy.
 TIMEOUT_MS = 2000
@@ -256,16 +256,20 @@ async def test_memory_cache_evicts_the_least_recently_used() -> None:
     await store.close()
 
 
-async def test_memory_cache_sweeps_expired_entries() -> None:
+async def test_memory_cache_reclaims_expired_entries_a_few_per_write() -> None:
     now = [0.0]
     store = MemoryCache(clock=lambda: now[0])
+    await store.set("kept", b"v")  # the least recently used entry, and it never expires
     for i in range(100):
-        await store.set(f"k{i}", b"v", ttl_seconds=1)
-    await store.set("kept", b"v")
+        await store.set(f"k{i}", b"v", ttl_seconds=1 + i % 3)
+    await store.set("k0", b"rewritten", ttl_seconds=100)  # its first expiry is stale now
     assert len(store) == 101
     now[0] = 60.0
     await store.set("trigger", b"v")
-    assert len(store) == 2
+    assert 102 - EXPIRE_PER_WRITE <= len(store) < 102  # bounded work per write: no pass over everything
+    for _ in range(3):
+        await store.set("trigger", b"v")
+    assert len(store) == 3 and await store.get("k0") == b"rewritten"
     await store.close()
 
 
