@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from pydantic import SecretStr
-from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy import Connection, create_engine, inspect, select, text
 
 from mlplatform import db
 from mlplatform.auth.tables import UserRow
@@ -17,6 +19,19 @@ from mlplatform.ids import new_id
 from mlplatform.settings import DatabaseSettings, PoolSettings
 from mlplatform.tables import metadata
 from tests.services import free_port
+
+
+@contextlib.contextmanager
+def migrated(url: str) -> Iterator[Connection]:
+    """A connection to the database at `url`, upgraded to the head revision."""
+    settings = DatabaseSettings(url=url)
+    db.upgrade(settings)
+    engine = create_engine(db.sync_url(settings))
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
 
 
 def table_names(settings: DatabaseSettings) -> set[str]:
@@ -39,15 +54,9 @@ async def test_migrations_go_up_and_down(database_url: str) -> None:
 
 
 def test_migrations_match_the_models(database_url: str) -> None:
-    settings = DatabaseSettings(url=database_url)
-    db.upgrade(settings)
-    engine = create_engine(db.sync_url(settings))
-    try:
-        with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
-            differences = compare_metadata(context, metadata)
-    finally:
-        engine.dispose()
+    with migrated(database_url) as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        differences = compare_metadata(context, metadata)
     assert differences == []
 
 
@@ -103,56 +112,35 @@ def test_credentials_are_applied_and_escaped() -> None:
 
 
 def test_prediction_blocks_are_stored_uncompressed_on_postgresql(postgres_url: str) -> None:
-    db.upgrade(DatabaseSettings(url=postgres_url))
-    engine = create_engine(db.sync_url(DatabaseSettings(url=postgres_url)))
-    try:
-        with engine.connect() as conn:
-            storage = dict(
-                conn.execute(
-                    text(
-                        "SELECT attname, attstorage FROM pg_attribute "
-                        "WHERE attrelid = 'prediction_batches'::regclass AND attnum > 0"
-                    )
-                ).all()
-            )
-    finally:
-        engine.dispose()
+    with migrated(postgres_url) as conn:
+        storage = dict(
+            conn.execute(
+                text(
+                    "SELECT attname, attstorage FROM pg_attribute "
+                    "WHERE attrelid = 'prediction_batches'::regclass AND attnum > 0"
+                )
+            ).all()
+        )
     assert {
         column: storage[column] for column in ("inputs", "predictions", "probabilities")
     } == dict.fromkeys(("inputs", "predictions", "probabilities"), "e")
 
 
 def test_request_id_lookups_use_an_index_that_skips_predictions_without_one(database_url: str) -> None:
-    settings = DatabaseSettings(url=database_url)
-    db.upgrade(settings)
-    engine = create_engine(db.sync_url(settings))
-    try:
-        with engine.connect() as conn:
-            for table in ("prediction_logs", "prediction_batches"):
-                name = f"ix_{table}_request_id"
-                if engine.dialect.name == "postgresql":
-                    definition = conn.execute(
-                        text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"), {"n": name}
-                    ).scalar_one()
-                    conn.execute(text("SET enable_seqscan = off"))
-                    plan = " ".join(
-                        row[0]
-                        for row in conn.execute(
-                            text(f"EXPLAIN SELECT id FROM {table} WHERE request_id = :r"), {"r": "x"}
-                        )
-                    )
-                else:
-                    definition = conn.execute(
-                        text("SELECT sql FROM sqlite_master WHERE name = :n"), {"n": name}
-                    ).scalar_one()
-                    plan = " ".join(
-                        str(row[-1])
-                        for row in conn.execute(
-                            text(f"EXPLAIN QUERY PLAN SELECT id FROM {table} WHERE request_id = :r"),
-                            {"r": "x"},
-                        )
-                    )
-                assert "request_id IS NOT NULL" in definition, definition
-                assert name in plan, plan
-    finally:
-        engine.dispose()
+    with migrated(database_url) as conn:
+        for table in ("prediction_logs", "prediction_batches"):
+            name = f"ix_{table}_request_id"
+            if conn.dialect.name == "postgresql":
+                definition = conn.execute(
+                    text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"), {"n": name}
+                ).scalar_one()
+                conn.execute(text("SET enable_seqscan = off"))
+                explain = f"EXPLAIN SELECT id FROM {table} WHERE request_id = :r"
+            else:
+                definition = conn.execute(
+                    text("SELECT sql FROM sqlite_master WHERE name = :n"), {"n": name}
+                ).scalar_one()
+                explain = f"EXPLAIN QUERY PLAN SELECT id FROM {table} WHERE request_id = :r"
+            plan = " ".join(str(row[-1]) for row in conn.execute(text(explain), {"r": "x"}))
+            assert "request_id IS NOT NULL" in definition, definition
+            assert name in plan, plan
