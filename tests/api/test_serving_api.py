@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import psycopg
 import pytest
 
@@ -352,10 +354,6 @@ async def test_compressed_and_chunked_bodies_get_the_same_answer_as_plain_ones(
 ) -> None:
     """Plain bodies are answered ahead of the middleware stack; gzip and chunked ones go down the full
     stack to the FastAPI route. Both paths give the same answer, request id and rate-limit headers."""
-    import gzip
-
-    import orjson
-
     client, _ = await make_app(ml={"predictions": {"enable-cache": False}})
     ref = await registered(client, tmp_path)
     body = orjson.dumps({"model": "m", "features": ref.X[0].tolist()})
