@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import struct
@@ -314,3 +315,30 @@ def test_mixed_signatures_keep_strings_and_make_numbers_floats() -> None:
         to_matrix([Tensor("input-0", [1, 2], "FP64", np.array([[1.0, 2.0]]))], signature)
     with pytest.raises(InvalidInput, match="'age' takes numbers"):
         to_matrix([Tensor("input-0", [1, 2], "BYTES", np.array([["nice", "old"]], dtype=object))], signature)
+
+
+async def test_compressed_binary_requests_get_the_same_answer_as_plain_ones(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    """Plain bodies are answered ahead of the middleware stack, gzip ones (tritonclient's
+    `request_compression_algorithm`) by the FastAPI route: same bytes back, both timed under their route."""
+    client, _ = await make_app()
+    ref = await registered(client, "sklearn-forest-skops", tmp_path, "forest")
+    outputs = [{"name": "predict_proba", "parameters": {"binary_data": True}}, {"name": "predict"}]
+    content, headers = binary_request(ref.X, id="same", outputs=outputs)
+    answers = []
+    for path in ("/v2/models/forest/infer", "/v2/models/forest/versions/1/infer"):
+        plain = await client.post(path, content=content, headers=headers)
+        packed = await client.post(
+            path, content=gzip.compress(content), headers={**headers, "Content-Encoding": "gzip"}
+        )
+        for response in (plain, packed):
+            assert response.status_code == 200, response.text
+            assert response.headers["content-type"] == "application/octet-stream"
+            answers.append((response.headers["inference-header-content-length"], response.content))
+    assert len(set(answers)) == 1
+    text = (await client.get("/actuator/prometheus")).text
+    for route in ("/v2/models/{model}/infer", "/v2/models/{model}/versions/{version}/infer"):
+        assert f'http_server_requests_seconds_count{{method="POST",route="{route}",status="200"}} 2.0' in text
+    missing = await client.post("/v2/models/nothing/versions/1/infer", content=content, headers=headers)
+    assert_error(missing, 404, "nothing")

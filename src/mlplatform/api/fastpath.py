@@ -1,4 +1,4 @@
-"""The predict routes answered straight from ASGI, ahead of FastAPI's middleware stack and routing.
+"""The predict and infer routes answered straight from ASGI, ahead of FastAPI's middleware stack and routing.
 
 Measured in-process on one XGBoost model (a unique row per request), the generic stack cost more than the
 prediction: Starlette's error and telemetry layers, three pure-ASGI middlewares, routing and dependency
@@ -6,12 +6,14 @@ resolution, and a `Request`/`Response` pair per call. Here one function does, fo
 those layers do: request id and access metric (`RequestContextMiddleware`), the body limit, the API-key
 guard, the error bodies, response gzip. Anything uncommon (a compressed or chunked body, one without or
 over its Content-Length) goes down the full stack to the FastAPI routes, which run the same handlers; those
-routes also document the API (OpenAPI, /docs).
+routes also document the API (OpenAPI, /docs). Served here: `POST /api/ml/predict`, `/api/ml/predict/batch`
+and the Open Inference Protocol's `POST /v2/models/{model}[/versions/{version}]/infer`.
 """
 
 from __future__ import annotations
 
 import gzip
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,8 +25,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.types import Message, Receive, Scope, Send
 
 from mlplatform.api.errors import domain_response, error_response, validation_response
+from mlplatform.api.inference_v2 import serve_infer
 from mlplatform.api.middleware import GOOD_REQUEST_ID
-from mlplatform.api.responses import dumps
+from mlplatform.api.responses import Reply, dumps
 from mlplatform.auth.schemas import Permission
 from mlplatform.errors import DomainError
 from mlplatform.ids import new_id
@@ -32,7 +35,6 @@ from mlplatform.platform import Platform
 from mlplatform.serving.router import serve_batch, serve_predict
 
 log = structlog.get_logger(__name__)
-Handler = Callable[[bytes, Platform], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -40,20 +42,13 @@ class _Route:
     path: str  # the route label of `http_server_requests_seconds`, as for routed requests
 
 
-ROUTES: dict[str, tuple[_Route, Handler]] = {
-    "/api/ml/predict": (_Route("/api/ml/predict"), serve_predict),
-    "/api/ml/predict/batch": (_Route("/api/ml/predict/batch"), serve_batch),
-}
-_JSON = (b"content-type", b"application/json")
-
-
 class _Headers:
     """The request headers the fast path reads, in one pass over the list."""
 
-    __slots__ = ("length", "encoded", "request_id", "api_key", "authorization", "gzip")
+    __slots__ = ("api_key", "authorization", "encoded", "gzip", "infer_length", "length", "request_id")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self.length = self.request_id = self.api_key = self.authorization = None
+        self.length = self.request_id = self.api_key = self.authorization = self.infer_length = None
         self.encoded = self.gzip = False
         for name, value in raw:
             if name == b"content-length":
@@ -68,6 +63,8 @@ class _Headers:
                 self.encoded = value.strip().lower() not in (b"", b"identity")
             elif name == b"accept-encoding":
                 self.gzip = b"gzip" in value
+            elif name == b"inference-header-content-length":
+                self.infer_length = value
 
     def key(self) -> str | None:
         """`X-API-Key`, else an `Authorization: Bearer` token (as `api.deps.api_key_of`)."""
@@ -79,8 +76,37 @@ class _Headers:
         return None
 
 
+# A handler gets the body, the platform, the headers and the path's parameters; it returns plain data (sent
+# as JSON) or a `Reply`.
+Handler = Callable[[bytes, Platform, _Headers, dict[str, str]], Awaitable[Any]]
+
+
+async def _predict(body: bytes, platform: Platform, _: _Headers, __: dict[str, str]) -> Any:
+    return await serve_predict(body, platform)
+
+
+async def _batch(body: bytes, platform: Platform, _: _Headers, __: dict[str, str]) -> Any:
+    return await serve_batch(body, platform)
+
+
+async def _infer(body: bytes, platform: Platform, headers: _Headers, params: dict[str, str]) -> Any:
+    length = headers.infer_length.decode("latin-1") if headers.infer_length is not None else None
+    return await serve_infer(body, length, platform, params["model"], params.get("version"))
+
+
+ROUTES: dict[str, tuple[_Route, Handler]] = {
+    "/api/ml/predict": (_Route("/api/ml/predict"), _predict),
+    "/api/ml/predict/batch": (_Route("/api/ml/predict/batch"), _batch),
+}
+V2_INFER = re.compile(r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
+V2_ROUTES = {
+    False: (_Route("/v2/models/{model}/infer"), _infer),
+    True: (_Route("/v2/models/{model}/versions/{version}/infer"), _infer),
+}
+
+
 class FastPathApp(FastAPI):
-    """The FastAPI app, with `POST /api/ml/predict` and `/api/ml/predict/batch` answered before its stack."""
+    """The FastAPI app, with the predict and infer routes (`ROUTES`, `V2_INFER`) answered before its stack."""
 
     platform: Platform
     timers: dict[tuple[str, int], Any]  # `http_server_requests_seconds` children by (route, status)
@@ -91,18 +117,27 @@ class FastPathApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            found = ROUTES.get(scope["path"])
+            path: str = scope["path"]
+            found, params = ROUTES.get(path), {}
+            if found is None and path.startswith("/v2/models/") and (match := V2_INFER.fullmatch(path)):
+                found, params = V2_ROUTES[match["version"] is not None], match.groupdict()
             if found is not None:
                 headers = _Headers(scope["headers"])
                 limit = self.platform.settings.server.max_body_size
                 length = headers.length
                 if length is not None and not headers.encoded and length.isdigit() and int(length) <= limit:
-                    await self._serve(scope, receive, send, found, headers)
+                    await self._serve(scope, receive, send, found, headers, params)
                     return
         await super().__call__(scope, receive, send)
 
     async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, found: tuple[_Route, Handler], headers: _Headers
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        found: tuple[_Route, Handler],
+        headers: _Headers,
+        params: dict[str, str],
     ) -> None:
         started = time.perf_counter()
         route, handler = found
@@ -112,7 +147,7 @@ class FastPathApp(FastAPI):
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         extra: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode())]
-        status = 500
+        status, media_type = 500, b"application/json"
         try:
             body = await _read(receive)
             if body is None:
@@ -122,7 +157,12 @@ class FastPathApp(FastAPI):
                 _, decision = await platform.auth.guard(headers.key(), client, Permission.PREDICT)
                 if decision is not None:
                     extra += decision.headers()
-                status, content = 200, dumps(await handler(body, platform))
+                result = await handler(body, platform, headers, params)
+                if isinstance(result, Reply):
+                    status, content, media_type = 200, result.body, result.media_type.encode()
+                    extra += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in result.headers.items()]
+                else:
+                    status, content = 200, dumps(result)
             except DomainError as exc:
                 status, content, more = _rendered(domain_response(exc, route.path))
                 extra += more
@@ -142,7 +182,11 @@ class FastPathApp(FastAPI):
             if compression.enabled and headers.gzip and len(content) >= compression.min_response_size:
                 content = gzip.compress(content, compresslevel=6)
                 extra += [(b"content-encoding", b"gzip"), (b"vary", b"Accept-Encoding")]
-            response_headers = [(b"content-length", str(len(content)).encode()), _JSON, *extra]
+            response_headers = [
+                (b"content-length", str(len(content)).encode()),
+                (b"content-type", media_type),
+                *extra,
+            ]
             await send({"type": "http.response.start", "status": status, "headers": response_headers})
             await send({"type": "http.response.body", "body": content})
         finally:

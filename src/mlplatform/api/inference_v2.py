@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from mlplatform import __version__
 from mlplatform.api.deps import PlatformDep, require
-from mlplatform.api.responses import JsonResponse
+from mlplatform.api.responses import JsonResponse, Reply
 from mlplatform.auth.schemas import Permission, Principal
 from mlplatform.errors import InvalidInput
 from mlplatform.platform import Platform
@@ -103,7 +103,18 @@ async def model_ready(
 async def infer(
     model: str, request: Request, platform: PlatformDep, _: Predictor, version: str | None = None
 ) -> Response:
-    header, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
+    reply = await serve_infer(
+        await request.body(), request.headers.get(HEADER_LENGTH), platform, model, version
+    )
+    return reply.response()
+
+
+async def serve_infer(
+    body: bytes, header_length: str | None, platform: Platform, model: str, version: str | None
+) -> Reply:
+    """The infer handler; reached through `api.fastpath`, or the route above for compressed or chunked
+    bodies."""
+    header, binary = split_body(body, header_length)
     entry = _resolve(platform, model, version)
     loaded = await platform.serving.loaded(entry)
     matrix = to_matrix(decode_inputs(header, binary), loaded.signature)
@@ -124,7 +135,7 @@ async def infer(
     response: dict[str, Any] = {"model_name": entry.name, "model_version": str(entry.version)}
     if request_id is not None:
         response["id"] = request_id
-    body, json_length = encode_outputs(response, tensors, binary_names)
+    content, json_length = encode_outputs(response, tensors, binary_names)
     if json_length is None:
-        return Response(body, media_type="application/json")
-    return Response(body, media_type="application/octet-stream", headers={HEADER_LENGTH: str(json_length)})
+        return Reply(content, "application/json")
+    return Reply(content, "application/octet-stream", {HEADER_LENGTH: str(json_length)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -19,3 +20,16 @@ class JsonResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return dumps(content)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A response that is not JSON (or is already encoded): what a handler returns to the fast path and to
+    its FastAPI route alike."""
+
+    body: bytes
+    media_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def response(self) -> Response:
+        return Response(self.body, media_type=self.media_type, headers=self.headers)
