@@ -16,6 +16,7 @@ import pytest
 
 from mlplatform.platform import Platform
 from mlplatform.serving.runtimes.base import RawPrediction, Runtime
+from mlplatform.serving.schemas import PredictResponse
 from tests.api.conftest import AppFactory
 from tests.api.models import FEATURES, REFERENCES, expected, migrate, onnx_reference, reference, upload
 from tests.services import RedisServer
@@ -198,6 +199,8 @@ async def test_timeouts_answer_from_the_cache_then_the_fallback_then_504(
     assert cached["cached"] is True and cached["prediction"] == fresh["prediction"]
     constant = (await predict(client, "m", ref.X[1].tolist())).json()
     assert constant["fallback"] is True and constant["prediction"] == "unknown"
+    assert (constant["version"], constant["probabilities"], constant["cached"]) == ("fallback", None, False)
+    assert set(constant) == set(PredictResponse.model_fields)
     other = (await predict(client, "n", ref.X[2].tolist())).json()
     assert other["fallback"] is True and other["model"] == "backup"
     assert other["prediction"] == ref.model.predict(ref.X[2:3])[0]
@@ -380,6 +383,9 @@ async def test_compressed_and_chunked_bodies_get_the_same_answer_as_plain_ones(
         for field in ("model", "version", "prediction", "probabilities", "confidence", "cached", "fallback"):
             assert answers[how][field] == answers["plain"][field], (how, field)
     assert len({a["prediction_id"] for a in answers.values()}) == 3
+    # the answer is built by hand: it must stay exactly the documented schema
+    assert set(answers["plain"]) == set(PredictResponse.model_fields)
+    PredictResponse.model_validate(answers["plain"])
     text = (await client.get("/actuator/prometheus")).text
     assert (
         'http_server_requests_seconds_count{method="POST",route="/api/ml/predict",status="200"} 3.0' in text

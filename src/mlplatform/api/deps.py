@@ -18,14 +18,16 @@ async def get_platform(request: Request) -> Platform:
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 
 
-def api_key_of(request: Request) -> str | None:
+def presented_key(api_key: str | None, authorization: str | None) -> str | None:
     """`X-API-Key`, else an `Authorization: Bearer` token."""
-    headers = request.headers
-    key = headers.get("x-api-key")
-    if key:
-        return key
-    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if api_key:
+        return api_key
+    scheme, _, token = (authorization or "").partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def api_key_of(request: Request) -> str | None:
+    return presented_key(request.headers.get("x-api-key"), request.headers.get("authorization"))
 
 
 def require(permission: Permission) -> Any:

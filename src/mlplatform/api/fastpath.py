@@ -16,7 +16,6 @@ import gzip
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -24,22 +23,17 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.types import Message, Receive, Scope, Send
 
+from mlplatform.api.deps import presented_key
 from mlplatform.api.errors import domain_response, error_response, validation_response
 from mlplatform.api.inference_v2 import serve_infer
-from mlplatform.api.middleware import GOOD_REQUEST_ID
+from mlplatform.api.middleware import begin_request
 from mlplatform.api.responses import Reply, dumps
 from mlplatform.auth.schemas import Permission
 from mlplatform.errors import DomainError
-from mlplatform.ids import new_id
 from mlplatform.platform import Platform
 from mlplatform.serving.router import serve_batch, serve_predict
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class _Route:
-    path: str  # the route label of `http_server_requests_seconds`, as for routed requests
 
 
 class _Headers:
@@ -67,13 +61,11 @@ class _Headers:
                 self.infer_length = value
 
     def key(self) -> str | None:
-        """`X-API-Key`, else an `Authorization: Bearer` token (as `api.deps.api_key_of`)."""
-        if self.api_key:
-            return self.api_key.decode("latin-1")
-        if self.authorization:
-            scheme, _, token = self.authorization.decode("latin-1").partition(" ")
-            return token.strip() or None if scheme.lower() == "bearer" else None
-        return None
+        return presented_key(_text(self.api_key), _text(self.authorization))
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None
 
 
 # A handler gets the body, the platform, the headers and the path's parameters; it returns plain data (sent
@@ -90,18 +82,20 @@ async def _batch(body: bytes, platform: Platform, _: _Headers, __: dict[str, str
 
 
 async def _infer(body: bytes, platform: Platform, headers: _Headers, params: dict[str, str]) -> Any:
-    length = headers.infer_length.decode("latin-1") if headers.infer_length is not None else None
-    return await serve_infer(body, length, platform, params["model"], params.get("version"))
+    return await serve_infer(
+        body, _text(headers.infer_length), platform, params["model"], params.get("version")
+    )
 
 
-ROUTES: dict[str, tuple[_Route, Handler]] = {
-    "/api/ml/predict": (_Route("/api/ml/predict"), _predict),
-    "/api/ml/predict/batch": (_Route("/api/ml/predict/batch"), _batch),
+# path → (the route template `http_server_requests_seconds` labels it with, as for routed requests; handler)
+ROUTES: dict[str, tuple[str, Handler]] = {
+    "/api/ml/predict": ("/api/ml/predict", _predict),
+    "/api/ml/predict/batch": ("/api/ml/predict/batch", _batch),
 }
 V2_INFER = re.compile(r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
-V2_ROUTES = {
-    False: (_Route("/v2/models/{model}/infer"), _infer),
-    True: (_Route("/v2/models/{model}/versions/{version}/infer"), _infer),
+V2_ROUTES: dict[bool, tuple[str, Handler]] = {  # by whether the path names a version
+    False: ("/v2/models/{model}/infer", _infer),
+    True: ("/v2/models/{model}/versions/{version}/infer", _infer),
 }
 
 
@@ -135,17 +129,14 @@ class FastPathApp(FastAPI):
         scope: Scope,
         receive: Receive,
         send: Send,
-        found: tuple[_Route, Handler],
+        found: tuple[str, Handler],
         headers: _Headers,
         params: dict[str, str],
     ) -> None:
         started = time.perf_counter()
         route, handler = found
         platform = self.platform
-        supplied = headers.request_id.decode("latin-1") if headers.request_id else ""
-        request_id = supplied if supplied and GOOD_REQUEST_ID.fullmatch(supplied) else new_id()
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        request_id = begin_request(headers.request_id)
         extra: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode())]
         status, media_type = 500, b"application/json"
         try:
@@ -164,12 +155,12 @@ class FastPathApp(FastAPI):
                 else:
                     status, content = 200, dumps(result)
             except DomainError as exc:
-                status, content, more = _rendered(domain_response(exc, route.path))
+                status, content, more = _rendered(domain_response(exc, route))
                 extra += more
             except RequestValidationError as exc:
-                status, content, _ = _rendered(validation_response(exc.errors(), route.path))
+                status, content, _ = _rendered(validation_response(exc.errors(), route))
             except Exception:
-                log.exception("unhandled error", path=route.path)
+                log.exception("unhandled error", path=route)
                 status, content, _ = _rendered(
                     error_response(
                         500,
@@ -190,10 +181,10 @@ class FastPathApp(FastAPI):
             await send({"type": "http.response.start", "status": status, "headers": response_headers})
             await send({"type": "http.response.body", "body": content})
         finally:
-            timer = self.timers.get((route.path, status))
+            timer = self.timers.get((route, status))
             if timer is None:
-                timer = self.timers[(route.path, status)] = platform.metrics.http_requests.labels(
-                    "POST", route.path, str(status)
+                timer = self.timers[(route, status)] = platform.metrics.http_requests.labels(
+                    "POST", route, str(status)
                 )
             timer.observe(time.perf_counter() - started)
 

@@ -19,6 +19,16 @@ from mlplatform.metrics import Metrics
 GOOD_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+def begin_request(supplied: bytes | None) -> str:
+    """The request's id (the client's `X-Request-ID` when well formed, else a new one), bound to every log
+    line written while the request runs."""
+    candidate = supplied.decode("latin-1") if supplied else ""
+    request_id = candidate if GOOD_REQUEST_ID.fullmatch(candidate) else new_id()
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    return request_id
+
+
 class RequestContextMiddleware:
     """Gives every request an id (kept from `X-Request-ID` when well formed), binds it to every log line,
     returns it as `X-Request-ID`, and times the request per route template."""
@@ -31,17 +41,10 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = ""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                candidate = value.decode("latin-1")
-                request_id = candidate if GOOD_REQUEST_ID.fullmatch(candidate) else ""
-                break
-        request_id = request_id or new_id()
+        supplied = next((value for name, value in scope["headers"] if name == b"x-request-id"), None)
+        request_id = begin_request(supplied)
         # A fresh state per request: servers may hand every request the same lifespan-state dict.
         scope["state"] = {**scope.get("state", {}), "request_id": request_id}
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
         status = 500
         header = (b"x-request-id", request_id.encode())
 

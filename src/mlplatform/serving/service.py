@@ -25,7 +25,6 @@ from mlplatform.serving.runtimes.base import RawPrediction
 from mlplatform.serving.schemas import (
     BatchRequest,
     PredictInput,
-    PredictResponse,
 )
 from mlplatform.settings import PredictionsSettings
 from mlplatform.stores.artifacts.base import ArtifactNotFoundError, StorageUnavailableError
@@ -55,6 +54,37 @@ def answers(raw: RawPrediction, classes: tuple[Any, ...] | None) -> list[Answer]
         (value, dict(zip(labels, row, strict=True)), confidence)
         for value, row, confidence in zip(values, rows, confidences, strict=True)
     ]
+
+
+def first_answer(raw: RawPrediction, classes: tuple[Any, ...] | None) -> dict[str, Any]:
+    """The first row's answer as the prediction cache stores it."""
+    prediction, probabilities, confidence = answers(raw, classes)[0]
+    return {"prediction": prediction, "probabilities": probabilities, "confidence": confidence}
+
+
+def response(
+    prediction_id: str,
+    model: str,
+    version: str,
+    answer: dict[str, Any],
+    latency_ms: float,
+    *,
+    cached: bool = False,
+    fallback: bool = False,
+) -> dict[str, Any]:
+    """A `PredictResponse` as plain data: the model object would cost more than the prediction."""
+    return {
+        "prediction_id": prediction_id,
+        "model": model,
+        "version": version,
+        "variant": None,
+        "prediction": answer["prediction"],
+        "probabilities": answer.get("probabilities"),
+        "confidence": answer.get("confidence"),
+        "cached": cached,
+        "fallback": fallback,
+        "latency_ms": latency_ms,
+    }
 
 
 class ServingService:
@@ -116,10 +146,9 @@ class ServingService:
                 raw = await self._run(model, model.signature.matrix([row]))
             except TimeoutError:
                 return await self._on_timeout(request, entry, row, key, started)
-            prediction, probabilities, confidence = answers(raw, entry.description.classes)[0]
-            answer = {"prediction": prediction, "probabilities": probabilities, "confidence": confidence}
+            answer = first_answer(raw, entry.description.classes)
             if key is not None:
-                await self.predictions.put(key, answer, confidence)
+                await self.predictions.put(key, answer, answer["confidence"])
             return self._respond(entry, row, answer, request, started)
         except InvalidInput:
             raise
@@ -138,7 +167,6 @@ class ServingService:
         cached: bool = False,
         fallback: bool = False,
     ) -> dict[str, Any]:
-        """The `PredictResponse`, as plain data: the model object would cost more than the prediction."""
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         prediction_id = new_id()
         prediction = answer["prediction"]
@@ -161,18 +189,9 @@ class ServingService:
                     created_at=utcnow(),
                 )
             )
-        return {
-            "prediction_id": prediction_id,
-            "model": entry.name,
-            "version": entry.id,
-            "variant": None,
-            "prediction": prediction,
-            "probabilities": probabilities,
-            "confidence": confidence,
-            "cached": cached,
-            "fallback": fallback,
-            "latency_ms": latency_ms,
-        }
+        return response(
+            prediction_id, entry.name, entry.id, answer, latency_ms, cached=cached, fallback=fallback
+        )
 
     def _sampled(self) -> bool:
         rate = self.settings.log_sample_rate
@@ -207,17 +226,12 @@ class ServingService:
             model = await self.loaded(target)
             row = model.signature.row(request.features, "features")
             raw = await self._run(model, model.signature.matrix([row]))
-            prediction, probabilities, confidence = answers(raw, target.description.classes)[0]
-            answer = {"prediction": prediction, "probabilities": probabilities, "confidence": confidence}
+            answer = first_answer(raw, target.description.classes)
             return self._respond(target, row, answer, request, started, fallback=True)
-        return PredictResponse(
-            prediction_id=new_id(),
-            model=name,
-            version="fallback",
-            prediction=fallback.constant,
-            fallback=True,
-            latency_ms=round((time.perf_counter() - started) * 1000, 3),
-        ).model_dump()
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        return response(
+            new_id(), name, "fallback", {"prediction": fallback.constant}, latency_ms, fallback=True
+        )
 
     # --- batches ----------------------------------------------------------------------------------------
 
