@@ -121,9 +121,8 @@ def test_prediction_blocks_are_stored_uncompressed_on_postgresql(postgres_url: s
                 )
             ).all()
         )
-    assert {
-        column: storage[column] for column in ("inputs", "predictions", "probabilities")
-    } == dict.fromkeys(("inputs", "predictions", "probabilities"), "e")
+    columns = ("inputs", "inputs_f64", "predictions", "probabilities", "probabilities_f64")
+    assert {column: storage[column] for column in columns} == dict.fromkeys(columns, "e")
 
 
 def test_request_id_lookups_use_an_index_that_skips_predictions_without_one(database_url: str) -> None:

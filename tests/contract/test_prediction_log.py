@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
+from sqlalchemy import create_engine, text
 
 from mlplatform import db
 from mlplatform.clock import utcnow
@@ -84,6 +88,60 @@ async def test_singles_and_blocks_are_written_and_read_back_as_predictions(datab
     assert found[-1].inputs == [9.0, 10.0, 11.0] and found[-1].prediction == "dog"
 
 
+def stored(database_url: str, first_id: str) -> dict[str, object]:
+    """A block's row as stored, bypassing the ORM."""
+    engine = create_engine(db.sync_url(DatabaseSettings(url=database_url)))
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT inputs, inputs_f64, probabilities, probabilities_f64 "
+                    "FROM prediction_batches WHERE id = :id"
+                ),
+                {"id": first_id},
+            ).one()
+    finally:
+        engine.dispose()
+    return dict(row._mapping)
+
+
+async def test_numeric_blocks_are_stored_as_float64_and_read_back_exactly(
+    database: db.Database, database_url: str
+) -> None:
+    writer = PredictionLogWriter(database, CollectorRegistry(), interval=0.01)
+    writer.start()
+    record = block("m", 3, at_offset=0)
+    inputs = np.array([[0.1, -2.5e-308, 1e300], [np.pi, 7.0, -0.0], [1 / 3, 2**53 + 1, 42.0]])
+    record = dataclasses.replace(record, inputs=inputs)
+    assert writer.submit(record)
+    await writer.stop()
+
+    row = stored(database_url, record.first_id)
+    assert row["inputs"] is None and row["probabilities"] is None
+    assert bytes(row["inputs_f64"]) == inputs.astype("<f8").tobytes()  # 9 values, 8 bytes each, row-major
+    assert len(bytes(row["probabilities_f64"])) == 3 * 2 * 8
+    found = await writer.query(model="m", start=None, end=None, limit=10)
+    assert [entry.inputs for entry in found] == inputs.tolist()  # the same doubles, bit for bit
+    expected = record.probabilities.astype(np.float64)
+    assert [list(entry.probabilities.values()) for entry in found] == expected.tolist()
+
+
+async def test_blocks_with_string_features_keep_their_inputs_as_json(
+    database: db.Database, database_url: str
+) -> None:
+    writer = PredictionLogWriter(database, CollectorRegistry(), interval=0.01)
+    writer.start()
+    inputs = np.array([[1.5, "red"], [2.0, "blue"]], dtype=object)
+    record = dataclasses.replace(block("m", 2, at_offset=0), inputs=inputs)
+    assert writer.submit(record)
+    await writer.stop()
+
+    row = stored(database_url, record.first_id)
+    assert row["inputs_f64"] is None and row["inputs"] is not None
+    found = await writer.query(model="m", start=None, end=None, limit=10)
+    assert [entry.inputs for entry in found] == [[1.5, "red"], [2.0, "blue"]]
+
+
 async def test_the_limit_counts_predictions_inside_blocks(database: db.Database) -> None:
     writer = PredictionLogWriter(database, CollectorRegistry(), interval=0.01)
     writer.start()
@@ -106,3 +164,30 @@ async def test_a_full_queue_drops_and_counts_whole_blocks(database: db.Database)
     assert writer.submit(single("m", at_offset=0))
     assert writer.dropped._value.get() == 3 and writer.depth == 5
     assert not writer.accepting(2) and writer.dropped._value.get() == 5
+
+
+async def test_downgrading_below_0007_turns_float64_blocks_back_into_json(
+    database: db.Database, database_url: str
+) -> None:
+    writer = PredictionLogWriter(database, CollectorRegistry(), interval=0.01)
+    writer.start()
+    record = block("m", 2, at_offset=0)
+    assert writer.submit(record)
+    await writer.stop()
+    await database.dispose()
+
+    settings = DatabaseSettings(url=database_url)
+    await asyncio.to_thread(db.downgrade, settings, "0006")
+    engine = create_engine(db.sync_url(settings))
+    try:
+        with engine.connect() as conn:
+            inputs, probabilities = conn.execute(
+                text("SELECT inputs, probabilities FROM prediction_batches WHERE id = :id"),
+                {"id": record.first_id},
+            ).one()
+    finally:
+        engine.dispose()
+    decode = (lambda v: v) if isinstance(inputs, list) else json.loads  # PostgreSQL's driver parses JSON
+    assert decode(inputs) == record.inputs.tolist()
+    assert decode(probabilities) == record.probabilities.astype(np.float64).tolist()
+    await asyncio.to_thread(db.upgrade, settings)

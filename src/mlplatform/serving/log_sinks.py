@@ -41,7 +41,7 @@ class PredictionRecord:
 @dataclass(frozen=True, slots=True)
 class BatchRecord:
     """Consecutive predictions of one request as arrays (a `prediction_batches` row): built in O(1) on the
-    hot path, serialised (numpy straight to JSON, in C) on the writer's thread."""
+    hot path, serialised on the writer's thread (numbers as raw float64, anything else numpy to JSON in C)."""
 
     first_id: str
     model: str
@@ -83,9 +83,10 @@ BATCH_COLUMNS = (
     "variant",
     "request_id",
     "inputs",
+    "inputs_f64",
     "predictions",
     "classes",
-    "probabilities",
+    "probabilities_f64",
     "latency_ms",
     "created_at",
 )
@@ -115,8 +116,14 @@ def _single_values(record: PredictionRecord) -> tuple[Any, ...]:
     )
 
 
+def _float64(values: np.ndarray) -> bytes:
+    """Little-endian float64, row-major: what the `*_f64` columns hold (`tables.PredictionBatchRow`)."""
+    return np.ascontiguousarray(values, dtype="<f8").tobytes()
+
+
 def _batch_values(record: BatchRecord) -> tuple[Any, ...]:
-    probabilities = record.probabilities
+    inputs, probabilities = record.inputs, record.probabilities
+    numeric = inputs.dtype.kind in "biuf"
     return (
         record.first_id,
         record.count,
@@ -124,10 +131,11 @@ def _batch_values(record: BatchRecord) -> tuple[Any, ...]:
         record.version,
         record.variant,
         record.request_id,
-        _json(np.ascontiguousarray(record.inputs)),
+        None if numeric else _json(np.ascontiguousarray(inputs)),
+        _float64(inputs) if numeric else None,
         _json(np.ascontiguousarray(record.predictions)),
         _json(record.classes),
-        _json(None if probabilities is None else np.ascontiguousarray(probabilities)),
+        None if probabilities is None else _float64(probabilities),
         record.latency_ms,
         record.created_at,
     )

@@ -9,6 +9,7 @@ import time
 from collections import deque
 from datetime import datetime
 
+import numpy as np
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import ColumnElement, func, select
@@ -226,12 +227,17 @@ def _read_single(row: PredictionLogRow) -> PredictionLogRead:
 
 def _read_batch(row: PredictionBatchRow) -> list[PredictionLogRead]:
     created_at = as_utc(row.created_at)
-    probabilities: list[list[float] | None] = (
-        [*row.probabilities] if row.probabilities else [None] * row.count
+    inputs = _matrix(row.inputs_f64, row.count) if row.inputs_f64 is not None else row.inputs
+    probabilities: list[list[float]] | list[None] = (
+        _matrix(row.probabilities_f64, row.count)
+        if row.probabilities_f64 is not None
+        else [*row.probabilities]
+        if row.probabilities
+        else [None] * row.count
     )
     entries = []
-    for id_, inputs, prediction, probs in zip(
-        block_ids(row.id, row.count), row.inputs, row.predictions, probabilities, strict=True
+    for id_, features, prediction, probs in zip(
+        block_ids(row.id, row.count), inputs or [], row.predictions, probabilities, strict=True
     ):
         by_class = dict(zip(row.classes, probs, strict=True)) if row.classes and probs else None
         entries.append(
@@ -241,7 +247,7 @@ def _read_batch(row: PredictionBatchRow) -> list[PredictionLogRead]:
                 version=row.version,
                 variant=row.variant,
                 request_id=row.request_id,
-                inputs=inputs,
+                inputs=features,
                 prediction=prediction,
                 probabilities=by_class,
                 confidence=max(probs) if probs else None,
@@ -251,3 +257,8 @@ def _read_batch(row: PredictionBatchRow) -> list[PredictionLogRead]:
             )
         )
     return entries
+
+
+def _matrix(data: bytes, count: int) -> list[list[float]]:
+    values: list[list[float]] = np.frombuffer(data, dtype="<f8").reshape(count, -1).tolist()
+    return values

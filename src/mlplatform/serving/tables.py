@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, text
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, LargeBinary, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mlplatform.db import Base
@@ -54,10 +54,15 @@ class PredictionBatchRow(Base):
     version: Mapped[str] = mapped_column(String(200))
     variant: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(128))
-    inputs: Mapped[list[list[Any]]] = mapped_column(JSON)
+    # Numeric inputs and all probabilities are stored as raw little-endian float64, row-major, `count` rows
+    # (migration 0007): a tenth of the cost of JSON to write. Inputs holding strings stay JSON; rows written
+    # before 0007 hold JSON in both.
+    inputs: Mapped[list[list[Any]] | None] = mapped_column(JSON)
+    inputs_f64: Mapped[bytes | None] = mapped_column(LargeBinary)
     predictions: Mapped[list[Any]] = mapped_column(JSON)
     classes: Mapped[list[str] | None] = mapped_column(JSON)  # the probability columns' labels
     probabilities: Mapped[list[list[float]] | None] = mapped_column(JSON)
+    probabilities_f64: Mapped[bytes | None] = mapped_column(LargeBinary)
     latency_ms: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
