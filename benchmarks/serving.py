@@ -61,6 +61,10 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 console = Console()
 Rows = NDArray[np.float64]
 Bodies = dict[tuple[str, str, str], Path]  # (server, model, kind) → bodies file
+# Request kinds: one row per request; a batch through each server's own batch API (mlplatform's REST
+# `/api/ml/predict/batch`, MLServer's V2 `infer`); a batch through V2 `infer` on both, with the same body.
+SINGLE, BATCH, V2_BATCH = "single", "batch", "v2 batch"
+KINDS = (SINGLE, BATCH, V2_BATCH)
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ class Profile:
     warmup_seconds: int
     single_connections: tuple[int, ...] = (1, 8, 32)
     batch_connections: tuple[int, ...] = (1, 8)
+
+    def levels(self, kind: str) -> tuple[int, ...]:
+        return self.single_connections if kind == SINGLE else self.batch_connections
 
 
 PROFILES = {"full": Profile("full", 12, 3), "quick": Profile("quick", 3, 1)}
@@ -133,6 +140,7 @@ class Measurement:
     client_cpu_us_per_request: float  # wrk's own CPU, for scale
     idle_server_cpu_s: float  # what the other, idle server burnt meanwhile
     server_rss_mb: float
+    steal_percent: float  # CPU time the hypervisor gave to other guests during the run, of all CPU time
 
 
 # ----------------------------------------------------------------------------------------------- processes
@@ -167,6 +175,12 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of the process and of its children already reaped (cutime + cstime)."""
     fields = stat_fields(pid)
     return sum(int(value) for value in fields[11:15]) / CLOCK_TICKS if fields else 0.0
+
+
+def box_cpu_ticks() -> tuple[int, int]:
+    """(steal, total) ticks of all CPUs since boot, from the first line of /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return values[7], sum(values)
 
 
 def rss_mb(pid: int) -> float:
@@ -235,6 +249,8 @@ class Server(ABC):
     label: str
     key: str
     process: ServerProcess
+    # The kind whose run stands for each kind: a server whose own batch API is V2 `infer` runs it once.
+    measured: dict[str, str] = {kind: kind for kind in KINDS}
 
     @abstractmethod
     def start(self, work: Path, artifacts: dict[str, Path]) -> None:
@@ -260,6 +276,7 @@ class Server(ABC):
 class MLServer(Server):
     label = "MLServer 1.7.1"
     key = "mlserver"
+    measured = {SINGLE: SINGLE, BATCH: BATCH, V2_BATCH: BATCH}
 
     def __init__(self, venv: Path) -> None:
         self.venv = venv
@@ -280,31 +297,34 @@ class MLServer(Server):
 
     def predict(self, spec: ModelSpec, rows: Rows, *, batch: bool) -> Answer:
         chunks = [rows] if batch else [rows[i : i + 1] for i in range(len(rows))]
-        url = f"{self.url}/v2/models/{spec.name}/infer"
         data = []
         for chunk in chunks:
-            tensor = {
-                "name": "input-0",
-                "shape": list(chunk.shape),
-                "datatype": "FP32",
-                "data": chunk.ravel().tolist(),
-            }
-            body = {"inputs": [tensor], "outputs": [{"name": name} for name in spec.v2_outputs]}
-            data += expect(httpx.post(url, json=body, timeout=60))["outputs"][0]["data"]
+            outputs = v2_infer(self.url, spec, chunk, {})["outputs"]
+            data += outputs[0]["data"]
         values = np.asarray(data, dtype=np.float64)
         positive = values.reshape(len(rows), 2)[:, 1] if spec.v2_outputs else values
         return Answer((positive > 0.5).astype(np.int64), positive)
 
     def body(self, spec: ModelSpec, rows: Rows, kind: str) -> str:
-        data = ", ".join(features(row) for row in rows)
-        tensor = (
-            f'"name": "input-0", "shape": [{len(rows)}, {N_FEATURES}], "datatype": "FP32", "data": [{data}]'
-        )
-        outputs = ", ".join(f'{{"name": "{name}"}}' for name in spec.v2_outputs)
-        return f'{{"inputs": [{{{tensor}}}], "outputs": [{outputs}]}}'
+        return v2_body(spec, rows)
 
     def target(self, spec: ModelSpec, kind: str, bodies: Path) -> LoadTarget:
         return LoadTarget(WRK_SCRIPTS / "v2_infer.lua", self.url, bodies, (spec.name,))
+
+
+def v2_body(spec: ModelSpec, rows: Rows) -> str:
+    """The V2 `infer` body MLServer gets: one FP32 tensor, and the outputs its runtime is asked for."""
+    data = ", ".join(features(row) for row in rows)
+    tensor = f'"name": "input-0", "shape": [{len(rows)}, {N_FEATURES}], "datatype": "FP32", "data": [{data}]'
+    outputs = ", ".join(f'{{"name": "{name}"}}' for name in spec.v2_outputs)
+    return f'{{"inputs": [{{{tensor}}}], "outputs": [{outputs}]}}'
+
+
+def v2_infer(url: str, spec: ModelSpec, rows: Rows, headers: dict[str, str]) -> Any:
+    """One V2 `infer` call with the same tensor and outputs as `v2_body`."""
+    tensor = {"name": "input-0", "shape": list(rows.shape), "datatype": "FP32", "data": rows.ravel().tolist()}
+    body = {"inputs": [tensor], "outputs": [{"name": name} for name in spec.v2_outputs]}
+    return expect(httpx.post(f"{url}/v2/models/{spec.name}/infer", json=body, headers=headers, timeout=60))
 
 
 class Mlplatform(Server):
@@ -385,14 +405,25 @@ class Mlplatform(Server):
             classes, np.asarray([positive_probability(p.get("probabilities")) for p in predictions])
         )
 
+    def predict_v2(self, spec: ModelSpec, rows: Rows) -> Answer:
+        """A batch through V2 `infer`, with MLServer's body: LightGBM's then gets every output."""
+        outputs = v2_infer(self.url, spec, rows, {"X-API-Key": self.predictor_key})["outputs"]
+        found = {output["name"]: output for output in outputs}
+        probabilities = np.asarray(found["predict_proba"]["data"], dtype=np.float64).reshape(len(rows), -1)
+        return Answer((probabilities[:, 1] > 0.5).astype(np.int64), probabilities[:, 1])
+
     def body(self, spec: ModelSpec, rows: Rows, kind: str) -> str:
-        if kind == "single":
+        if kind == SINGLE:
             return f'{{"model": "{spec.name}", "features": [{features(rows[0])}]}}'
+        if kind == V2_BATCH:
+            return v2_body(spec, rows)
         instances = ", ".join(f"[{features(row)}]" for row in rows)
         return f'{{"model": "{spec.name}", "instances": [{instances}]}}'
 
     def target(self, spec: ModelSpec, kind: str, bodies: Path) -> LoadTarget:
-        script = "mlplatform_predict.lua" if kind == "single" else "mlplatform_batch.lua"
+        if kind == V2_BATCH:
+            return LoadTarget(WRK_SCRIPTS / "v2_infer.lua", self.url, bodies, (spec.name, self.predictor_key))
+        script = "mlplatform_predict.lua" if kind == SINGLE else "mlplatform_batch.lua"
         return LoadTarget(WRK_SCRIPTS / script, self.url, bodies, (self.predictor_key,))
 
 
@@ -460,15 +491,16 @@ def prepare_models(
 def write_bodies(servers: Sequence[Server], specs: Sequence[ModelSpec], x: Rows, work: Path) -> Bodies:
     """Single-row bodies and batch bodies, per server and model: wrk sends them in turn."""
     (folder := work / "bodies").mkdir()
-    chunks = {
-        "single": [x[i : i + 1] for i in range(SINGLE_BODIES)],
-        "batch": [x[i : i + BATCH_ROWS] for i in range(0, BATCH_BODIES * BATCH_ROWS, BATCH_ROWS)],
-    }
+    batches = [x[i : i + BATCH_ROWS] for i in range(0, BATCH_BODIES * BATCH_ROWS, BATCH_ROWS)]
+    chunks = {SINGLE: [x[i : i + 1] for i in range(SINGLE_BODIES)], BATCH: batches, V2_BATCH: batches}
     paths: Bodies = {}
     for server in servers:
         for spec in specs:
             for kind, bodies in chunks.items():
-                path = paths[(server.key, spec.key, kind)] = folder / f"{server.key}-{spec.key}-{kind}.txt"
+                if server.measured[kind] != kind:
+                    continue
+                name = f"{server.key}-{spec.key}-{kind.replace(' ', '-')}.txt"
+                path = paths[(server.key, spec.key, kind)] = folder / name
                 path.write_text("".join(server.body(spec, rows, kind) + "\n" for rows in bodies))
     return paths
 
@@ -493,9 +525,22 @@ def check_agreement(
                 single_matches_batch=bool(np.array_equal(single.classes, batch.classes[:10])),
                 max_probability_difference=float(np.nanmax(np.abs(batch.positive - reference.positive))),
             )
-            checks.append(check)
-            if check.agreement < MIN_AGREEMENT or not check.single_matches_batch:
-                raise RuntimeError(f"{server.label} disagrees with the {spec.key} model itself: {check}")
+            found = [check]
+            if isinstance(server, Mlplatform):  # its V2 batches too: "single = batch" compares with REST's
+                v2 = server.predict_v2(spec, x[:CHECK_ROWS])
+                found.append(
+                    Check(
+                        model=spec.key,
+                        server=f"{server.label} (V2 infer)",
+                        agreement=float(np.mean(v2.classes == reference.classes)),
+                        single_matches_batch=bool(np.array_equal(v2.classes, batch.classes)),
+                        max_probability_difference=float(np.nanmax(np.abs(v2.positive - reference.positive))),
+                    )
+                )
+            checks += found
+            for check in found:
+                if check.agreement < MIN_AGREEMENT or not check.single_matches_batch:
+                    raise RuntimeError(f"{check.server} disagrees with the {spec.key} model itself: {check}")
     return checks
 
 
@@ -525,7 +570,7 @@ class Wrk:
 @dataclass(frozen=True)
 class Scenario:
     spec: ModelSpec
-    kind: str  # "single" or "batch"
+    kind: str  # one of KINDS
     connections: int
 
 
@@ -538,9 +583,10 @@ def cpu_snapshot(server: Server, idle: Sequence[Server]) -> tuple[float, float, 
 def measure(
     wrk: Wrk, target: LoadTarget, server: Server, idle: Sequence[Server], scenario: Scenario, seconds: int
 ) -> Measurement:
-    before = cpu_snapshot(server, idle)
+    before, box_before = cpu_snapshot(server, idle), box_cpu_ticks()
     out = wrk.run(target, scenario.connections, seconds)
-    after = cpu_snapshot(server, idle)
+    after, box_after = cpu_snapshot(server, idle), box_cpu_ticks()
+    steal, total = (end - start for start, end in zip(box_before, box_after, strict=True))
     count, elapsed = int(out["requests"]), out["duration_us"] / 1e6
     per_request = [(end - start) / max(count, 1) * 1e6 for start, end in zip(before, after, strict=True)]
     return Measurement(
@@ -552,33 +598,36 @@ def measure(
         errors=sum(out["errors"].values()),
         seconds=elapsed,
         requests_per_s=count / elapsed,
-        rows_per_s=count * (BATCH_ROWS if scenario.kind == "batch" else 1) / elapsed,
+        rows_per_s=count * (1 if scenario.kind == SINGLE else BATCH_ROWS) / elapsed,
         latency_ms={name: value / 1000 for name, value in out["latency_us"].items()},
         server_cpu_us_per_request=per_request[0],
         client_cpu_us_per_request=per_request[1],
         idle_server_cpu_s=after[2] - before[2],
         server_rss_mb=server.process.rss_mb(),
+        steal_percent=100 * steal / max(total, 1),
     )
 
 
 def run_load(
     servers: Sequence[Server], specs: Sequence[ModelSpec], profile: Profile, bodies: Bodies
 ) -> list[Measurement]:
-    levels = {"single": profile.single_connections, "batch": profile.batch_connections}
-    plan = [Scenario(spec, kind, c) for spec in specs for kind in levels for c in levels[kind]]
+    plan = [Scenario(spec, kind, c) for spec in specs for kind in KINDS for c in profile.levels(kind)]
+    runs = sum(server.measured[s.kind] == s.kind for s in plan for server in servers)
     results: list[Measurement] = []
     wrk = Wrk()
     for step, scenario in enumerate(plan):
         spec, kind, c = scenario.spec, scenario.kind, scenario.connections
         for server in servers if step % 2 == 0 else servers[::-1]:  # neither server always goes first
+            if server.measured[kind] != kind:
+                continue  # its run of `server.measured[kind]` stands for this one
             target = server.target(spec, kind, bodies[(server.key, spec.key, kind)])
             wrk.run(target, c, profile.warmup_seconds)
             idle = [other for other in servers if other is not server]
             results.append(m := measure(wrk, target, server, idle, scenario, profile.seconds))
             progress = (
-                f"  {len(results):>2}/{len(plan) * len(servers)} {spec.key:<8} {kind:<6} c={c:<2}"
+                f"  {len(results):>2}/{runs} {spec.key:<8} {kind:<8} c={c:<2}"
                 f" {server.label:<14} {m.requests_per_s:>8,.0f} req/s  p99 {m.latency_ms['p99']:>8.2f} ms"
-                f"  CPU {m.server_cpu_us_per_request:>8,.0f} µs/req"
+                f"  CPU {m.server_cpu_us_per_request:>8,.0f} µs/req  steal {m.steal_percent:4.1f} %"
             )
             console.print(progress + (f"  [red]{m.errors} errors[/]" if m.errors else ""), soft_wrap=True)
     return results
@@ -611,7 +660,8 @@ ROWS = Metric("rows/s", "rows_per_s", 0)
 P50, P95, P99 = (Metric(f"p{q} ms", f"p{q}", 2) for q in (50, 95, 99))
 CPU = Metric("CPU µs/req", "server_cpu_us_per_request", 0)
 ERRORS = Metric("errors", "errors", 0)
-METRICS = {"single": (REQUESTS, P50, P95, P99, CPU), "batch": (ROWS, REQUESTS, P50, P95, P99, CPU)}
+BATCH_METRICS = (ROWS, REQUESTS, P50, P95, P99, CPU)
+METRICS = {SINGLE: (REQUESTS, P50, P95, P99, CPU), BATCH: BATCH_METRICS, V2_BATCH: BATCH_METRICS}
 COLUMNS = ("MLServer", "mlplatform", "ratio", "target")
 RATIO_NOTE = (
     "ratio = mlplatform / MLServer: above 1 is better for req/s and rows/s, below 1 for latency and CPU."
@@ -620,13 +670,13 @@ RATIO_NOTE = (
 
 def goal(kind: str, metric: Metric, c: int) -> tuple[str, Callable[[float, float], bool]] | None:
     """The target for a cell, and its test on (mlplatform's value, mlplatform / MLServer)."""
-    if kind == "single" and metric is REQUESTS and c == 8:
+    if kind == SINGLE and metric is REQUESTS and c == 8:
         return "≥ 3×", lambda _, ratio: ratio >= 3
-    if kind == "single" and metric is P99 and c == 8:
+    if kind == SINGLE and metric is P99 and c == 8:
         return "≤ 5 ms", lambda ours, _: ours <= 5
-    if kind == "single" and metric is CPU:
+    if kind == SINGLE and metric is CPU:
         return "≤ 300 µs", lambda ours, _: ours <= 300
-    if kind == "batch" and metric is ROWS:
+    if kind != SINGLE and metric is ROWS:
         return "≥ 3×", lambda _, ratio: ratio >= 3
     return None
 
@@ -645,8 +695,13 @@ def cells(
 
 
 def pair(results: Sequence[Measurement], model: str, kind: str, c: int) -> tuple[Measurement | None, ...]:
-    found = {m.server: m for m in results if (m.model, m.kind, m.connections) == (model, kind, c)}
-    return found.get(MLServer.label), found.get(Mlplatform.label)
+    """(MLServer's, mlplatform's) measurement for one scenario; MLServer's V2 batch is its batch."""
+
+    def find(server: type[Server]) -> Measurement | None:
+        wanted = (server.label, model, server.measured[kind], c)
+        return next((m for m in results if (m.server, m.model, m.kind, m.connections) == wanted), None)
+
+    return find(MLServer), find(Mlplatform)
 
 
 def scenario_report(
@@ -658,12 +713,16 @@ def scenario_report(
         with_errors = any(m is not None and m.errors for m in (theirs, ours))
         for metric in (*METRICS[kind], ERRORS) if with_errors else METRICS[kind]:
             rows.append([str(c), *cells(metric, kind, c, theirs, ours)])
-    what = "single row" if kind == "single" else f"batch of {BATCH_ROWS} rows"
+    what = {
+        SINGLE: "single row",
+        BATCH: f"batch of {BATCH_ROWS} rows, each server's batch API",
+        V2_BATCH: f"batch of {BATCH_ROWS} rows, V2 infer on both (the same body)",
+    }[kind]
     return Report(f"{spec.title} — {what}", ("conns", "metric", *COLUMNS), rows, RATIO_NOTE)
 
 
 def summary_report(results: Sequence[Measurement], specs: Sequence[ModelSpec]) -> Report:
-    headline = (("single", REQUESTS), ("single", P99), ("single", CPU), ("batch", ROWS))
+    headline = ((SINGLE, REQUESTS), (SINGLE, P99), (SINGLE, CPU), (BATCH, ROWS), (V2_BATCH, ROWS))
     rows = [
         [spec.key, kind, *cells(metric, kind, 8, *pair(results, spec.key, kind, 8))]
         for spec in specs
@@ -824,8 +883,7 @@ def publish(
 ) -> None:
     reports = [environment_report(env), agreement_report(checks)]
     for spec in specs:
-        reports.append(scenario_report(results, spec, "single", profile.single_connections))
-        reports.append(scenario_report(results, spec, "batch", profile.batch_connections))
+        reports += [scenario_report(results, spec, kind, profile.levels(kind)) for kind in KINDS]
     reports.append(summary_report(results, specs))
     for report in reports:
         console.print(to_rich(report))
@@ -857,7 +915,9 @@ def bench(args: argparse.Namespace, work: Path) -> None:
             server.wait()
         console.print("servers ready: checking their answers")
         checks = check_agreement(servers, specs, x, references)
-        runs = len(specs) * (len(profile.single_connections) + len(profile.batch_connections)) * len(servers)
+        runs = len(specs) * sum(
+            len(profile.levels(kind)) for server in servers for kind in KINDS if server.measured[kind] == kind
+        )
         console.print(
             f"measuring: {runs} runs, about {runs * (profile.seconds + profile.warmup_seconds + 1)} s"
         )
@@ -866,6 +926,8 @@ def bench(args: argparse.Namespace, work: Path) -> None:
             if isinstance(server, Mlplatform):
                 env["mlplatform counters at the end"] = server.counters()
     env["load average at end"] = load_average()
+    steal = [m.steal_percent for m in results]
+    env["CPU steal during the runs"] = f"{min(steal):.1f}–{max(steal):.1f} % (mean {np.mean(steal):.1f} %)"
     publish(env, checks, results, profile, specs)
 
 
