@@ -42,7 +42,7 @@ clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
 
 # --- bench: mlplatform against Seldon MLServer 1.7.1 under wrk, same box, same run (benchmarks/README.md) ---
-# `make bench` takes about 9 minutes on 2 cores, `make bench-quick` about 3. MLServer has its own venv; its ML libraries
+# `make bench` takes about 11 minutes on 2 cores, `make bench-quick` about 4. MLServer has its own venv; its ML libraries
 # are pinned to the versions in $(VENV), so both servers load the very same model files the same way.
 MLSERVER_VENV ?= .venv-mlserver
 MLSERVER_STAMP := $(MLSERVER_VENV)/.installed-stamp

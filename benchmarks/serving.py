@@ -848,7 +848,7 @@ def environment(mlserver_venv: Path, servers: Sequence[Server], profile: Profile
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--quick", action="store_true", help="3 s runs instead of 12 s (about 3 minutes in all)"
+        "--quick", action="store_true", help="3 s runs instead of 12 s (about 4 minutes in all)"
     )
     parser.add_argument("--servers", choices=("both", "mlserver", "mlplatform"), default="both")
     parser.add_argument("--models", default=",".join(m.key for m in MODELS), help="comma-separated subset")

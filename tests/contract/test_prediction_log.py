@@ -88,6 +88,16 @@ async def test_singles_and_blocks_are_written_and_read_back_as_predictions(datab
     assert found[-1].inputs == [9.0, 10.0, 11.0] and found[-1].prediction == "dog"
 
 
+async def written(database: db.Database, *records: BatchRecord) -> PredictionLogWriter:
+    """A writer that has written `records` and stopped."""
+    writer = PredictionLogWriter(database, CollectorRegistry(), interval=0.01)
+    writer.start()
+    for record in records:
+        assert writer.submit(record)
+    await writer.stop()
+    return writer
+
+
 def stored(database_url: str, first_id: str) -> dict[str, object]:
     """A block's row as stored, bypassing the ORM."""
     engine = create_engine(db.sync_url(DatabaseSettings(url=database_url)))
@@ -108,13 +118,9 @@ def stored(database_url: str, first_id: str) -> dict[str, object]:
 async def test_numeric_blocks_are_stored_as_float64_and_read_back_exactly(
     database: db.Database, database_url: str
 ) -> None:
-    writer = PredictionLogWriter(database, CollectorRegistry(), interval=0.01)
-    writer.start()
-    record = block("m", 3, at_offset=0)
     inputs = np.array([[0.1, -2.5e-308, 1e300], [np.pi, 7.0, -0.0], [1 / 3, 2**53 + 1, 42.0]])
-    record = dataclasses.replace(record, inputs=inputs)
-    assert writer.submit(record)
-    await writer.stop()
+    record = dataclasses.replace(block("m", 3, at_offset=0), inputs=inputs)
+    writer = await written(database, record)
 
     row = stored(database_url, record.first_id)
     assert row["inputs"] is None and row["probabilities"] is None
@@ -129,12 +135,9 @@ async def test_numeric_blocks_are_stored_as_float64_and_read_back_exactly(
 async def test_blocks_with_string_features_keep_their_inputs_as_json(
     database: db.Database, database_url: str
 ) -> None:
-    writer = PredictionLogWriter(database, CollectorRegistry(), interval=0.01)
-    writer.start()
     inputs = np.array([[1.5, "red"], [2.0, "blue"]], dtype=object)
     record = dataclasses.replace(block("m", 2, at_offset=0), inputs=inputs)
-    assert writer.submit(record)
-    await writer.stop()
+    writer = await written(database, record)
 
     row = stored(database_url, record.first_id)
     assert row["inputs_f64"] is None and row["inputs"] is not None
@@ -143,12 +146,8 @@ async def test_blocks_with_string_features_keep_their_inputs_as_json(
 
 
 async def test_the_limit_counts_predictions_inside_blocks(database: db.Database) -> None:
-    writer = PredictionLogWriter(database, CollectorRegistry(), interval=0.01)
-    writer.start()
     blocks = [block("m", 5, at_offset=-offset) for offset in range(4)]
-    for record in blocks:
-        writer.submit(record)
-    await writer.stop()
+    writer = await written(database, *blocks)
     newest = await writer.query(model="m", start=None, end=None, limit=7)
     assert [entry.prediction_id for entry in newest] == block_ids(blocks[0].first_id, 5) + block_ids(
         blocks[1].first_id, 2
@@ -169,11 +168,8 @@ async def test_a_full_queue_drops_and_counts_whole_blocks(database: db.Database)
 async def test_downgrading_below_0007_turns_float64_blocks_back_into_json(
     database: db.Database, database_url: str
 ) -> None:
-    writer = PredictionLogWriter(database, CollectorRegistry(), interval=0.01)
-    writer.start()
     record = block("m", 2, at_offset=0)
-    assert writer.submit(record)
-    await writer.stop()
+    await written(database, record)
     await database.dispose()
 
     settings = DatabaseSettings(url=database_url)
