@@ -233,9 +233,10 @@ class RedisSubscription(Subscription):
                     error=str(self._cache.unavailable("subscribe", exc)),
                 )
                 self._outage = True
-            finally:
+            finally:  # bounded: a close must not hold up a shutdown that cancelled this task
                 with contextlib.suppress(*NETWORK_ERRORS):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    async with asyncio.timeout(self._cache.timeout_seconds):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_DELAY)
 
