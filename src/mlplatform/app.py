@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from mlplatform.registry.service import RegistryService
 from mlplatform.registry.sql_store import SqlRegistryStore
 from mlplatform.serving import router as serving_router
 from mlplatform.serving.logs import PredictionLogWriter
-from mlplatform.serving.metrics import ModelsCollector, ServingMetrics
+from mlplatform.serving.metrics import ServingMetrics, register_models
 from mlplatform.serving.model_cache import ModelCache
 from mlplatform.serving.prediction_cache import PredictionCache
 from mlplatform.serving.service import ServingService
@@ -47,6 +48,7 @@ from mlplatform.stores.cache import create_cache
 from mlplatform.stores.cache.base import Cache
 
 log = structlog.get_logger(__name__)
+SLOW_SHUTDOWN_STEP_SECONDS = 1.0  # a close that takes longer is logged: each should take milliseconds
 
 
 def build_platform(settings: Settings) -> Platform:
@@ -149,7 +151,13 @@ def build_serving(
                 ages[name] = (now - entry.versions[default].created_at).total_seconds() / 86400
         return ages
 
-    metrics.registry.register(ModelsCollector(lambda: len(models), deployed))
+    register_models(metrics.base, lambda: len(models), deployed)
+    metrics.base.sampled(
+        "ml_prediction_log_queue_depth",
+        "Prediction log records waiting to be written",
+        lambda: {(): logs.depth},
+        mode="livesum",
+    )
 
     async def forget_removed(name: str) -> None:
         entry = registry.watcher.snapshot.models.get(name)
@@ -217,21 +225,33 @@ def create_app(settings: Settings) -> FastAPI:
         if not settings.security.api_keys.enabled:
             log.warning("API KEYS ARE DISABLED: every endpoint is open to anyone who can reach this server")
         starting = asyncio.create_task(start_up(platform))
+        sampler = (
+            asyncio.create_task(platform.metrics.run_sampler()) if platform.metrics.multiprocess else None
+        )
         try:
             yield
         finally:
             platform.lifecycle.draining = True
-            starting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await starting
-            await platform.serving.logs.stop()
-            await platform.serving.close()
-            await platform.registry.watcher.stop()
-            await platform.auth.stop()
-            await platform.auth.limiter.close()
-            await platform.cache.close()
-            await platform.artifacts.close()
-            await platform.database.dispose()
+            for task in (starting, sampler):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+                ("prediction logs", platform.serving.logs.stop),
+                ("serving", platform.serving.close),
+                ("registry watcher", platform.registry.watcher.stop),
+                ("API keys", platform.auth.stop),
+                ("rate limiter", platform.auth.limiter.close),
+                ("cache", platform.cache.close),
+                ("artifacts", platform.artifacts.close),
+                ("database", platform.database.dispose),
+            ]
+            for name, step in steps:
+                began = time.monotonic()
+                await step()
+                if (seconds := time.monotonic() - began) > SLOW_SHUTDOWN_STEP_SECONDS:
+                    log.warning("slow shutdown step", step=name, seconds=round(seconds, 2))
             log.info("stopped")
 
     app = FastPathApp(

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from mlplatform import db
 from mlplatform.httpwire import http_protocol
+from mlplatform.metrics import MULTIPROCESS_ENV
 from mlplatform.settings import Settings
 
 FACTORY = "mlplatform.app:app_from_environment"
@@ -58,7 +65,10 @@ def uvicorn_config(settings: Settings) -> dict[str, Any]:
 def serve(settings: Settings) -> None:
     options = uvicorn_config(settings)
     if options["workers"] > 1:
-        uvicorn.run(FACTORY, **options)
+        with multiprocess_metrics():
+            if settings.embedded:  # once here, rather than every worker racing to migrate the same file
+                db.upgrade(settings.database)
+            uvicorn.run(FACTORY, **options)
         return
     options.pop("workers")
     DrainingServer(uvicorn.Config(FACTORY, **options)).run()
@@ -67,3 +77,25 @@ def serve(settings: Settings) -> None:
 def export_overrides(values: dict[str, str]) -> None:
     """Hand command-line overrides to the app factory (and to worker processes) through the environment."""
     os.environ.update(values)
+
+
+@contextlib.contextmanager
+def multiprocess_metrics() -> Iterator[Path]:
+    """The folder where the worker processes keep their metric values (`PROMETHEUS_MULTIPROC_DIR`, read by
+    prometheus_client when a worker imports it). A fresh one, removed when the server stops; or the operator's
+    own, given through that variable, emptied first as prometheus_client asks between runs."""
+    given = os.environ.get(MULTIPROCESS_ENV)
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+        yield folder
+        return
+    folder = Path(tempfile.mkdtemp(prefix="mlplatform-metrics-"))
+    os.environ[MULTIPROCESS_ENV] = str(folder)
+    try:
+        yield folder
+    finally:
+        os.environ.pop(MULTIPROCESS_ENV, None)
+        shutil.rmtree(folder, ignore_errors=True)

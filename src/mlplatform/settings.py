@@ -253,6 +253,16 @@ class Settings(Section):
     logging: LoggingSettings = LoggingSettings()
     management: ManagementSettings = ManagementSettings()
 
+    @model_validator(mode="after")
+    def _shared_cache_for_workers(self) -> Settings:
+        if self.server.workers > 1 and self.cache.url.startswith("memory://"):
+            raise ValueError(
+                f"server.workers: {self.server.workers} worker processes need a shared cache (cache.url "
+                "redis://...): with memory:// each worker would keep its own rate limits and prediction "
+                "cache and miss the others' API-key and registry events"
+            )
+        return self
+
     @property
     def embedded(self) -> bool:
         """True when the database is the zero-set-up SQLite default (migrations run on serve)."""

@@ -178,3 +178,11 @@ def test_redact_url_masks_passwords_and_secret_query_values() -> None:
 )
 def test_sizes(text: str, size: int) -> None:
     assert parse_size(text) == size
+
+
+def test_several_workers_need_a_shared_cache(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"MLPLATFORM_SERVER__WORKERS": "2"}, config_dir=tmp_path)
+    assert "server.workers: 2 worker processes need a shared cache" in str(caught.value)
+    shared = {"MLPLATFORM_SERVER__WORKERS": "2", "MLPLATFORM_CACHE__URL": "redis://127.0.0.1:6379"}
+    assert load_settings(environ=shared, config_dir=tmp_path).server.workers == 2

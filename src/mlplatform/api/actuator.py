@@ -68,11 +68,11 @@ async def info(platform: PlatformDep) -> JsonResponse:
 
 @router.get("/prometheus", dependencies=[require_unless_public("prometheus")])
 async def prometheus(platform: PlatformDep) -> Response:
-    return Response(generate_latest(platform.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(platform.metrics.exposition()), media_type=CONTENT_TYPE_LATEST)
 
 
 def _families(platform: PlatformDep) -> dict[str, Any]:
-    return {family.name: family for family in platform.metrics.registry.collect()}
+    return {family.name: family for family in platform.metrics.exposition().collect()}
 
 
 @router.get("/metrics", dependencies=[require_unless_public("metrics")])

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import numpy as np
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import aliased
 
@@ -65,11 +65,6 @@ class PredictionLogWriter:
             "Failed prediction log batch writes",
             registry=registry,
         )
-        Gauge(
-            "ml_prediction_log_queue_depth",
-            "Prediction log records waiting to be written",
-            registry=registry,
-        ).set_function(lambda: self.depth)
 
     @property
     def depth(self) -> int:

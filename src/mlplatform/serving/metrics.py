@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from prometheus_client import Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
-from mlplatform.metrics import Metrics
+from mlplatform.metrics import Metrics, Reading
 
 LATENCY_BUCKETS_MS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
-class _Throughput(Collector):
+class _Throughput:
     """`ml_predictions_throughput{model_id}`: predictions in the last 60 s, counted in one-second buckets."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -31,19 +29,17 @@ class _Throughput(Collector):
             ring[slot], ring[slot + 1] = second, 0
         ring[slot + 1] += count
 
-    def collect(self) -> Iterable[Metric]:
-        family = GaugeMetricFamily(
-            "ml_predictions_throughput", "Predictions in the last minute", labels=["model_id"]
-        )
+    def read(self) -> Reading:
         now = int(self.clock())
-        for model, ring in self.buckets.items():
-            total = sum(ring[i + 1] for i in range(0, 120, 2) if now - ring[i] < 60)
-            family.add_metric([model], total)
-        yield family
+        return {
+            (model,): sum(ring[i + 1] for i in range(0, 120, 2) if now - ring[i] < 60)
+            for model, ring in self.buckets.items()
+        }
 
 
 class ServingMetrics:
     def __init__(self, metrics: Metrics) -> None:
+        self.base = metrics
         self.registry = registry = metrics.registry
         self.predictions = Counter(
             "ml_predictions", "Predictions served, by model", ["model_id"], registry=registry
@@ -85,7 +81,13 @@ class ServingMetrics:
             registry=registry,
         )
         self.throughput = _Throughput()
-        registry.register(self.throughput)
+        metrics.sampled(
+            "ml_predictions_throughput",
+            "Predictions in the last minute",
+            self.throughput.read,
+            labels=("model_id",),
+            mode="livesum",
+        )
         self._children: dict[str, tuple[Counter, Histogram]] = {}
         self._versions: dict[str, Counter] = {}
 
@@ -102,21 +104,22 @@ class ServingMetrics:
         self.throughput.add(model, count)
 
 
-class ModelsCollector(Collector):
+def register_models(
+    metrics: Metrics, loaded: Callable[[], int], deployed: Callable[[], dict[str, float]]
+) -> None:
     """ml_models_active (loaded here), ml_models_deployed (models with a servable version) and
-    ml_model_age_days{model_id} (age of the version each bare name resolves to), read at scrape time."""
-
-    def __init__(self, loaded: Callable[[], int], deployed: Callable[[], dict[str, float]]) -> None:
-        self.loaded = loaded
-        self.deployed = deployed
-
-    def collect(self) -> Iterable[Metric]:
-        ages = self.deployed()
-        yield GaugeMetricFamily("ml_models_active", "Model versions loaded in this instance", self.loaded())
-        yield GaugeMetricFamily("ml_models_deployed", "Models with a servable version", len(ages))
-        family = GaugeMetricFamily(
-            "ml_model_age_days", "Age of the served version, days", labels=["model_id"]
-        )
-        for model, days in sorted(ages.items()):
-            family.add_metric([model], days)
-        yield family
+    ml_model_age_days{model_id} (age of the version each bare name resolves to). With several workers, active
+    is the most any worker has loaded, the others are the same in every worker."""
+    metrics.sampled(
+        "ml_models_active", "Model versions loaded in this instance", lambda: {(): loaded()}, mode="livemax"
+    )
+    metrics.sampled(
+        "ml_models_deployed", "Models with a servable version", lambda: {(): len(deployed())}, mode="livemax"
+    )
+    metrics.sampled(
+        "ml_model_age_days",
+        "Age of the served version, days",
+        lambda: {(model,): days for model, days in deployed().items()},
+        labels=("model_id",),
+        mode="livemax",
+    )
