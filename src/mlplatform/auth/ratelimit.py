@@ -1,4 +1,5 @@
-"""Per-key sliding-window rate limits with `limits`: shared in Redis, in memory while Redis is down."""
+"""Per-key sliding-window rate limits: shared in Redis (one script call per request), in memory while Redis is
+down or not configured. Limits are written as `limits` parses them ("100/second", "5000/hour")."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+import redis.asyncio as redis
 import structlog
 from limits import RateLimitItem, parse
-from limits.aio.storage import RedisStorage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from mlplatform.settings import CacheSettings
 from mlplatform.stores.cache.breaker import CircuitBreaker
@@ -45,23 +45,59 @@ def parse_limit(text: str) -> RateLimitItem:
     return parse(text)
 
 
-def _redis_storage(settings: CacheSettings) -> RedisStorage | None:
-    parts = urlsplit(settings.url)
-    if parts.scheme not in ("redis", "rediss"):
+# The sliding-window counter of `LocalSlidingWindow`, on the Redis server's clock (instances' clocks may
+# differ): the previous window's count weighted by how much of it still overlaps, plus the current one.
+# KEYS[1] names the identity and period; both window keys derive from it and share its hash slot ({...}).
+# ARGV: limit, period in ms. Returns {allowed (1/0), remaining, reset (ms since the epoch)}.
+SLIDING_WINDOW = """
+local limit = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local window = math.floor(now / period)
+local current_key = KEYS[1] .. ':' .. window
+local current = tonumber(redis.call('GET', current_key) or '0')
+local previous = tonumber(redis.call('GET', KEYS[1] .. ':' .. (window - 1)) or '0')
+local weighted = previous * (period - now % period) / period + current
+local reset = (window + 1) * period
+if weighted + 1 > limit then
+    return {0, 0, reset}
+end
+redis.call('INCR', current_key)
+redis.call('PEXPIRE', current_key, period * 2)
+return {1, math.max(0, math.floor(limit - weighted - 1)), reset}
+"""
+
+
+class RedisSlidingWindow:
+    """`LocalSlidingWindow` shared by every instance: one script call (EVALSHA) per hit."""
+
+    def __init__(self, url: str, password: str | None, timeout: float) -> None:
+        parts = urlsplit(url)
+        self.prefix = parse_qs(parts.query).get("prefix", [""])[0] + "ratelimit:"
+        self.client = redis.Redis.from_url(
+            urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")),
+            password=password,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
+        self.script = self.client.register_script(SLIDING_WINDOW)
+
+    async def hit(self, item: RateLimitItem, identity: tuple[str, ...]) -> RateDecision:
+        period_ms = item.get_expiry() * 1000
+        key = f"{self.prefix}{{{':'.join(identity)}}}:{period_ms}"
+        allowed, remaining, reset_ms = await self.script(keys=[key], args=[item.amount, period_ms])
+        return RateDecision(bool(allowed), item.amount, int(remaining), int(reset_ms) / 1000)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _shared(settings: CacheSettings) -> RedisSlidingWindow | None:
+    if not settings.url.startswith(("redis://", "rediss://")):
         return None
-    prefix = parse_qs(parts.query).get("prefix", [""])[0]
-    netloc = parts.netloc
-    if settings.password is not None and "@" not in netloc:
-        netloc = f":{settings.password.get_secret_value()}@{netloc}"
-    uri = urlunsplit((f"async+{parts.scheme}", netloc, parts.path, "", ""))
-    timeout = settings.timeout_ms / 1000
-    return RedisStorage(
-        uri,
-        implementation="redispy",
-        key_prefix=f"{prefix}limits",
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-    )
+    password = settings.password.get_secret_value() if settings.password is not None else None
+    return RedisSlidingWindow(settings.url, password, settings.timeout_ms / 1000)
 
 
 class LocalSlidingWindow:
@@ -108,10 +144,8 @@ class RateLimiter:
 
     def __init__(self, settings: CacheSettings) -> None:
         self.memory = LocalSlidingWindow()
-        storage = _redis_storage(settings)
-        self.shared = SlidingWindowCounterRateLimiter(storage) if storage else None
-        self.storage = storage
-        self.timeout = settings.timeout_ms / 1000 * 2  # two round trips: hit and stats
+        self.shared = _shared(settings)
+        self.timeout = settings.timeout_ms / 1000
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_seconds)
 
     async def hit(self, limit: str, *identity: str) -> RateDecision:
@@ -119,7 +153,7 @@ class RateLimiter:
         if self.shared is not None and self.breaker.allow():
             try:
                 async with asyncio.timeout(self.timeout):
-                    decision = await self._hit(self.shared, item, identity)
+                    decision = await self.shared.hit(item, identity)
                 self.breaker.record_success()
                 return decision
             except Exception as exc:  # any Redis failure: fall back to memory, never fail the request
@@ -127,17 +161,6 @@ class RateLimiter:
                 log.warning("rate limit falls back to memory", error=f"{type(exc).__name__}: {exc}"[:200])
         return self.memory.hit(item, identity)
 
-    @staticmethod
-    async def _hit(
-        limiter: SlidingWindowCounterRateLimiter, item: RateLimitItem, identity: tuple[str, ...]
-    ) -> RateDecision:
-        allowed = await limiter.hit(item, *identity)
-        stats = await limiter.get_window_stats(item, *identity)
-        return RateDecision(allowed, item.amount, stats.remaining, stats.reset_time)
-
     async def close(self) -> None:
-        if self.storage is not None:
-            bridge = getattr(self.storage, "bridge", None)
-            storage = getattr(bridge, "storage", None)
-            if storage is not None:
-                await storage.aclose()
+        if self.shared is not None:
+            await self.shared.close()
