@@ -144,6 +144,44 @@ async def test_prediction_cache_hits_and_the_confidence_gate(make_app: AppFactor
         assert (await predict(off, "o", ref.X[0].tolist())).json()["cached"] is False
 
 
+async def test_redis_answers_are_written_behind_the_request_and_then_hit(
+    redis_url: str, make_app: AppFactory, tmp_path: Path
+) -> None:
+    client, platform = await make_app(
+        cache={"url": redis_url}, ml={"predictions": {"cache-min-confidence": 0.0}}
+    )
+    ref = await registered(client, tmp_path)
+    rows = ref.X[:12].tolist()
+    # The answers are queued, then written to Redis behind the requests (pipelined with any others).
+    first = await asyncio.gather(*(predict(client, "m", row) for row in rows))
+    assert [r.json()["cached"] for r in first] == [False] * len(rows)
+    version = platform.registry.resolve("m").id
+    keys = [platform.serving.predictions.key(version, row) for row in rows]
+    async with asyncio.timeout(5):  # written at the next turn of the loop, not while the request waited
+        while None in [await platform.cache.get(key) for key in keys]:
+            await asyncio.sleep(0.01)
+    second = [(await predict(client, "m", row)).json() for row in rows]
+    assert [r["cached"] for r in second] == [True] * len(rows)
+    assert [r["prediction"] for r in second] == [r.json()["prediction"] for r in first]
+
+
+async def test_a_write_backlog_is_skipped_and_counted(
+    redis_url: str, make_app: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mlplatform.serving.prediction_cache.MAX_PENDING", 2)
+    client, platform = await make_app(
+        cache={"url": redis_url}, ml={"predictions": {"cache-min-confidence": 0.0}}
+    )
+    await registered(client, tmp_path)
+    cache = platform.serving.predictions
+    for i in range(3):  # no turn of the loop in between: the first two wait, the third finds no room
+        await cache.put(f"k{i}", {"prediction": i}, 1.0)
+    await cache.close()
+    assert [await platform.cache.get(f"k{i}") is not None for i in range(3)] == [True, True, False]
+    metrics = (await client.get("/actuator/prometheus")).text
+    assert 'reason="backlog"} 1.0' in metrics
+
+
 async def test_a_dead_redis_skips_the_cache_and_still_answers(
     private_redis: RedisServer, make_app: AppFactory, tmp_path: Path
 ) -> None:

@@ -93,6 +93,17 @@ async def test_ttl_expiry(cache: Cache) -> None:
     assert await cache.get("forever") == b"v"
 
 
+async def test_set_many_writes_every_pair_with_one_ttl(cache: Cache) -> None:
+    await cache.set("k0", b"old")
+    await cache.set_many([(f"k{i}", f"v{i}".encode()) for i in range(50)], ttl_seconds=0.3)
+    assert [await cache.get(f"k{i}") for i in range(50)] == [f"v{i}".encode() for i in range(50)]
+    await cache.set_many([])  # nothing to write is not an error
+    await asyncio.sleep(0.6)
+    assert await cache.get("k0") is None and await cache.get("k49") is None
+    with pytest.raises(ValueError):
+        await cache.set_many([("k", b"v")], ttl_seconds=0)
+
+
 async def test_set_without_ttl_removes_an_earlier_ttl(cache: Cache) -> None:
     await cache.set("k", b"old", ttl_seconds=0.2)
     await cache.set("k", b"new")

@@ -63,7 +63,7 @@ class ServingMetrics:
         )
         self.cache_skips = Counter(
             "ml_prediction_cache_skipped",
-            "Prediction cache reads or writes skipped (cache unavailable or confidence below the gate)",
+            "Prediction cache reads or writes skipped, by reason: unavailable, low_confidence, backlog",
             ["reason"],
             registry=registry,
         )

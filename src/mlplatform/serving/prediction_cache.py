@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
@@ -11,12 +12,21 @@ from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.settings import PredictionsSettings
 from mlplatform.stores.cache.base import Cache, CacheUnavailableError
 
+MAX_PENDING = 10_000  # answers waiting to be written; beyond, new ones are skipped (and counted)
+
 
 class PredictionCache:
+    """Reads on the request path. Writes to the in-process cache happen at once; writes to Redis happen behind
+    the request: at the next turn of the event loop, together with every other answer of that turn, in one
+    pipelined round trip. A request then does not wait for its own write, and ten writes cost about what two
+    did (redis-py spends ~170 µs of CPU per command, ~40 µs per command in a pipeline)."""
+
     def __init__(self, cache: Cache, settings: PredictionsSettings, metrics: ServingMetrics) -> None:
         self.cache = cache
         self.settings = settings
         self.metrics = metrics
+        self._pending: list[tuple[str, bytes]] = []
+        self._flushes: set[asyncio.Task[None]] = set()
 
     @property
     def enabled(self) -> bool:
@@ -44,7 +54,34 @@ class PredictionCache:
         if confidence is not None and confidence < self.settings.cache_min_confidence:
             self.metrics.cache_skips.labels("low_confidence").inc()
             return
+        if self.cache.local:
+            await self._write([(key, orjson.dumps(answer))])
+            return
+        if len(self._pending) >= MAX_PENDING:  # the cache is slower than the traffic: skip, never queue more
+            self.metrics.cache_skips.labels("backlog").inc()
+            return
+        self._pending.append((key, orjson.dumps(answer)))
+        if len(self._pending) == 1:
+            asyncio.get_running_loop().call_soon(self._start_flush)
+
+    def _start_flush(self) -> None:
+        task = asyncio.create_task(self._flush())
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self) -> None:
+        items, self._pending = self._pending, []
+        if items:
+            await self._write(items)
+
+    async def _write(self, items: list[tuple[str, bytes]]) -> None:
         try:
-            await self.cache.set(key, orjson.dumps(answer), self.settings.cache_ttl_seconds)
+            await self.cache.set_many(items, self.settings.cache_ttl_seconds)
         except CacheUnavailableError:
-            self.metrics.cache_skips.labels("unavailable").inc()
+            self.metrics.cache_skips.labels("unavailable").inc(len(items))
+
+    async def close(self) -> None:
+        """Write what is queued (within the cache's own timeouts)."""
+        await self._flush()
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)

@@ -135,6 +135,7 @@ class ServingService:
         self.timeout = settings.timeout_ms / 1000
 
     async def close(self) -> None:
+        await self.predictions.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     # --- resolution and loading ------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 MessageHandler = Callable[[bytes], Awaitable[None]]
 
@@ -38,12 +38,17 @@ class Cache(ABC):
     """
 
     scheme: str = ""
+    local: bool = False  # in this process: a write costs no round trip
 
     @abstractmethod
     async def get(self, key: str) -> bytes | None: ...
 
     @abstractmethod
     async def set(self, key: str, value: bytes, ttl_seconds: float | None = None) -> None: ...
+
+    @abstractmethod
+    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl_seconds: float | None = None) -> None:
+        """Set every (key, value) with one TTL, in one round trip where the backend has them."""
 
     @abstractmethod
     async def delete(self, key: str) -> bool:

@@ -7,7 +7,7 @@ import contextlib
 import heapq
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
@@ -83,6 +83,7 @@ class MemoryCache(Cache):
     """
 
     scheme = "memory"
+    local = True
 
     def __init__(
         self, max_entries: int = DEFAULT_MAX_ENTRIES, clock: Callable[[], float] = time.monotonic
@@ -148,6 +149,14 @@ class MemoryCache(Cache):
         now = self._clock()
         expires_at = None if ttl_seconds is None else now + ttl_seconds
         self._store(key, bytes(value), expires_at, now)
+
+    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl_seconds: float | None = None) -> None:
+        self._check_open()
+        check_ttl(ttl_seconds)
+        now = self._clock()
+        expires_at = None if ttl_seconds is None else now + ttl_seconds
+        for key, value in items:
+            self._store(key, bytes(value), expires_at, now)
 
     async def delete(self, key: str) -> bool:
         self._check_open()

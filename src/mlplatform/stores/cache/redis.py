@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -137,6 +137,19 @@ class RedisCache(Cache):
         check_ttl(ttl_seconds)
         px = None if ttl_seconds is None else ttl_ms(ttl_seconds)
         await self._call("set", lambda: self._client.set(self.key(key), bytes(value), px=px))
+
+    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl_seconds: float | None = None) -> None:
+        check_ttl(ttl_seconds)
+        px = None if ttl_seconds is None else ttl_ms(ttl_seconds)
+
+        async def run() -> None:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, value in items:
+                    pipe.set(self.key(key), bytes(value), px=px)
+                await pipe.execute()
+
+        if items:
+            await self._call("set_many", run)
 
     async def delete(self, key: str) -> bool:
         removed: int = await self._call("delete", lambda: self._client.delete(self.key(key)))
