@@ -22,11 +22,13 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import joblib
 import lightgbm
 import numpy as np
+import redis
 import skops.io
 import xgboost
 from numpy.typing import NDArray
@@ -256,6 +258,10 @@ class Server(ABC):
     def start(self, work: Path, artifacts: dict[str, Path]) -> None:
         """Start the server on free 127.0.0.1 ports, without waiting."""
 
+    def cpu_seconds(self) -> float:
+        """CPU time of the server's processes, and of any service it runs on (Redis) counted with it."""
+        return self.process.cpu_seconds()
+
     @abstractmethod
     def wait(self) -> None:
         """Return once the server is ready and serves every model."""
@@ -331,11 +337,41 @@ class Mlplatform(Server):
     label = "mlplatform"
     key = "mlplatform"
 
-    def __init__(self) -> None:
+    def __init__(self, redis_url: str | None = None, workers: int = 1) -> None:
         self.admin_key = secrets.token_hex(20)
         self.predictor_key = ""
         self.url = ""
         self.artifacts: dict[str, Path] = {}
+        self.redis_url, self.workers = redis_url, workers
+        self.prefix = f"bench{secrets.token_hex(4)}:"  # this run's keys in a Redis that may hold others
+
+    def cpu_seconds(self) -> float:
+        """With Redis, the Redis server's own CPU counts too: it does the work the in-process cache does."""
+        if self.redis_url is None:
+            return self.process.cpu_seconds()
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            info = client.info("cpu")
+        finally:
+            client.close()
+        return self.process.cpu_seconds() + float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    def set_up(self) -> str:
+        cache = (
+            "in-process cache" if self.redis_url is None else f"Redis at {urlsplit(self.redis_url).hostname}"
+        )
+        workers = f"{self.workers} worker{'s' if self.workers > 1 else ''}"
+        cache += f" (its CPU counted with mlplatform's), {workers}" if self.redis_url else ""
+        return f"SQLite, {cache}, local folder; API keys, rate limits, metrics and prediction logs on"
+
+    def forget_keys(self) -> None:
+        if self.redis_url is not None:
+            client = redis.Redis.from_url(self.redis_url)
+            try:
+                for key in client.scan_iter(f"{self.prefix}*", count=1000):
+                    client.delete(key)
+            finally:
+                client.close()
 
     def start(self, work: Path, artifacts: dict[str, Path]) -> None:
         folder = work / "mlplatform"
@@ -349,7 +385,11 @@ class Mlplatform(Server):
             "MLPLATFORM_STORAGE__URL": f"file://{folder}/artifacts",
             "MLPLATFORM_LOGGING__LEVEL__ROOT": "WARNING",
             "MLPLATFORM_CONFIG_DIR": str(ROOT / "config"),
+            "MLPLATFORM_SERVER__WORKERS": str(self.workers),
         }
+        if self.redis_url is not None:
+            separator = "&" if "?" in self.redis_url else "?"
+            env["MLPLATFORM_CACHE__URL"] = f"{self.redis_url}{separator}prefix={self.prefix}"
         command = [str(ROOT / ".venv" / "bin" / "mlplatform"), "serve", "--port", str(port)]
         self.process = ServerProcess(command, cwd=folder, env=env, log=work / "mlplatform.log")
 
@@ -577,7 +617,7 @@ class Scenario:
 def cpu_snapshot(server: Server, idle: Sequence[Server]) -> tuple[float, float, float]:
     client = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, once it has been waited for
     others = sum(other.process.cpu_seconds() for other in idle)
-    return server.process.cpu_seconds(), client.ru_utime + client.ru_stime, others
+    return server.cpu_seconds(), client.ru_utime + client.ru_stime, others
 
 
 def measure(
@@ -832,6 +872,9 @@ def environment(mlserver_venv: Path, servers: Sequence[Server], profile: Profile
         "load average at start": load_average(),
         "load generator": f"{wrk.strip()}, -t2 (-t1 at 1 connection), keep-alive, same box",
         "profile": f"{profile.name}: {profile.seconds} s per run after {profile.warmup_seconds} s of warm-up",
+        "mlplatform set-up": next(
+            (server.set_up() for server in servers if isinstance(server, Mlplatform)), "not run"
+        ),
         "mlplatform venv": versions(
             ROOT / ".venv" / "bin" / "python", ["mlplatform", "onnxruntime", "skops", *LIBRARIES]
         ),
@@ -857,7 +900,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary folder (models, bodies, logs)"
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help="mlplatform's cache on this Redis, as in production (its CPU is counted with mlplatform's)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="mlplatform worker processes (more than 1 needs --redis)"
+    )
+    args = parser.parse_args(argv)
+    if args.workers > 1 and not args.redis:
+        parser.error("--workers above 1 needs --redis: several workers share their state through it")
+    return args
 
 
 def choose(args: argparse.Namespace) -> tuple[Profile, list[ModelSpec], list[Server]]:
@@ -866,7 +920,7 @@ def choose(args: argparse.Namespace) -> tuple[Profile, list[ModelSpec], list[Ser
         profile = Profile(profile.name, args.seconds, profile.warmup_seconds)
     specs = [spec for spec in MODELS if spec.key in args.models.split(",")]
     servers: list[Server] = [MLServer(args.mlserver_venv)] if args.servers in ("both", "mlserver") else []
-    servers += [Mlplatform()] if args.servers in ("both", "mlplatform") else []
+    servers += [Mlplatform(args.redis, args.workers)] if args.servers in ("both", "mlplatform") else []
     if not specs:
         raise SystemExit(f"--models: choose among {', '.join(m.key for m in MODELS)}")
     if shutil.which("wrk") is None:
@@ -911,6 +965,8 @@ def bench(args: argparse.Namespace, work: Path) -> None:
         for server in servers:
             server.start(work, artifacts)
             stack.callback(server.process.stop)
+            if isinstance(server, Mlplatform):
+                stack.callback(server.forget_keys)
         for server in servers:
             server.wait()
         console.print("servers ready: checking their answers")
