@@ -93,6 +93,15 @@ async def test_ttl_expiry(cache: Cache) -> None:
     assert await cache.get("forever") == b"v"
 
 
+async def test_get_many_answers_in_order_with_none_for_missing_keys(cache: Cache) -> None:
+    await cache.set("a", b"1")
+    await cache.set("c", b"3", ttl_seconds=0.2)
+    assert await cache.get_many(["c", "b", "a", "a"]) == [b"3", None, b"1", b"1"]
+    assert await cache.get_many([]) == []
+    await asyncio.sleep(0.4)
+    assert await cache.get_many(["a", "c"]) == [b"1", None]
+
+
 async def test_set_many_writes_every_pair_with_one_ttl(cache: Cache) -> None:
     await cache.set("k0", b"old")
     await cache.set_many([(f"k{i}", f"v{i}".encode()) for i in range(50)], ttl_seconds=0.3)

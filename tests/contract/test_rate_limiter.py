@@ -3,6 +3,7 @@ Redis is away)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
@@ -83,3 +84,10 @@ async def test_keys_stay_under_the_configured_prefix(redis_url: str, redis_base_
         assert found and all(key.startswith(f"{prefix}ratelimit:") for key in found)
     finally:
         await limiter.close()
+
+
+async def test_concurrent_hits_count_exactly(limiter: RateLimiter) -> None:
+    """Hits of one turn of the event loop go to Redis together (one pipeline): each still counts once."""
+    decisions = await asyncio.gather(*(limiter.hit("5/minute", "key", "c") for _ in range(8)))
+    assert sorted(d.allowed for d in decisions) == [False] * 3 + [True] * 5
+    assert sorted(d.remaining for d in decisions if d.allowed) == [0, 1, 2, 3, 4]

@@ -44,6 +44,10 @@ class Cache(ABC):
     async def get(self, key: str) -> bytes | None: ...
 
     @abstractmethod
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of `keys` in order (None where missing), in one round trip where the backend can."""
+
+    @abstractmethod
     async def set(self, key: str, value: bytes, ttl_seconds: float | None = None) -> None: ...
 
     @abstractmethod

@@ -150,6 +150,9 @@ class MemoryCache(Cache):
         expires_at = None if ttl_seconds is None else now + ttl_seconds
         self._store(key, bytes(value), expires_at, now)
 
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [await self.get(key) for key in keys]
+
     async def set_many(self, items: Sequence[tuple[str, bytes]], ttl_seconds: float | None = None) -> None:
         self._check_open()
         check_ttl(ttl_seconds)

@@ -138,6 +138,15 @@ class RedisCache(Cache):
         px = None if ttl_seconds is None else ttl_ms(ttl_seconds)
         await self._call("set", lambda: self._client.set(self.key(key), bytes(value), px=px))
 
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+
+        async def run() -> list[bytes | None]:
+            return cast("list[bytes | None]", await self._client.mget([self.key(key) for key in keys]))
+
+        return await self._call("get_many", run)
+
     async def set_many(self, items: Sequence[tuple[str, bytes]], ttl_seconds: float | None = None) -> None:
         check_ttl(ttl_seconds)
         px = None if ttl_seconds is None else ttl_ms(ttl_seconds)
