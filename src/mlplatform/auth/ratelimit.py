@@ -15,6 +15,7 @@ import redis.asyncio as redis
 import structlog
 from limits import RateLimitItem, parse
 
+from mlplatform.batching import TurnBatcher
 from mlplatform.settings import CacheSettings
 from mlplatform.stores.cache.breaker import CircuitBreaker
 
@@ -70,8 +71,8 @@ return {1, math.max(0, math.floor(limit - weighted - 1)), reset}
 
 
 class RedisSlidingWindow:
-    """`LocalSlidingWindow` shared by every instance: one script call (EVALSHA) per hit, and the hits of one
-    turn of the event loop sent together in one pipeline (redis-py spends ~170 µs of CPU per round trip)."""
+    """`LocalSlidingWindow` shared by every instance: one script call (EVALSHA) per hit, the hits of one turn
+    of the event loop sent together in one pipeline (`TurnBatcher`)."""
 
     def __init__(self, url: str, password: str | None, timeout: float) -> None:
         parts = urlsplit(url)
@@ -83,44 +84,23 @@ class RedisSlidingWindow:
             socket_connect_timeout=timeout,
         )
         self.script = self.client.register_script(SLIDING_WINDOW)
-        self._waiting: list[tuple[str, int, int, asyncio.Future[list[int]]]] = []
-        self._sending: set[asyncio.Task[None]] = set()
+        self._hits: TurnBatcher[tuple[str, int, int], list[int]] = TurnBatcher(self._send)
 
     async def hit(self, item: RateLimitItem, identity: tuple[str, ...]) -> RateDecision:
         period_ms = item.get_expiry() * 1000
         key = f"{self.prefix}{{{':'.join(identity)}}}:{period_ms}"
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[int]] = loop.create_future()
-        self._waiting.append((key, item.amount, period_ms, future))
-        if len(self._waiting) == 1:
-            loop.call_soon(self._start)
-        allowed, remaining, reset_ms = await future
+        allowed, remaining, reset_ms = await self._hits.submit((key, item.amount, period_ms))
         return RateDecision(bool(allowed), item.amount, int(remaining), int(reset_ms) / 1000)
 
-    def _start(self) -> None:
-        task = asyncio.create_task(self._send())
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _send(self) -> None:
-        waiting, self._waiting = self._waiting, []
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for key, amount, period_ms, _ in waiting:
-                    await self.script(keys=[key], args=[amount, period_ms], client=pipe)
-                answers = await pipe.execute()
-        except Exception as exc:  # every waiting hit falls back to memory (`RateLimiter.hit`)
-            for *_, future in waiting:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (*_, future), answer in zip(waiting, answers, strict=True):
-            if not future.done():  # a request that went away cancelled its own
-                future.set_result(answer)
+    async def _send(self, hits: list[tuple[str, int, int]]) -> list[list[int]]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key, amount, period_ms in hits:
+                await self.script(keys=[key], args=[amount, period_ms], client=pipe)
+            answers: list[list[int]] = await pipe.execute()
+        return answers
 
     async def close(self) -> None:
-        if self._sending:
-            await asyncio.gather(*self._sending, return_exceptions=True)
+        await self._hits.close()
         await self.client.aclose()
 
 
