@@ -223,13 +223,11 @@ def _read_single(row: PredictionLogRow) -> PredictionLogRead:
 def _read_batch(row: PredictionBatchRow) -> list[PredictionLogRead]:
     created_at = as_utc(row.created_at)
     inputs = _matrix(row.inputs_f64, row.count) if row.inputs_f64 is not None else row.inputs
-    probabilities: list[list[float]] | list[None] = (
-        _matrix(row.probabilities_f64, row.count)
-        if row.probabilities_f64 is not None
-        else [*row.probabilities]
-        if row.probabilities
-        else [None] * row.count
-    )
+    probabilities: list[list[float]] | list[None] = [None] * row.count
+    if row.probabilities_f64 is not None:  # written since migration 0007
+        probabilities = _matrix(row.probabilities_f64, row.count)
+    elif row.probabilities:  # JSON, written before it
+        probabilities = [*row.probabilities]
     entries = []
     for id_, features, prediction, probs in zip(
         block_ids(row.id, row.count), inputs or [], row.predictions, probabilities, strict=True
