@@ -13,11 +13,9 @@ import structlog
 from fastapi import FastAPI
 
 from mlplatform import __version__, db
-from mlplatform.api import actuator, inference_v2
+from mlplatform.api import actuator, inference_v2, predict
 from mlplatform.api.deps import document_security
-from mlplatform.api.errors import install_error_handlers
-from mlplatform.api.fastpath import FastPathApp
-from mlplatform.api.middleware import add_middleware
+from mlplatform.api.edge import EdgeApp
 from mlplatform.auth import router as auth_router
 from mlplatform.auth.ratelimit import RateLimiter
 from mlplatform.auth.service import AuthService
@@ -36,7 +34,6 @@ from mlplatform.registry import router as registry_router
 from mlplatform.registry.events import RegistryWatcher
 from mlplatform.registry.service import RegistryService
 from mlplatform.registry.sql_store import SqlRegistryStore
-from mlplatform.serving import router as serving_router
 from mlplatform.serving.logs import PredictionLogWriter
 from mlplatform.serving.metrics import ServingMetrics, register_models
 from mlplatform.serving.model_cache import ModelCache
@@ -254,7 +251,7 @@ def create_app(settings: Settings) -> FastAPI:
                     log.warning("slow shutdown step", step=name, seconds=round(seconds, 2))
             log.info("stopped")
 
-    app = FastPathApp(
+    app = EdgeApp(
         title="mlplatform",
         version=__version__,
         lifespan=lifespan,
@@ -263,19 +260,9 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     app.state.platform = platform
-    app.serve_predictions(platform)
-    install_error_handlers(app)
-    compression = settings.server.compression
-    add_middleware(
-        app,
-        metrics=platform.metrics,
-        max_body_size=settings.server.max_body_size,
-        max_upload_size=settings.security.limits.max_upload_size,
-        max_inflated_size=settings.security.limits.max_decompressed_size,
-        gzip_min_size=compression.min_response_size if compression.enabled else None,
-    )
+    app.serve(platform)
     # The predict paths first: routes are matched in order, on every request.
-    app.include_router(serving_router.router)
+    app.include_router(predict.router)
     app.include_router(inference_v2.health)
     app.include_router(inference_v2.router)
     app.include_router(registry_router.router)

@@ -16,6 +16,12 @@ class DomainError(Exception):
         self.details = details
 
 
+class BadRequest(DomainError):
+    """A request that is not well formed HTTP for us (a bad header, a body that is not what it says)."""
+
+    code = "bad_request"
+
+
 class NotFound(DomainError):
     code = "not_found"
 

@@ -320,8 +320,8 @@ def test_mixed_signatures_keep_strings_and_make_numbers_floats() -> None:
 async def test_compressed_binary_requests_get_the_same_answer_as_plain_ones(
     make_app: AppFactory, tmp_path: Path
 ) -> None:
-    """Plain bodies are answered ahead of the middleware stack, gzip ones (tritonclient's
-    `request_compression_algorithm`) by the FastAPI route: same bytes back, both timed under their route."""
+    """Plain and gzip bodies (tritonclient's `request_compression_algorithm`) get the same bytes back, both
+    timed under their route."""
     client, _ = await make_app()
     ref = await registered(client, "sklearn-forest-skops", tmp_path, "forest")
     outputs = [{"name": "predict_proba", "parameters": {"binary_data": True}}, {"name": "predict"}]

@@ -393,8 +393,7 @@ async def test_batch_arrays_are_checked_as_strictly_as_single_rows(
 async def test_compressed_and_chunked_bodies_get_the_same_answer_as_plain_ones(
     make_app: AppFactory, tmp_path: Path
 ) -> None:
-    """Plain bodies are answered ahead of the middleware stack; gzip and chunked ones go down the full
-    stack to the FastAPI route. Both paths give the same answer, request id and rate-limit headers."""
+    """Plain, gzip and chunked bodies give the same answer, request id and rate-limit headers."""
     client, _ = await make_app(ml={"predictions": {"enable-cache": False}})
     ref = await registered(client, tmp_path)
     body = orjson.dumps({"model": "m", "features": ref.X[0].tolist()})

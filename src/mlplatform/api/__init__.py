@@ -1,1 +1,1 @@
-"""HTTP layer: routers, error mapping, middleware, actuator and the Open Inference Protocol."""
+"""HTTP layer: routers, error mapping, the request pipeline, actuator and the Open Inference Protocol."""

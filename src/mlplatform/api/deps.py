@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 
+from mlplatform.api.pipeline import RequestHeaders, authorize, client_address
 from mlplatform.auth.schemas import Permission, Principal
 from mlplatform.platform import Platform
 
@@ -18,32 +19,21 @@ async def get_platform(request: Request) -> Platform:
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 
 
-def presented_key(api_key: str | None, authorization: str | None) -> str | None:
-    """`X-API-Key`, else an `Authorization: Bearer` token."""
-    if api_key:
-        return api_key
-    scheme, _, token = (authorization or "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
-
-
-def api_key_of(request: Request) -> str | None:
-    return presented_key(request.headers.get("x-api-key"), request.headers.get("authorization"))
-
-
 def require(permission: Permission) -> Any:
     """A dependency that authenticates, rate-limits and authorises the request, returning its `Principal`.
 
-    It reads the headers itself rather than through FastAPI security classes: each sub-dependency costs a
-    resolution on every request of the predict path. OpenAPI learns about the scheme from `document_security`.
+    It runs the pipeline's own step (`pipeline.authorize`) on the headers the pipeline parsed, rather than
+    FastAPI security classes: each sub-dependency costs a resolution on every request. OpenAPI learns about
+    the scheme from `document_security`.
     """
 
     async def guard(request: Request) -> Principal:
         platform: Platform = request.app.state.platform
-        client = request.client.host if request.client else "unknown"
-        principal, decision = await platform.auth.guard(api_key_of(request), client, permission)
-        if decision is not None:
-            request.state.rate_headers = decision.headers()
-        request.state.principal = principal
+        state = request.scope["state"]
+        headers = state.get("headers") or RequestHeaders(request.scope["headers"])
+        principal, rate = await authorize(platform, headers, client_address(request.scope), permission)
+        state["rate_headers"] = rate
+        state["principal"] = principal
         return principal
 
     guard.__name__ = f"require_{permission.value}"

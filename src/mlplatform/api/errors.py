@@ -5,18 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import structlog
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
 from mlplatform import errors
 from mlplatform.api.responses import JsonResponse
 
-log = structlog.get_logger(__name__)
 V2_PREFIX = "/v2/"
 
 STATUS: dict[type[errors.DomainError], int] = {
+    errors.BadRequest: 400,
     errors.InvalidInput: 422,
     errors.Unauthorized: 401,
     errors.Forbidden: 403,
@@ -28,7 +23,7 @@ STATUS: dict[type[errors.DomainError], int] = {
     errors.Unavailable: 503,
     errors.DeadlineExceeded: 504,
 }
-_HTTP_CODES = {
+HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
@@ -87,38 +82,3 @@ def validation_response(problems: Sequence[Any], path: str) -> JsonResponse:
     details = [{"field": _field(e.get("loc", ())), "problem": str(e.get("msg", "invalid"))} for e in problems]
     summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5])
     return error_response(422, "invalid_input", f"invalid request: {summary}", details, path=path)
-
-
-async def _domain(request: Request, exc: Exception) -> JsonResponse:
-    assert isinstance(exc, errors.DomainError)
-    return domain_response(exc, request.url.path)
-
-
-async def _validation(request: Request, exc: Exception) -> JsonResponse:
-    assert isinstance(exc, RequestValidationError)
-    return validation_response(exc.errors(), request.url.path)
-
-
-async def _http(request: Request, exc: Exception) -> JsonResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    code = _HTTP_CODES.get(exc.status_code, "error")
-    headers = dict(exc.headers or {})
-    return error_response(exc.status_code, code, str(exc.detail), None, headers, path=request.url.path)
-
-
-async def _unexpected(request: Request, exc: Exception) -> JsonResponse:
-    log.exception("unhandled error", path=request.url.path)
-    request_id = getattr(request.state, "request_id", None)
-    return error_response(
-        500,
-        "internal_error",
-        "internal error; the request id finds it in the logs",
-        {"request_id": request_id},
-    )
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(errors.DomainError, _domain)
-    app.add_exception_handler(RequestValidationError, _validation)
-    app.add_exception_handler(StarletteHTTPException, _http)
-    app.add_exception_handler(Exception, _unexpected)

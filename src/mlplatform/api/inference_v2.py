@@ -112,8 +112,7 @@ async def infer(
 async def serve_infer(
     body: bytes, header_length: str | None, platform: Platform, model: str, version: str | None
 ) -> Reply:
-    """The infer handler; reached through `api.fastpath`, or the route above for compressed or chunked
-    bodies."""
+    """The infer handler; run by `api.edge` for every infer request (the route above documents it)."""
     header, binary = split_body(body, header_length)
     entry = _resolve(platform, model, version)
     loaded = await platform.serving.loaded(entry)

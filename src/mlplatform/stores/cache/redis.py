@@ -258,7 +258,7 @@ class RedisSubscription(Subscription):
             finally:  # bounded: a close must not hold up a shutdown that cancelled this task
                 with contextlib.suppress(*NETWORK_ERRORS):
                     async with asyncio.timeout(self._cache.timeout_seconds):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                        await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_DELAY)
 

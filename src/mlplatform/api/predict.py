@@ -1,4 +1,5 @@
-"""`/api/ml/predict`, `/api/ml/predict/batch` and `/api/ml/predictions` (the prediction log)."""
+"""`/api/ml/predict`, `/api/ml/predict/batch` and `/api/ml/predictions` (the prediction log): the HTTP edge of
+the serving domain, which knows no HTTP."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def predict_input(body: bytes) -> PredictInput:
 
 
 async def serve_predict(body: bytes, platform: Platform) -> dict[str, Any]:
-    """The single-prediction handler, as plain data; reached through `api.fastpath` or the route below."""
+    """The single-prediction handler, as plain data; run by `api.edge` for every prediction request."""
     request = predict_input(body)
     limits = platform.settings.security.limits
     if len(request.features) > limits.max_features:
@@ -62,8 +63,9 @@ async def serve_batch(body: bytes, platform: Platform) -> dict[str, Any]:
     return await platform.serving.predict_batch(request, max_rows=max_rows)
 
 
-# These routes document the API (OpenAPI, /docs) and answer what `api.fastpath` passes on (compressed or
-# chunked bodies); the data is sent as built: a response-model pass would validate and serialise it again.
+# `api.edge` answers these two paths itself, with the same handlers; the routes document them (OpenAPI, /docs)
+# and serve them when the app is mounted under another ASGI app. The data is sent as built: a response-model
+# pass would validate and serialise it again.
 @router.post("/predict", response_model=PredictResponse, openapi_extra=body_schema(PredictRequest))
 async def predict(request: Request, platform: PlatformDep, _: Predictor) -> JsonResponse:
     return JsonResponse(await serve_predict(await request.body(), platform))
