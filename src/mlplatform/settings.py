@@ -153,6 +153,10 @@ class ApiKeySettings(Section):
     enabled: bool = True
     bootstrap_admin_key: SecretStr | None = None
     refresh_seconds: float = Field(30.0, gt=0)
+    # A key the database did not know is answered 401 from memory for this long (until a key is created).
+    unknown_key_ttl_seconds: float = Field(30.0, ge=0)
+    # Database lookups of keys this instance does not hold, at most, whatever the flood of unknown keys.
+    unknown_key_lookups_per_second: float = Field(10.0, gt=0)
 
     @field_validator("bootstrap_admin_key")
     @classmethod

@@ -18,6 +18,7 @@ from mlplatform.auth.schemas import (
     Role,
 )
 from mlplatform.auth.store import ApiKeyStore, NewKey, StoredKey
+from mlplatform.auth.unknown import UnknownKeys
 from mlplatform.clock import utcnow
 from mlplatform.errors import Forbidden, InvalidInput, RateLimited, Unauthorized
 from mlplatform.settings import SecuritySettings
@@ -33,8 +34,10 @@ class AuthService:
     """Answers "who is this, may they do that, and are they over their limit" without database I/O.
 
     Usable keys are held in memory by hash and refreshed when any instance changes a key (cache pub/sub) and
-    every `refresh-seconds` as a safety net. A key missing from the snapshot is looked up once in the database
-    (keys created a moment ago on another instance). Last-used times are written in batches.
+    every `refresh-seconds` as a safety net. A key missing from the snapshot first counts against its
+    address's failed-authentication limit, then is looked up in the database (a key created a moment ago on
+    another instance) through `UnknownKeys`, which remembers the misses and bounds the queries. Last-used
+    times are written in batches.
     """
 
     def __init__(
@@ -47,6 +50,11 @@ class AuthService:
         bootstrap = settings.api_keys.bootstrap_admin_key
         self.bootstrap_hash = hash_key(bootstrap.get_secret_value()) if bootstrap else None
         self.snapshot: dict[str, StoredKey] = {}
+        self.unknown = UnknownKeys(
+            store.find_by_hash,
+            ttl=settings.api_keys.unknown_key_ttl_seconds,
+            per_second=settings.api_keys.unknown_key_lookups_per_second,
+        )
         self.last_used: dict[str, datetime] = {}
         self.feed = ChangeFeed(
             cache=cache,
@@ -75,6 +83,7 @@ class AuthService:
         self.snapshot = {key.key_hash: key for key in keys}
 
     async def _on_change(self, _: bytes) -> None:
+        self.unknown.forget_all()
         await self.reload()
 
     async def _refresh(self) -> None:
@@ -85,20 +94,39 @@ class AuthService:
         pending, self.last_used = self.last_used, {}
         await self.store.touch(pending)
 
-    async def authenticate(self, key: str | None) -> Principal:
+    async def authenticate(self, key: str | None, client: str = "unknown") -> Principal:
+        """The key's principal. Keys this instance holds cost no I/O; any other first counts as a failed
+        authentication of `client` (refused with 429 past the limit), and only then may be looked up."""
         if not self.enabled:
             return ANONYMOUS
-        if not key:
+        digest = hash_key(key) if key else None
+        if digest is not None:
+            if self.bootstrap_hash is not None and same_hash(digest, self.bootstrap_hash):
+                return Principal(key_id="bootstrap", owner="bootstrap", role=Role.ADMIN)
+            stored = self.snapshot.get(digest)
+            if stored is not None and same_hash(stored.key_hash, digest):
+                return self._principal(stored)
+        # Only keys this instance does not hold are counted, and only they are refused: a guesser is stopped
+        # before any lookup, while a valid key from the same address (a shared NAT) keeps working.
+        failures = await self.limiter.hit(self.settings.rate_limit.failed_auth, "auth-failures", client)
+        if not failures.allowed:
+            raise RateLimited(
+                "too many failed authentications from this address", retry_after=failures.retry_after
+            )
+        if digest is None:
             raise Unauthorized("missing API key: send it as X-API-Key or Authorization: Bearer <key>")
-        digest = hash_key(key)
-        if self.bootstrap_hash is not None and same_hash(digest, self.bootstrap_hash):
-            return Principal(key_id="bootstrap", owner="bootstrap", role=Role.ADMIN)
-        stored = self.snapshot.get(digest) or await self.store.find_by_hash(digest)
+        stored = await self.unknown.look_up(digest)
         if stored is None or not same_hash(stored.key_hash, digest):
             raise Unauthorized("invalid API key")
-        now = utcnow()
         if stored.revoked_at is not None:
             raise Unauthorized("API key revoked")
+        principal = self._principal(stored)
+        # Held from now on, until the next reload: its announcement may be late, or pub/sub down.
+        self.snapshot[digest] = stored
+        return principal
+
+    def _principal(self, stored: StoredKey) -> Principal:
+        now = utcnow()
         if stored.expires_at is not None and stored.expires_at <= now:
             raise Unauthorized("API key expired")
         self.last_used[stored.id] = now
@@ -109,17 +137,7 @@ class AuthService:
     ) -> tuple[Principal, RateDecision | None]:
         """Authenticate, rate-limit and authorise a request; failed logins are limited per address."""
         limits = self.settings.rate_limit
-        try:
-            principal = await self.authenticate(key)
-        except Unauthorized:
-            # Only failures count and only failures are refused: a guesser is stopped, while a valid key
-            # from the same address (a shared NAT) keeps working.
-            failures = await self.limiter.hit(limits.failed_auth, "auth-failures", client)
-            if not failures.allowed:
-                raise RateLimited(
-                    "too many failed authentications from this address", retry_after=failures.retry_after
-                ) from None
-            raise
+        principal = await self.authenticate(key, client)
         decision = None
         if self.enabled and limits.enabled:
             decision = await self.limiter.hit(principal.rate_limit or limits.default, "key", principal.key_id)
@@ -157,6 +175,7 @@ class AuthService:
                 expires_at=expires_at,
             )
         )
+        self.unknown.forget_all()
         await self._announce()
         log.info("api key created", key_id=stored.id, role=stored.role.value, owner=stored.owner)
         return ApiKeyCreated(**stored.model_dump(), key=key)

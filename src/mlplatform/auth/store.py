@@ -29,6 +29,9 @@ class StoredKey:
     expires_at: datetime | None
     revoked_at: datetime | None
 
+    def usable(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
 
 @dataclass(frozen=True, slots=True)
 class NewKey:
