@@ -63,9 +63,9 @@ async def serve_batch(body: bytes, platform: Platform) -> dict[str, Any]:
     return await platform.serving.predict_batch(request, max_rows=max_rows)
 
 
-# `api.edge` answers these two paths itself, with the same handlers; the routes document them (OpenAPI, /docs)
-# and serve them when the app is mounted under another ASGI app. The data is sent as built: a response-model
-# pass would validate and serialise it again.
+# `api.edge` answers these two paths itself, before routing, with the same handlers: these routes declare the
+# operations (OpenAPI, /docs; the pipeline's route walk) and behave the same if a request ever reaches them.
+# The data is sent as built: a response-model pass would validate and serialise it again.
 @router.post("/predict", response_model=PredictResponse, openapi_extra=body_schema(PredictRequest))
 async def predict(request: Request, platform: PlatformDep, _: Predictor) -> JsonResponse:
     return JsonResponse(await serve_predict(await request.body(), platform))
