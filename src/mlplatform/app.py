@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -17,6 +18,7 @@ from mlplatform.api import actuator, inference_v2, predict
 from mlplatform.api.deps import document_security
 from mlplatform.api.edge import EdgeApp
 from mlplatform.auth import router as auth_router
+from mlplatform.auth.firstrun import first_admin_key_notice, server_url
 from mlplatform.auth.ratelimit import RateLimiter
 from mlplatform.auth.service import AuthService
 from mlplatform.auth.store import SqlApiKeyStore
@@ -186,6 +188,16 @@ async def preload(platform: Platform) -> None:
         log.info("preloaded", model=reference, version=entry.id)
 
 
+async def hand_over_first_admin_key(platform: Platform) -> None:
+    """Development profile only: a fresh database gets an admin key, shown once on the console."""
+    if not platform.settings.development:
+        return
+    created = await platform.auth.ensure_first_admin_key()
+    if created is not None:  # printed, never logged: log files and collectors must not hold the key
+        notice = first_admin_key_notice(created.key, server_url(platform.settings.server))
+        print(notice, file=sys.stderr, flush=True)
+
+
 async def start_up(platform: Platform) -> None:
     """Start-up work, retried until it succeeds (the database may come up after us)."""
     delay = 0.5
@@ -193,6 +205,7 @@ async def start_up(platform: Platform) -> None:
         try:
             await prepare_schema(platform)
             await platform.auth.start()
+            await hand_over_first_admin_key(platform)
             await platform.registry.watcher.start()
             platform.serving.logs.start()
             await preload(platform)

@@ -10,9 +10,14 @@ is uvicorn's own.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any
 
+import structlog
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+log = structlog.get_logger(__name__)
 
 
 class _HeldWrites:
@@ -79,9 +84,36 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         super()._start_asgi_task(cycle, app)
 
 
+def incompatibilities(
+    protocol: type[Any] = HttpToolsProtocol, cycle: type[Any] = RequestResponseCycle
+) -> list[str]:
+    """What of uvicorn's internals the classes above rely on is missing or changed (empty: all there)."""
+    problems = []
+    start = getattr(protocol, "_start_asgi_task", None)
+    if not callable(start):
+        problems.append(f"{protocol.__name__}._start_asgi_task is missing")
+    elif (names := list(inspect.signature(start).parameters)) != ["self", "cycle", "app"]:
+        problems.append(f"{protocol.__name__}._start_asgi_task({', '.join(names)}) is not (self, cycle, app)")
+    if "transport" not in inspect.signature(cycle.__init__).parameters:
+        problems.append(f"{cycle.__name__}.__init__ takes no transport")
+    if "__slots__" in vars(cycle):  # a subclass with another layout could not take its place
+        problems.append(
+            f"{cycle.__name__} has __slots__: its instances cannot become {CoalescingCycle.__name__}"
+        )
+    if not inspect.iscoroutinefunction(getattr(cycle, "send", None)):
+        problems.append(f"{cycle.__name__}.send is missing or not a coroutine function")
+    return problems
+
+
 def http_protocol() -> type[asyncio.Protocol] | str:
     """The protocol class for uvicorn's `http` option; uvicorn's own when its internals are not the ones
     this was written against."""
-    if callable(getattr(HttpToolsProtocol, "_start_asgi_task", None)):
+    problems = incompatibilities()
+    if not problems:
         return CoalescingHttpToolsProtocol
+    log.warning(
+        "uvicorn internals changed: serving with plain httptools (head and body written separately)",
+        uvicorn=uvicorn.__version__,
+        problems=problems,
+    )
     return "httptools"

@@ -152,6 +152,7 @@ class MlSettings(Section):
 class ApiKeySettings(Section):
     enabled: bool = True
     bootstrap_admin_key: SecretStr | None = None
+    create_first_admin_key: bool = Field(True, description="default profile only; never in prod")
     refresh_seconds: float = Field(30.0, gt=0)
     # A key the database did not know is answered 401 from memory for this long (until a key is created).
     unknown_key_ttl_seconds: float = Field(30.0, ge=0)
@@ -266,6 +267,11 @@ class Settings(Section):
                 "cache and miss the others' API-key and registry events"
             )
         return self
+
+    @property
+    def development(self) -> bool:
+        """True on the default profile (no MLPLATFORM_PROFILE): a laptop, where first-run help is allowed."""
+        return self.profile == "default"
 
     @property
     def embedded(self) -> bool:

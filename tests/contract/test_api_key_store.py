@@ -97,3 +97,33 @@ async def test_the_key_itself_is_never_stored(store: SqlApiKeyStore) -> None:
     dumped = repr(rows)
     assert key not in dumped and key[12:] not in dumped
     assert hash_key(key) in dumped
+
+
+async def test_a_first_admin_is_created_only_while_no_usable_admin_exists(store: SqlApiKeyStore) -> None:
+    now = utcnow()
+    await store.create(new_key(generate_key(), role=Role.EDITOR))
+    await store.create(new_key(generate_key(), role=Role.ADMIN, expires_at=now - timedelta(seconds=1)))
+    first = await store.create_first_admin(new_key(generate_key(), owner="admin", role=Role.ADMIN))
+    assert first is not None and first.role is Role.ADMIN and first.owner == "admin"
+    assert await store.create_first_admin(new_key(generate_key(), owner="admin", role=Role.ADMIN)) is None
+    await store.revoke(first.id, utcnow())
+    again = await store.create_first_admin(new_key(generate_key(), owner="admin", role=Role.ADMIN))
+    assert again is not None and again.id != first.id
+
+
+async def test_instances_starting_together_create_one_first_admin(store: SqlApiKeyStore) -> None:
+    databases = [db.Database(store.database.settings) for _ in range(4)]
+    try:
+        created = await asyncio.gather(
+            *(
+                SqlApiKeyStore(database).create_first_admin(
+                    new_key(generate_key(), owner="admin", role=Role.ADMIN)
+                )
+                for database in databases
+            )
+        )
+    finally:
+        for database in databases:
+            await database.dispose()
+    assert len([c for c in created if c is not None]) == 1
+    assert [k.role for k in await store.list()] == [Role.ADMIN]

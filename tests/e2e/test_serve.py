@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 import uuid
@@ -32,6 +33,9 @@ def test_serves_on_embedded_defaults_with_no_set_up(start_server: StartServer, t
         "storage": "UP",
     }
     assert (tmp_path / "data" / "mlplatform.db").exists()
+    # The first start on a fresh database prints an admin key once, and it works.
+    [key] = set(re.findall(r"export MLPLATFORM_API_KEY=(mlp_[\w-]{43})", server.log.read_text()))
+    assert server.get("/api/ml/models", headers={"X-API-Key": key}).status_code == 200
     assert server.terminate() in STOPPED_BY_SIGTERM
     assert "stopped" in server.output()
 

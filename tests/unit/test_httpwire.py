@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import re
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from uvicorn.server import ServerState
 
-from mlplatform.httpwire import CoalescingHttpToolsProtocol, http_protocol
+from mlplatform.httpwire import CoalescingCycle, CoalescingHttpToolsProtocol, http_protocol, incompatibilities
 
 
 class RecordingTransport(asyncio.Transport):
@@ -48,10 +51,12 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": part, "more_body": i < len(parts) - 1})
 
 
-async def connect() -> tuple[CoalescingHttpToolsProtocol, RecordingTransport]:
-    config = uvicorn.Config(app, http=CoalescingHttpToolsProtocol, log_config=None)
+async def connect(
+    kind: type[CoalescingHttpToolsProtocol] = CoalescingHttpToolsProtocol,
+) -> tuple[CoalescingHttpToolsProtocol, RecordingTransport]:
+    config = uvicorn.Config(app, http=kind, log_config=None)
     config.load()
-    protocol = CoalescingHttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
+    protocol = kind(config=config, server_state=ServerState(), app_state={})
     transport = RecordingTransport()
     protocol.connection_made(transport)
     return protocol, transport
@@ -97,4 +102,82 @@ async def test_connection_close_writes_the_answer_before_closing() -> None:
 
 
 def test_the_server_uses_it() -> None:
-    assert http_protocol() is CoalescingHttpToolsProtocol
+    assert http_protocol() is CoalescingHttpToolsProtocol, (
+        f"uvicorn {uvicorn.__version__} would be served with plain httptools: {incompatibilities()}"
+    )
+
+
+class StartRecordingProtocol(CoalescingHttpToolsProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.started: list[RequestResponseCycle] = []
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        self.started.append(cycle)
+        super()._start_asgi_task(cycle, app)
+
+
+async def test_every_request_cycle_is_started_through_the_hook_and_becomes_coalescing() -> None:
+    protocol, transport = await connect(StartRecordingProtocol)
+    assert isinstance(protocol, StartRecordingProtocol)
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    await settle()
+    assert len(protocol.started) == 2, (
+        f"uvicorn {uvicorn.__version__} started {len(protocol.started)} of 2 requests through "
+        "HttpToolsProtocol._start_asgi_task: the others are answered without CoalescingCycle"
+    )
+    for cycle in protocol.started:
+        assert type(cycle) is CoalescingCycle
+        for name in ("transport", "response_started"):
+            assert name in vars(cycle), f"uvicorn's RequestResponseCycle has no attribute {name!r} any more"
+        assert cycle.transport is transport, (
+            "RequestResponseCycle.transport is not the connection's transport"
+        )
+        assert cycle.response_started is True
+
+
+def test_uvicorn_writes_and_closes_only_through_the_cycles_transport() -> None:
+    # CoalescingCycle holds the head by putting a stand-in at `self.transport` during `send`: a write that
+    # goes any other way would overtake the held head.
+    source = inspect.getsource(RequestResponseCycle.send)
+    calls = re.findall(r"([\w.]+)\.(write|writelines|close)\(", source)
+    assert ("self.transport", "write") in calls, (
+        "RequestResponseCycle.send no longer calls self.transport.write"
+    )
+    elsewhere = sorted({f"{owner}.{method}" for owner, method in calls if owner != "self.transport"})
+    assert not elsewhere, f"RequestResponseCycle.send now writes or closes through {elsewhere}"
+    assert "self.response_started = True" in source, (
+        "RequestResponseCycle.send no longer sets response_started"
+    )
+
+
+class ProtocolWithoutHook:
+    pass
+
+
+class ProtocolWithAnotherHook:
+    def _start_asgi_task(self, cycle: Any, app: Any, context: Any) -> None:
+        pass
+
+
+class SlottedCycle:
+    __slots__ = ("scope",)
+
+    def __init__(self, scope: Any) -> None:
+        self.scope = scope
+
+    def send(self, message: Any) -> None:
+        pass
+
+
+def test_a_changed_uvicorn_is_named_rather_than_used() -> None:
+    assert incompatibilities() == []
+    assert incompatibilities(ProtocolWithoutHook, SlottedCycle) == [
+        "ProtocolWithoutHook._start_asgi_task is missing",
+        "SlottedCycle.__init__ takes no transport",
+        "SlottedCycle has __slots__: its instances cannot become CoalescingCycle",
+        "SlottedCycle.send is missing or not a coroutine function",
+    ]
+    assert incompatibilities(ProtocolWithAnotherHook) == [
+        "ProtocolWithAnotherHook._start_asgi_task(self, cycle, app, context) is not (self, cycle, app)"
+    ]

@@ -28,6 +28,8 @@ from mlplatform.stores.cache.feed import ChangeFeed
 log = structlog.get_logger(__name__)
 KEYS_CHANNEL = "auth.keys"
 ANONYMOUS = Principal(key_id="anonymous", owner="anonymous", role=Role.ADMIN)
+FIRST_ADMIN_NAME = "first admin key"
+FIRST_ADMIN_OWNER = "admin"
 
 
 class AuthService:
@@ -178,6 +180,35 @@ class AuthService:
         self.unknown.forget_all()
         await self._announce()
         log.info("api key created", key_id=stored.id, role=stored.role.value, owner=stored.owner)
+        return ApiKeyCreated(**stored.model_dump(), key=key)
+
+    async def ensure_first_admin_key(self) -> ApiKeyCreated | None:
+        """An admin key for a database that has no usable one, so a fresh install can use its API at all.
+
+        None when keys are off, come from configuration (`bootstrap-admin-key`), this is turned off
+        (`create-first-admin-key: false`), or a usable admin key exists (also one another instance has just
+        created). The caller decides where this is allowed (the development profile only) and shows the key.
+        """
+        api_keys = self.settings.api_keys
+        if not (self.enabled and api_keys.create_first_admin_key) or api_keys.bootstrap_admin_key:
+            return None
+        key = generate_key()
+        stored = await self.store.create_first_admin(
+            NewKey(
+                key_hash=hash_key(key),
+                display_prefix=display_prefix(key),
+                name=FIRST_ADMIN_NAME,
+                role=Role.ADMIN,
+                owner=FIRST_ADMIN_OWNER,
+                rate_limit=None,
+                created_at=utcnow(),
+                expires_at=None,
+            )
+        )
+        if stored is None:
+            return None
+        await self._announce()
+        log.info("first admin key created", key_id=stored.id)
         return ApiKeyCreated(**stored.model_dump(), key=key)
 
     async def list_keys(self, *, include_revoked: bool = False) -> list[ApiKeyRead]:

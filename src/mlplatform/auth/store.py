@@ -6,8 +6,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import ColumnElement, Select, false, func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlplatform.auth.schemas import ApiKeyRead, Role
 from mlplatform.auth.tables import ApiKeyRow, UserRow
@@ -15,6 +16,9 @@ from mlplatform.clock import as_utc
 from mlplatform.db import Database
 from mlplatform.errors import NotFound
 from mlplatform.ids import new_id
+
+# The PostgreSQL advisory lock that makes `create_first_admin` calls take turns ("mlpadmin" in ASCII).
+FIRST_ADMIN_LOCK = 0x6D6C7061646D696E
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +53,19 @@ class ApiKeyStore(ABC):
     """Users and API keys.
 
     Contract: keys are identified by id and found by the SHA-256 hex digest of the key; the key itself
-    is never given to the store. `create` creates the owner user when new. `revoke` is idempotent (keeps
-    the first revocation time) and raises `NotFound` for an unknown id. `touch` records last-used times
-    in one batch.
+    is never given to the store. `create` creates the owner user when new. `create_first_admin` does the
+    same unless a usable (neither revoked nor expired) admin key exists, atomically: of two instances
+    calling it at once on one database, one creates the key and the other gets None. `revoke` is idempotent
+    (keeps the first revocation time) and raises `NotFound` for an unknown id. `touch` records last-used
+    times in one batch.
     """
 
     @abstractmethod
     async def create(self, key: NewKey) -> ApiKeyRead: ...
+
+    @abstractmethod
+    async def create_first_admin(self, key: NewKey) -> ApiKeyRead | None:
+        """Create `key` (an admin key) when no usable admin key exists at `key.created_at`, else None."""
 
     @abstractmethod
     async def find_by_hash(self, key_hash: str) -> StoredKey | None: ...
@@ -108,41 +118,67 @@ def _stored(row: ApiKeyRow, owner: str) -> StoredKey:
     )
 
 
+def _usable(now: datetime) -> ColumnElement[bool]:
+    return ApiKeyRow.revoked_at.is_(None) & (ApiKeyRow.expires_at.is_(None) | (ApiKeyRow.expires_at > now))
+
+
 class SqlApiKeyStore(ApiKeyStore):
     def __init__(self, database: Database) -> None:
         self.database = database
 
     async def create(self, key: NewKey) -> ApiKeyRead:
+        for attempt in range(2):
+            try:
+                async with self.database.session() as session, session.begin():
+                    row = await self._add(session, key)
+                break
+            except IntegrityError:  # the same new owner created concurrently: the retry finds it
+                if attempt:
+                    raise
+        return _read(row, key.owner)
+
+    async def create_first_admin(self, key: NewKey) -> ApiKeyRead | None:
+        async with self.database.session() as session, session.begin():
+            await self._take_first_admin_lock(session)
+            usable_admin = select(ApiKeyRow.id).where(
+                ApiKeyRow.role == Role.ADMIN.value, _usable(key.created_at)
+            )
+            if await session.scalar(usable_admin.limit(1)) is not None:
+                return None
+            row = await self._add(session, key)
+        return _read(row, key.owner)
+
+    async def _take_first_admin_lock(self, session: AsyncSession) -> None:
+        """Held until the transaction ends, so the check for an admin key and the insert are one step."""
+        if self.database.backend == "postgresql":
+            await session.execute(select(func.pg_advisory_xact_lock(FIRST_ADMIN_LOCK)))
+        else:  # SQLite: any write, even of no row, holds the database's one write lock until commit
+            await session.execute(
+                update(ApiKeyRow).where(false()).values(id=ApiKeyRow.id),
+                execution_options={"synchronize_session": False},
+            )
+
+    async def _add(self, session: AsyncSession, key: NewKey) -> ApiKeyRow:
+        owner_id = await session.scalar(select(UserRow.id).where(UserRow.name == key.owner))
+        if owner_id is None:
+            owner_id = new_id()
+            session.add(UserRow(id=owner_id, name=key.owner, email=None, created_at=key.created_at))
+            await session.flush()
         row = ApiKeyRow(
             id=new_id(),
             key_hash=key.key_hash,
             display_prefix=key.display_prefix,
             name=key.name,
             role=key.role.value,
-            owner_id="",
+            owner_id=owner_id,
             rate_limit=key.rate_limit,
             created_at=key.created_at,
             expires_at=key.expires_at,
             revoked_at=None,
             last_used_at=None,
         )
-        for attempt in range(2):
-            try:
-                async with self.database.session() as session, session.begin():
-                    owner_id = await session.scalar(select(UserRow.id).where(UserRow.name == key.owner))
-                    if owner_id is None:
-                        owner_id = new_id()
-                        session.add(
-                            UserRow(id=owner_id, name=key.owner, email=None, created_at=key.created_at)
-                        )
-                        await session.flush()
-                    row.owner_id = owner_id
-                    session.add(row)
-                break
-            except IntegrityError:  # the same new owner created concurrently: the retry finds it
-                if attempt:
-                    raise
-        return _read(row, key.owner)
+        session.add(row)
+        return row
 
     def _joined(self) -> Select[ApiKeyRow, str]:
         return select(ApiKeyRow, UserRow.name).join(UserRow, UserRow.id == ApiKeyRow.owner_id)
@@ -153,9 +189,7 @@ class SqlApiKeyStore(ApiKeyStore):
         return _stored(found[0], found[1]) if found else None
 
     async def usable_keys(self, now: datetime) -> list[StoredKey]:
-        query = self._joined().where(
-            ApiKeyRow.revoked_at.is_(None), (ApiKeyRow.expires_at.is_(None)) | (ApiKeyRow.expires_at > now)
-        )
+        query = self._joined().where(_usable(now))
         async with self.database.session() as session:
             rows = (await session.execute(query)).all()
         return [_stored(row, owner) for row, owner in rows]
