@@ -29,6 +29,8 @@ from mlplatform.health import HealthService, Lifecycle
 from mlplatform.interpreter import freeze_heap, tune_for_serving
 from mlplatform.logging import configure_logging
 from mlplatform.metrics import Metrics
+from mlplatform.monitoring import router as monitoring_router
+from mlplatform.monitoring.service import MonitoringService
 from mlplatform.platform import Platform
 from mlplatform.registry import router as registry_router
 from mlplatform.registry.events import RegistryWatcher
@@ -115,6 +117,7 @@ def build_platform(settings: Settings) -> Platform:
         registry=registry,
         serving=serving,
         datasets=datasets,
+        monitoring=MonitoringService(store=prediction_logs, registry=registry, metrics=metrics),
     )
 
 
@@ -265,6 +268,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(inference_v2.router)
     app.include_router(registry_router.router)
     app.include_router(datasets_router.router)
+    app.include_router(monitoring_router.router)
     app.include_router(auth_router.router)
     app.include_router(actuator.router)
     document_security(app)
