@@ -31,6 +31,8 @@ from mlplatform.health import HealthService, Lifecycle
 from mlplatform.interpreter import freeze_heap, tune_for_serving
 from mlplatform.logging import configure_logging
 from mlplatform.metrics import Metrics
+from mlplatform.monitoring import router as monitoring_router
+from mlplatform.monitoring.service import MonitoringService
 from mlplatform.platform import Platform
 from mlplatform.registry import router as registry_router
 from mlplatform.registry.events import RegistryWatcher
@@ -45,6 +47,7 @@ from mlplatform.settings import Settings
 from mlplatform.stores.artifacts import create_artifact_store
 from mlplatform.stores.cache import create_cache
 from mlplatform.stores.cache.base import Cache
+from mlplatform.stores.predictions import PredictionLogStore, create_prediction_log_store
 
 log = structlog.get_logger(__name__)
 SLOW_SHUTDOWN_STEP_SECONDS = 1.0  # a close that takes longer is logged: each should take milliseconds
@@ -97,8 +100,9 @@ def build_platform(settings: Settings) -> Platform:
         settings=settings.ml.models,
         assess=models.assess,
     )
+    prediction_logs = create_prediction_log_store(database)
     serving = build_serving(
-        settings, database=database, registry=registry, cache=cache, models=models, metrics=serving_metrics
+        settings, logs=prediction_logs, registry=registry, cache=cache, models=models, metrics=serving_metrics
     )
     datasets = DatasetService(
         store=SqlDatasetStore(database), artifacts=artifacts, limits=settings.security.limits
@@ -115,28 +119,25 @@ def build_platform(settings: Settings) -> Platform:
         registry=registry,
         serving=serving,
         datasets=datasets,
+        monitoring=MonitoringService(store=prediction_logs, registry=registry, metrics=metrics),
     )
 
 
 def build_serving(
     settings: Settings,
     *,
-    database: db.Database,
+    logs: PredictionLogStore,
     registry: RegistryService,
     cache: Cache,
     models: ModelCache,
     metrics: ServingMetrics,
 ) -> ServingService:
-    logs = PredictionLogWriter(
-        database,
-        metrics.registry,
-        queue_size=settings.ml.predictions.log_queue_size,
-    )
+    writer = PredictionLogWriter(logs, metrics.registry, queue_size=settings.ml.predictions.log_queue_size)
     serving = ServingService(
         registry=registry,
         models=models,
         predictions=PredictionCache(cache, settings.ml.predictions, metrics),
-        logs=logs,
+        logs=writer,
         settings=settings.ml.predictions,
         metrics=metrics,
     )
@@ -154,7 +155,7 @@ def build_serving(
     metrics.base.sampled(
         "ml_prediction_log_queue_depth",
         "Prediction log records waiting to be written",
-        lambda: {(): logs.depth},
+        lambda: {(): writer.depth},
         mode="livesum",
     )
 
@@ -280,6 +281,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(inference_v2.router)
     app.include_router(registry_router.router)
     app.include_router(datasets_router.router)
+    app.include_router(monitoring_router.router)
     app.include_router(auth_router.router)
     app.include_router(actuator.router)
     document_security(app)

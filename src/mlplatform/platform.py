@@ -9,6 +9,7 @@ from mlplatform.datasets.service import DatasetService
 from mlplatform.db import Database
 from mlplatform.health import HealthService, Lifecycle
 from mlplatform.metrics import Metrics
+from mlplatform.monitoring.service import MonitoringService
 from mlplatform.registry.service import RegistryService
 from mlplatform.serving.service import ServingService
 from mlplatform.settings import Settings
@@ -29,3 +30,4 @@ class Platform:
     registry: RegistryService
     serving: ServingService
     datasets: DatasetService
+    monitoring: MonitoringService

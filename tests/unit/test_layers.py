@@ -8,7 +8,7 @@ from pathlib import Path
 import mlplatform
 
 SRC = Path(mlplatform.__file__).parent
-DOMAINS = ("serving", "registry", "datasets", "auth")
+DOMAINS = ("serving", "registry", "datasets", "auth", "monitoring")
 
 
 def imports_of(path: Path) -> set[str]:

@@ -1,4 +1,4 @@
-"""Prediction logs: a bounded queue off the hot path, flushed in batches (COPY on PostgreSQL), and queried."""
+"""Prediction logs: a bounded queue off the hot path, flushed in batches to the prediction log store."""
 
 from __future__ import annotations
 
@@ -7,20 +7,14 @@ import contextlib
 import threading
 import time
 from collections import deque
+from dataclasses import asdict
 from datetime import datetime
 
-import numpy as np
 import structlog
 from prometheus_client import CollectorRegistry, Counter
-from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.orm import aliased
 
-from mlplatform.clock import as_utc
-from mlplatform.db import Database
-from mlplatform.ids import block_ids
-from mlplatform.serving.log_sinks import BatchRecord, LogRecord, PredictionRecord, sink_for
 from mlplatform.serving.schemas import PredictionLogRead
-from mlplatform.serving.tables import PredictionBatchRow, PredictionLogRow
+from mlplatform.stores.predictions import BatchRecord, LogRecord, PredictionLogStore, PredictionRecord
 
 __all__ = ["BatchRecord", "PredictionLogWriter", "PredictionRecord"]
 log = structlog.get_logger(__name__)
@@ -34,20 +28,19 @@ class PredictionLogWriter:
 
     def __init__(
         self,
-        database: Database,
+        store: PredictionLogStore,
         registry: CollectorRegistry,
         *,
         queue_size: int = 100_000,
         batch_size: int = 250,
         interval: float = 0.1,
     ) -> None:
-        self.database = database
-        self._sink = sink_for(database)
+        self.store = store
         self.queue: deque[LogRecord] = deque()
         self.queue_size = queue_size
         self._queued = self._taken = 0  # predictions ever queued, and taken by the writer
         self._pending: list[LogRecord] = []  # taken, not yet written (kept for a retry when a write fails)
-        self._sink_lock = threading.Lock()
+        self._append_lock = threading.Lock()
         self._inflight: asyncio.Future[None] | None = None
         self.batch_size = batch_size
         self.interval = interval
@@ -151,107 +144,29 @@ class PredictionLogWriter:
         Going back to the event loop between batches would cost a loop turn per batch, and under load a
         turn lasts as long as a batch request's parsing: the writer then fell behind and dropped."""
         deadline = time.monotonic() + DRAIN_SECONDS
-        with self._sink_lock:  # `stop` may drain while a cancelled `_run` still has a write in flight
+        with self._append_lock:  # `stop` may drain while a cancelled `_run` still has a write in flight
             while self._pending:
-                self._sink.write(self._pending)
+                self.store.append(self._pending)
                 self.written.inc(sum(r.count for r in self._pending))
                 more = self.depth >= self.batch_size and time.monotonic() < deadline
                 self._pending = self._take() if more else []  # else `_run` waits for a fuller batch
 
     def _close(self) -> None:
-        with self._sink_lock:
-            self._sink.close()
+        with self._append_lock:
+            self.store.close_appender()
 
     async def query(
-        self, *, model: str | None, start: datetime | None, end: datetime | None, limit: int
+        self,
+        *,
+        model: str | None,
+        start: datetime | None,
+        end: datetime | None,
+        limit: int,
+        version: str | None = None,
+        request_id: str | None = None,
     ) -> list[PredictionLogRead]:
         """The newest `limit` predictions, single and batched, newest first."""
-        singles = select(PredictionLogRow).where(*_filters(PredictionLogRow, model, start, end))
-        singles = singles.order_by(PredictionLogRow.created_at.desc()).limit(limit)
-        # Batch rows hold many predictions: take the newest ones until `limit` predictions are covered.
-        newest = (PredictionBatchRow.created_at.desc(), PredictionBatchRow.id.desc())
-        running = func.sum(PredictionBatchRow.count).over(order_by=newest).label("running")
-        conditions = _filters(PredictionBatchRow, model, start, end)
-        ranked = select(PredictionBatchRow, running).where(*conditions).subquery()
-        batch = aliased(PredictionBatchRow, ranked)
-        batches = (
-            select(batch)
-            .where(ranked.c.running - ranked.c.count < limit)
-            .order_by(batch.created_at.desc(), batch.id.desc())
+        found = await self.store.query(
+            model=model, version=version, request_id=request_id, start=start, end=end, limit=limit
         )
-        async with self.database.session() as session:
-            found = [_read_single(row) for row in (await session.scalars(singles)).all()]
-            for row in (await session.scalars(batches)).all():
-                found += _read_batch(row)
-        found.sort(key=lambda entry: entry.created_at, reverse=True)  # stable: a batch keeps its order
-        return found[:limit]
-
-
-def _filters(
-    table: type[PredictionLogRow] | type[PredictionBatchRow],
-    model: str | None,
-    start: datetime | None,
-    end: datetime | None,
-) -> list[ColumnElement[bool]]:
-    conditions = []
-    if model:
-        conditions.append(table.model == model)
-    if start:
-        conditions.append(table.created_at >= start)
-    if end:
-        conditions.append(table.created_at < end)
-    return conditions
-
-
-def _read_single(row: PredictionLogRow) -> PredictionLogRead:
-    return PredictionLogRead(
-        prediction_id=row.id,
-        model=row.model,
-        version=row.version,
-        variant=row.variant,
-        request_id=row.request_id,
-        inputs=row.inputs,
-        prediction=row.prediction,
-        probabilities=row.probabilities,
-        confidence=row.confidence,
-        latency_ms=row.latency_ms,
-        cached=row.cached,
-        created_at=as_utc(row.created_at),
-    )
-
-
-def _read_batch(row: PredictionBatchRow) -> list[PredictionLogRead]:
-    created_at = as_utc(row.created_at)
-    inputs = _matrix(row.inputs_f64, row.count) if row.inputs_f64 is not None else row.inputs
-    probabilities: list[list[float]] | list[None] = [None] * row.count
-    if row.probabilities_f64 is not None:  # written since migration 0007
-        probabilities = _matrix(row.probabilities_f64, row.count)
-    elif row.probabilities:  # JSON, written before it
-        probabilities = [*row.probabilities]
-    entries = []
-    for id_, features, prediction, probs in zip(
-        block_ids(row.id, row.count), inputs or [], row.predictions, probabilities, strict=True
-    ):
-        by_class = dict(zip(row.classes, probs, strict=True)) if row.classes and probs else None
-        entries.append(
-            PredictionLogRead(
-                prediction_id=id_,
-                model=row.model,
-                version=row.version,
-                variant=row.variant,
-                request_id=row.request_id,
-                inputs=features,
-                prediction=prediction,
-                probabilities=by_class,
-                confidence=max(probs) if probs else None,
-                latency_ms=row.latency_ms,
-                cached=False,
-                created_at=created_at,
-            )
-        )
-    return entries
-
-
-def _matrix(data: bytes, count: int) -> list[list[float]]:
-    values: list[list[float]] = np.frombuffer(data, dtype="<f8").reshape(count, -1).tolist()
-    return values
+        return [PredictionLogRead(**asdict(entry)) for entry in found]

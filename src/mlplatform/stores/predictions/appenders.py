@@ -1,11 +1,10 @@
-"""Where the prediction-log writer puts its batches: COPY on PostgreSQL, executemany on SQLite."""
+"""`PredictionLogStore.append` on each database: COPY on PostgreSQL, executemany on SQLite."""
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,53 +13,8 @@ import orjson
 import psycopg
 
 from mlplatform.db import Database
+from mlplatform.stores.predictions.base import BatchRecord, LogRecord, PredictionRecord
 
-
-@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 5x, once per prediction
-class PredictionRecord:
-    """One single-row prediction (a `prediction_logs` row)."""
-
-    id: str
-    model: str
-    version: str
-    variant: str | None
-    request_id: str | None
-    inputs: list[Any]
-    prediction: Any
-    probabilities: dict[str, float] | None
-    confidence: float | None
-    latency_ms: float
-    cached: bool
-    created_at: datetime
-
-    @property
-    def count(self) -> int:
-        return 1
-
-
-@dataclass(frozen=True, slots=True)
-class BatchRecord:
-    """Consecutive predictions of one request as arrays (a `prediction_batches` row): built in O(1) on the
-    hot path, serialised on the writer's thread (numbers as raw float64, anything else numpy to JSON in C)."""
-
-    first_id: str
-    model: str
-    version: str
-    variant: str | None
-    request_id: str | None
-    inputs: np.ndarray  # n_rows × n_features
-    predictions: np.ndarray
-    classes: list[str] | None
-    probabilities: np.ndarray | None  # n_rows × n_classes, columns in `classes` order
-    latency_ms: float
-    created_at: datetime
-
-    @property
-    def count(self) -> int:
-        return len(self.predictions)
-
-
-LogRecord = PredictionRecord | BatchRecord
 SINGLE_COLUMNS = (
     "id",
     "model",
@@ -149,8 +103,8 @@ def _split(records: Iterable[LogRecord]) -> tuple[list[PredictionRecord], list[B
     return singles, batches
 
 
-class Sink:
-    """A synchronous connection of the writer's own, used from one worker thread at a time."""
+class Appender:
+    """A synchronous connection of the log writer's own, used from one worker thread at a time."""
 
     def write(self, records: Sequence[LogRecord]) -> None:
         raise NotImplementedError
@@ -159,7 +113,7 @@ class Sink:
         return None
 
 
-class CopySink(Sink):
+class CopyAppender(Appender):
     """PostgreSQL: one COPY per table and batch on a psycopg connection kept open between batches."""
 
     def __init__(self, database: Database) -> None:
@@ -200,7 +154,7 @@ class CopySink(Sink):
             self.connection = None
 
 
-class SqliteSink(Sink):
+class SqliteAppender(Appender):
     """SQLite: executemany on a connection of its own, in the formats SQLAlchemy reads back."""
 
     def __init__(self, database: Database) -> None:
@@ -246,5 +200,5 @@ def _sqlite_batch(record: BatchRecord) -> tuple[Any, ...]:
     return (*_batch_values(record)[:-1], _sqlite_time(record.created_at))
 
 
-def sink_for(database: Database) -> Sink:
-    return CopySink(database) if database.backend == "postgresql" else SqliteSink(database)
+def appender_for(database: Database) -> Appender:
+    return CopyAppender(database) if database.backend == "postgresql" else SqliteAppender(database)

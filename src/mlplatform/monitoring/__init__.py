@@ -1,0 +1,1 @@
+"""Monitoring: feedback, performance per model and version, drift and alerts."""
