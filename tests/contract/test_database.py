@@ -130,9 +130,11 @@ def test_request_id_lookups_use_an_index_that_skips_predictions_without_one(data
         for table in ("prediction_logs", "prediction_batches"):
             name = f"ix_{table}_request_id"
             if conn.dialect.name == "postgresql":
-                definition = conn.execute(
-                    text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"), {"n": name}
-                ).scalar_one()
+                # this test's schema only: other tests' schemas may hold the same index at the same moment
+                query = (
+                    "SELECT indexdef FROM pg_indexes WHERE indexname = :n AND schemaname = current_schema()"
+                )
+                definition = conn.execute(text(query), {"n": name}).scalar_one()
                 conn.execute(text("SET enable_seqscan = off"))
                 explain = f"EXPLAIN SELECT id FROM {table} WHERE request_id = :r"
             else:
