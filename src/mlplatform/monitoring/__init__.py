@@ -1,0 +1,1 @@
+"""Model monitoring: drift of logged features against a version's reference sample."""
