@@ -20,6 +20,7 @@ from mlplatform.config import redacted
 from mlplatform.datasets.cli import datasets_app
 from mlplatform.doctor import check_backends, check_libraries
 from mlplatform.logging import configure_logging
+from mlplatform.monitoring.cli import feedback_app, monitor_app
 from mlplatform.registry.cli import models_app
 from mlplatform.server import export_overrides
 from mlplatform.server import serve as run_server
@@ -38,6 +39,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(feedback_app, name="feedback")
+app.add_typer(monitor_app, name="monitor")
 console = Console()
 
 

@@ -157,3 +157,10 @@ class Client:
             finally:
                 partial.unlink(missing_ok=True)
         return size
+
+    def send_feedback(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return dict(self._call("POST", "/api/ml/feedback", json=items))
+
+    def performance(self, name: str, window: str | None = None, version: str | None = None) -> dict[str, Any]:
+        params = {k: v for k, v in (("window", window), ("version", version)) if v is not None}
+        return dict(self._call("GET", f"/api/ml/models/{name}/monitoring", params=params))

@@ -1,0 +1,153 @@
+"""`mlplatform feedback send` (with a progress bar) and `mlplatform monitor show`."""
+
+from __future__ import annotations
+
+import csv
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
+from mlplatform.client import Client
+from mlplatform.cliutil import DEFAULT_URL, Key, Url, call_server, fail
+
+feedback_app = typer.Typer(
+    help="Send ground truth (actual values) for logged predictions.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+monitor_app = typer.Typer(
+    help="Performance of models from their feedback.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+MAX_PER_REQUEST = 10_000  # the server's limit per feedback request
+ID_COLUMNS = ("prediction_id", "request_id")
+
+
+def parsed_value(text: str) -> Any:
+    """A CSV cell as the number it spells, else the string (class labels stay as written)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def feedback_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """Items from a CSV with a header: `prediction_id` or `request_id`, `actual`, optional `timestamp`."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = set(reader.fieldnames or ())
+        if "actual" not in columns or not columns & set(ID_COLUMNS):
+            fail(f"error: {path}: needs an `actual` column and a `prediction_id` or `request_id` column")
+        for line, row in enumerate(reader, start=2):
+            item: dict[str, Any] = {"actual": parsed_value(row["actual"])}
+            ids = [(c, row[c]) for c in ID_COLUMNS if row.get(c)]
+            if len(ids) != 1:
+                fail(f"error: {path}:{line}: give exactly one of prediction_id and request_id")
+            item[ids[0][0]] = ids[0][1]
+            if row.get("timestamp"):
+                item["timestamp"] = row["timestamp"]
+            yield item
+
+
+def chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def count_rows(path: Path) -> int:
+    with path.open("rb") as handle:
+        return max(0, sum(1 for _ in handle) - 1)
+
+
+@feedback_app.command("send")
+def send(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, metavar="FILE.csv")],
+    batch_size: Annotated[int, typer.Option(min=1, max=MAX_PER_REQUEST, help="items per request")] = 5_000,
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+) -> None:
+    """Send FILE.csv's actual values (columns: prediction_id or request_id, actual, optional timestamp)."""
+    totals = {"accepted": 0, "duplicates": 0, "unknown": 0}
+    unknown_ids: list[str] = []
+    progress = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task(f"sending {path.name}", total=count_rows(path))
+        for chunk in chunks(feedback_rows(path), batch_size):
+            result = call_server(url, key, functools.partial(Client.send_feedback, items=chunk))
+            for name in totals:
+                totals[name] += result[name]
+            unknown_ids += result["unknown_ids"]
+            progress.advance(task, len(chunk))
+    table = Table(title=f"feedback from {escape(path.name)}")
+    for name in totals:
+        table.add_column(name, justify="right")
+    table.add_row(*(str(v) for v in totals.values()))
+    console.print(table)
+    if unknown_ids:
+        shown = ", ".join(unknown_ids[:10]) + (" …" if len(unknown_ids) > 10 else "")
+        console.print(f"unknown ids: {escape(shown)}")
+
+
+def _number(value: Any) -> str:
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@monitor_app.command("show")
+def show(
+    model: Annotated[str, typer.Argument(metavar="MODEL")],
+    window: Annotated[str, typer.Option(help="1h, 24h, 7d, …")] = "24h",
+    version: Annotated[str | None, typer.Option(help="one version (number or id); default: all")] = None,
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+) -> None:
+    """Show a model's performance over a window, from its feedback."""
+    found = call_server(url, key, lambda c: c.performance(model, window=window, version=version))
+    coverage = found["label_coverage"]
+    console.print(
+        f"[bold]{escape(found['model'])}[/] {escape(found['version'] or 'all versions')}  "
+        f"{found['from'][:19]} → {found['to'][:19]}  predictions {found['predictions']}, "
+        f"labelled {found['labelled']} ({'-' if coverage is None else f'{coverage:.1%}'})"
+    )
+    metrics = found.get("classification") or found.get("regression") or {}
+    table = Table(title="metrics")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        if isinstance(value, int | float) or value is None:
+            table.add_row(name, _number(value))
+    console.print(table)
+    per_class = (found.get("classification") or {}).get("per_class") or {}
+    if per_class:
+        classes = Table(title="per class")
+        for column in ("class", "precision", "recall", "f1", "support"):
+            classes.add_column(column, justify="right")
+        for label, values in per_class.items():
+            classes.add_row(
+                escape(str(label)),
+                *(_number(values.get(k)) for k in ("precision", "recall", "f1", "support")),
+            )
+        console.print(classes)
