@@ -103,7 +103,9 @@ async def _http(request: Request, exc: Exception) -> JsonResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "error")
     headers = dict(exc.headers or {})
-    return error_response(exc.status_code, code, str(exc.detail), None, headers, path=request.url.path)
+    # The framework's own 400s all mean one thing: the body could not be read (malformed multipart...).
+    details = [{"field": "body", "problem": str(exc.detail)}] if exc.status_code == 400 else None
+    return error_response(exc.status_code, code, str(exc.detail), details, headers, path=request.url.path)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JsonResponse:
@@ -114,6 +116,7 @@ async def _unexpected(request: Request, exc: Exception) -> JsonResponse:
         "internal_error",
         "internal error; the request id finds it in the logs",
         {"request_id": request_id},
+        path=request.url.path,
     )
 
 

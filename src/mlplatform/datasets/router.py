@@ -9,16 +9,17 @@ from fastapi import APIRouter, File, Form, Query, UploadFile, status
 from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
 
+from mlplatform.api.body import ContractRoute
 from mlplatform.api.deps import PlatformDep, require
 from mlplatform.auth.schemas import Permission, Principal
+from mlplatform.bounds import Offset
 from mlplatform.datasets.schemas import DatasetMetadata, DatasetRead, Page
 from mlplatform.errors import InvalidInput
 
-router = APIRouter(prefix="/api/ml/datasets", tags=["datasets"])
+router = APIRouter(prefix="/api/ml/datasets", tags=["datasets"], route_class=ContractRoute)
 Reader = Annotated[Principal, require(Permission.READ)]
 Writer = Annotated[Principal, require(Permission.WRITE)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
 MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
 
 

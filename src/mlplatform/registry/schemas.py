@@ -7,6 +7,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mlplatform.bounds import VersionNumber
 from mlplatform.formats.base import FeatureType, Task
 
 T = TypeVar("T")
@@ -125,7 +126,7 @@ class StageChange(BaseModel):
 class AliasSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1)
+    version: VersionNumber
 
 
 class HistoryEntry(BaseModel):
