@@ -14,10 +14,10 @@ from fastapi import FastAPI
 
 from mlplatform import __version__, db
 from mlplatform.api import actuator, inference_v2
-from mlplatform.api.deps import document_security
 from mlplatform.api.errors import install_error_handlers
 from mlplatform.api.fastpath import FastPathApp
 from mlplatform.api.middleware import add_middleware
+from mlplatform.api.openapi import document_contract
 from mlplatform.auth import router as auth_router
 from mlplatform.auth.ratelimit import RateLimiter
 from mlplatform.auth.service import AuthService
@@ -282,7 +282,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(datasets_router.router)
     app.include_router(auth_router.router)
     app.include_router(actuator.router)
-    document_security(app)
+    document_contract(app)
     return app
 
 

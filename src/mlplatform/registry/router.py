@@ -12,6 +12,7 @@ from starlette.responses import Response, StreamingResponse
 
 from mlplatform.api.body import ContractRoute
 from mlplatform.api.deps import PlatformDep, require
+from mlplatform.api.openapi import file_response
 from mlplatform.auth.schemas import Permission, Principal
 from mlplatform.bounds import Offset, VersionNumber
 from mlplatform.errors import InvalidInput
@@ -176,7 +177,11 @@ async def lineage(name: str, version: VersionNumber, platform: PlatformDep, _: R
     return await platform.registry.lineage(check_name(name), version)
 
 
-@router.get("/{name}/versions/{version}/artifact")
+@router.get(
+    "/{name}/versions/{version}/artifact",
+    response_class=Response,
+    responses=file_response("application/octet-stream", description="the artifact as uploaded"),
+)
 async def download(name: str, version: VersionNumber, platform: PlatformDep, _: Reader) -> StreamingResponse:
     found, chunks = await platform.registry.download(check_name(name), version)
     file_name = f"{found.id}-{found.artifact.format}"
