@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mlplatform.bounds import NUL_PROBLEM
 from mlplatform.errors import UnsupportedMediaType
 
 T = TypeVar("T", bound=BaseModel)
@@ -127,6 +128,19 @@ def _refuse(media: str, expected: str) -> UnsupportedMediaType:
     )
 
 
+def _check_parameters(request: Request) -> None:
+    """Path and query values hold no NUL: no database stores one in text (PostgreSQL refuses it)."""
+    where = [("path", k, v) for k, v in request.path_params.items() if isinstance(v, str)]
+    where += [("query", k, v) for k, v in request.query_params.multi_items()]
+    errors = [
+        {"loc": (place, name), "msg": NUL_PROBLEM, "type": "string_nul"}
+        for place, name, value in where
+        if "\x00" in value
+    ]
+    if errors:
+        raise RequestValidationError(errors)
+
+
 class _ParsedRequest(Request):
     """The request with its JSON body already read and parsed by `loads`."""
 
@@ -143,16 +157,23 @@ class _ParsedRequest(Request):
 
 
 class ContractRoute(APIRoute):
-    """An `APIRoute` whose body must be of its declared media type (else 415), and whose JSON is read by
-    `loads` (else FastAPI's `json.loads` takes NaN and answers 400 without naming what failed)."""
+    """An `APIRoute` whose body must be of its declared media type (else 415), whose JSON is read by `loads`
+    (else FastAPI's `json.loads` takes NaN and answers 400 without naming what failed), and whose path and
+    query values may not hold NUL (422)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         if self.body_field is None:
-            return handler
+
+            async def parameters_checked(request: Request) -> Response:
+                _check_parameters(request)
+                return await handler(request)
+
+            return parameters_checked
         form = isinstance(self.body_field.field_info, params.Form)
 
         async def checked(request: Request) -> Response:
+            _check_parameters(request)
             media = media_type(request)
             if form:  # streamed to the form parser, not read here: uploads may be large
                 has_body = media or request.headers.get("content-length", "0") != "0"

@@ -15,8 +15,10 @@ from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import aliased
 
+from mlplatform.bounds import NUL_PROBLEM
 from mlplatform.clock import as_utc
 from mlplatform.db import Database
+from mlplatform.errors import InvalidInput
 from mlplatform.ids import block_ids
 from mlplatform.serving.log_sinks import BatchRecord, LogRecord, PredictionRecord, sink_for
 from mlplatform.serving.schemas import PredictionLogRead
@@ -166,6 +168,8 @@ class PredictionLogWriter:
         self, *, model: str | None, start: datetime | None, end: datetime | None, limit: int
     ) -> list[PredictionLogRead]:
         """The newest `limit` predictions, single and batched, newest first."""
+        if model is not None and "\x00" in model:  # PostgreSQL refuses NUL in text
+            raise InvalidInput(f"model: {NUL_PROBLEM}", details=[{"field": "model", "problem": NUL_PROBLEM}])
         singles = select(PredictionLogRow).where(*_filters(PredictionLogRow, model, start, end))
         singles = singles.order_by(PredictionLogRow.created_at.desc()).limit(limit)
         # Batch rows hold many predictions: take the newest ones until `limit` predictions are covered.
