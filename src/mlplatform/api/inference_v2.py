@@ -24,6 +24,7 @@ from mlplatform.auth.schemas import Permission, Principal
 from mlplatform.errors import InvalidInput
 from mlplatform.platform import Platform
 from mlplatform.registry.snapshot import VersionEntry
+from mlplatform.serving.schemas import REQUEST_ID_LENGTH
 from mlplatform.serving.v2_codec import (
     FEATURE_TYPES,
     HEADER_LENGTH,
@@ -50,6 +51,17 @@ def _resolve(platform: Platform, model: str, version: str | None) -> VersionEntr
         problem = f"{version[:40]!r} is not a version number"
         raise InvalidInput(f"version: {problem}", details=[{"field": "version", "problem": problem}])
     return platform.registry.resolve(f"{model}/{version}")
+
+
+def _request_id(value: Any) -> str | None:
+    """The request's `id`, logged as its request_id: a column of `REQUEST_ID_LENGTH` characters, no NUL (one
+    that does not fit would fail the write of the whole block of prediction logs)."""
+    if not isinstance(value, str):
+        return None
+    if len(value) > REQUEST_ID_LENGTH or "\x00" in value:
+        problem = f"at most {REQUEST_ID_LENGTH} characters, no NUL"
+        raise InvalidInput(f"id: {problem}", details=[{"field": "id", "problem": problem}])
+    return value
 
 
 def _metadata(entry: VersionEntry) -> dict[str, Any]:
@@ -169,6 +181,7 @@ async def serve_infer(
     """The infer handler; reached through `api.fastpath`, or the route above for compressed or chunked
     bodies."""
     header, binary = split_body(body, header_length)
+    request_id = _request_id(header.get("id"))
     entry = _resolve(platform, model, version)
     loaded = await platform.serving.loaded(entry)
     matrix = to_matrix(decode_inputs(header, binary), loaded.signature)
@@ -178,7 +191,6 @@ async def serve_infer(
         raise InvalidInput(f"inputs: {problem}", details=[{"field": "inputs", "problem": problem}])
     declared = declared_outputs(entry.description)
     wanted, binary_names = requested(header, list(declared))  # checked before the model runs
-    request_id = header.get("id") if isinstance(header.get("id"), str) else None
     raw = await platform.serving.infer(entry, loaded, matrix, request_id)
     available = {"predict": raw.values, "predict_proba": raw.probabilities}
     tensors = [

@@ -105,7 +105,7 @@ class V2RequestedOutput(BaseModel):
 
 
 class V2InferenceRequest(BaseModel):
-    id: str | None = None
+    id: str | None = Field(None, max_length=128, description="logged as the prediction's request_id")
     parameters: dict[str, Any] | None = None
     inputs: list[V2Tensor] = Field(min_length=1)
     outputs: list[V2RequestedOutput] | None = None
