@@ -15,8 +15,8 @@ from fastapi import FastAPI
 
 from mlplatform import __version__, db
 from mlplatform.api import actuator, inference_v2, predict
-from mlplatform.api.deps import document_security
 from mlplatform.api.edge import EdgeApp
+from mlplatform.api.openapi import document_contract
 from mlplatform.auth import router as auth_router
 from mlplatform.auth.firstrun import first_admin_key_notice, server_url
 from mlplatform.auth.ratelimit import RateLimiter
@@ -284,7 +284,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(monitoring_router.router)
     app.include_router(auth_router.router)
     app.include_router(actuator.router)
-    document_security(app)
+    document_contract(app)
     return app
 
 

@@ -77,3 +77,19 @@ async def test_openapi_and_docs_are_served(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     assert "/actuator/health" in spec["paths"]
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_the_predict_paths_refuse_a_body_of_another_media_type(client: httpx.AsyncClient) -> None:
+    body = b'{"model": "m", "features": [1.0]}'
+    for path in ("/api/ml/predict", "/api/ml/predict/batch", "/v2/models/m/infer"):
+        refused = await client.post(path, content=body, headers={"Content-Type": "text/plain"})
+        assert refused.status_code == 415, (path, refused.text)
+        details = refused.json()["details" if path.startswith("/v2/") else "error"]
+        assert "Content-Type" in str(details), details
+        for media in ("application/json", "application/json; charset=utf-8", None):
+            headers = {"Content-Type": media} if media else {}
+            assert (await client.post(path, content=body, headers=headers)).status_code != 415, media
+    binary = await client.post(
+        "/v2/models/m/infer", content=b"{}", headers={"Content-Type": "application/octet-stream"}
+    )
+    assert binary.status_code != 415

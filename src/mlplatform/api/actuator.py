@@ -6,17 +6,23 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from mlplatform import errors
+from mlplatform.api.body import ContractRoute
 from mlplatform.api.deps import PlatformDep, require_unless_public
 from mlplatform.api.responses import JsonResponse
+from mlplatform.api.schemas import HealthRead, InfoRead, MetricNames, MetricRead, ProbeRead
 from mlplatform.buildinfo import build_info
 
-router = APIRouter(prefix="/actuator", tags=["actuator"])
+router = APIRouter(prefix="/actuator", tags=["actuator"], route_class=ContractRoute)
 
 
-@router.get("/health")
+@router.get(
+    "/health",
+    response_model=HealthRead,
+    responses={503: {"model": HealthRead, "description": "a component is DOWN"}},
+)
 async def health(platform: PlatformDep) -> JsonResponse:
     status, parts = await platform.health.overall()
     body = {
@@ -29,12 +35,16 @@ async def health(platform: PlatformDep) -> JsonResponse:
     return JsonResponse(body, status_code=503 if status == "DOWN" else 200)
 
 
-@router.get("/health/liveness")
+@router.get("/health/liveness", response_model=ProbeRead)
 async def liveness() -> JsonResponse:
     return JsonResponse({"status": "UP"})
 
 
-@router.get("/health/readiness")
+@router.get(
+    "/health/readiness",
+    response_model=ProbeRead,
+    responses={503: {"model": ProbeRead, "description": "starting, draining, or a component is DOWN"}},
+)
 async def readiness(platform: PlatformDep) -> JsonResponse:
     ready, reasons = await platform.health.readiness()
     if ready:
@@ -42,7 +52,7 @@ async def readiness(platform: PlatformDep) -> JsonResponse:
     return JsonResponse({"status": "OUT_OF_SERVICE", "details": reasons}, status_code=503)
 
 
-@router.get("/info", dependencies=[require_unless_public("info")])
+@router.get("/info", response_model=InfoRead, dependencies=[require_unless_public("info")])
 async def info(platform: PlatformDep) -> JsonResponse:
     settings = platform.settings
     body: dict[str, Any] = {
@@ -66,7 +76,9 @@ async def info(platform: PlatformDep) -> JsonResponse:
     return JsonResponse(body)
 
 
-@router.get("/prometheus", dependencies=[require_unless_public("prometheus")])
+@router.get(
+    "/prometheus", response_class=PlainTextResponse, dependencies=[require_unless_public("prometheus")]
+)
 async def prometheus(platform: PlatformDep) -> Response:
     return Response(generate_latest(platform.metrics.exposition()), media_type=CONTENT_TYPE_LATEST)
 
@@ -75,7 +87,7 @@ def _families(platform: PlatformDep) -> dict[str, Any]:
     return {family.name: family for family in platform.metrics.exposition().collect()}
 
 
-@router.get("/metrics", dependencies=[require_unless_public("metrics")])
+@router.get("/metrics", response_model=MetricNames, dependencies=[require_unless_public("metrics")])
 async def metric_names(platform: PlatformDep) -> JsonResponse:
     return JsonResponse({"names": sorted(_families(platform))})
 
@@ -83,7 +95,7 @@ async def metric_names(platform: PlatformDep) -> JsonResponse:
 _STATISTICS = {"": "VALUE", "_total": "COUNT", "_count": "COUNT", "_sum": "TOTAL", "_created": None}
 
 
-@router.get("/metrics/{name}", dependencies=[require_unless_public("metrics")])
+@router.get("/metrics/{name}", response_model=MetricRead, dependencies=[require_unless_public("metrics")])
 async def metric(
     name: str,
     platform: PlatformDep,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, Request
 
 from mlplatform.api.pipeline import RequestHeaders, authorize, client_address
 from mlplatform.auth.schemas import Permission, Principal
@@ -24,7 +24,7 @@ def require(permission: Permission) -> Any:
 
     It runs the pipeline's own step (`pipeline.authorize`) on the headers the pipeline parsed, rather than
     FastAPI security classes: each sub-dependency costs a resolution on every request. OpenAPI learns about
-    the scheme from `document_security`.
+    the scheme from `api.openapi.document_contract`.
     """
 
     async def guard(request: Request) -> Principal:
@@ -52,44 +52,3 @@ def require_unless_public(endpoint: str) -> Any:
 
     guard.__name__ = "require_read_unless_public"
     return Depends(guard)
-
-
-SECURITY_SCHEMES = {
-    "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "an API key"},
-    "HTTPBearer": {"type": "http", "scheme": "bearer", "description": "the same API key as a bearer token"},
-}
-
-
-def document_security(app: FastAPI) -> None:
-    """Mark every guarded operation in OpenAPI (so /docs offers "Authorize"), from the routes' own guards."""
-    guarded: set[tuple[str, str]] = set()
-    for route in _routes(app.router.routes):
-        names = {getattr(d.call, "__name__", "") for d in route.dependant.dependencies}
-        if any(name.startswith("require_") for name in names):
-            guarded |= {(route.path, method.lower()) for method in route.methods}
-    original = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = original()
-        schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
-        for path, methods in schema.get("paths", {}).items():
-            for method, operation in methods.items():
-                if (path, method) in guarded:
-                    operation["security"] = [{"APIKeyHeader": []}, {"HTTPBearer": []}]
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
-def _routes(routes: list[Any]) -> list[Any]:
-    found = []
-    for route in routes:
-        if hasattr(route, "dependant"):
-            found.append(route)
-        nested = getattr(getattr(route, "original_router", None), "routes", None)
-        if nested:
-            found.extend(_routes(nested))
-    return found

@@ -32,6 +32,7 @@ from mlplatform.api.pipeline import (
     body_limit,
     check_declared_length,
     check_encoding,
+    check_media_type,
     client_address,
     compress,
     error_parts,
@@ -68,15 +69,19 @@ async def _infer(body: bytes, platform: Platform, headers: RequestHeaders, param
     )
 
 
-# path → (the route template `http_server_requests_seconds` labels it with, as for routed requests; handler)
-ROUTES: dict[str, tuple[str, Handler]] = {
-    "/api/ml/predict": ("/api/ml/predict", _predict),
-    "/api/ml/predict/batch": ("/api/ml/predict/batch", _batch),
+JSON = ("application/json",)
+INFER_TYPES = ("application/json", "application/octet-stream")  # JSON, or the binary tensor extension
+# path → (the route template `http_server_requests_seconds` labels it with, as for routed requests; handler;
+# the media types its body may have)
+FastRoute = tuple[str, Handler, tuple[str, ...]]
+ROUTES: dict[str, FastRoute] = {
+    "/api/ml/predict": ("/api/ml/predict", _predict, JSON),
+    "/api/ml/predict/batch": ("/api/ml/predict/batch", _batch, JSON),
 }
 V2_INFER = re.compile(r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
-V2_ROUTES: dict[bool, tuple[str, Handler]] = {  # by whether the path names a version
-    False: ("/v2/models/{model}/infer", _infer),
-    True: ("/v2/models/{model}/versions/{version}/infer", _infer),
+V2_ROUTES: dict[bool, FastRoute] = {  # by whether the path names a version
+    False: ("/v2/models/{model}/infer", _infer, INFER_TYPES),
+    True: ("/v2/models/{model}/versions/{version}/infer", _infer, INFER_TYPES),
 }
 
 
@@ -120,7 +125,7 @@ class EdgeApp(FastAPI):
             check_declared_length(headers, limit, setting)
             check_encoding(headers)
             if found is not None:
-                await self._fast(scope, receive, send, exchange, found[1], params, limit, setting)
+                await self._fast(scope, receive, send, exchange, found, params, limit, setting)
             else:
                 await self._routed(scope, receive, send, exchange, limit, setting)
         except Exception as exc:  # a step refused the request, or a fast handler failed
@@ -147,7 +152,7 @@ class EdgeApp(FastAPI):
         return self.templates.get(endpoint, "UNMATCHED")
 
     @staticmethod
-    def _fast_route(method: str, path: str) -> tuple[tuple[str, Handler] | None, dict[str, str]]:
+    def _fast_route(method: str, path: str) -> tuple[FastRoute | None, dict[str, str]]:
         if method != "POST":
             return None, {}
         found = ROUTES.get(path)
@@ -161,15 +166,17 @@ class EdgeApp(FastAPI):
         receive: Receive,
         send: Send,
         exchange: _Exchange,
-        handler: Handler,
+        route: FastRoute,
         params: dict[str, str],
         limit: int,
         setting: str,
     ) -> None:
         platform = self.platform
         headers = exchange.headers
+        _, handler, media_types = route
         # The key before the body: an unauthenticated caller costs no read, no parse and no model.
         _, exchange.rate = await authorize(platform, headers, client_address(scope), Permission.PREDICT)
+        check_media_type(headers, media_types)
         body = await read_body(receive, limit, setting)
         if body is None:
             return  # the client went away

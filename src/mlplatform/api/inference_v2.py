@@ -4,16 +4,27 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
 from mlplatform import __version__
+from mlplatform.api.body import ContractRoute, body_schema, inline_schema
 from mlplatform.api.deps import PlatformDep, require
 from mlplatform.api.responses import JsonResponse, Reply
+from mlplatform.api.schemas import (
+    V2InferenceRequest,
+    V2InferenceResponse,
+    V2Live,
+    V2ModelMetadata,
+    V2ModelReady,
+    V2Ready,
+    V2ServerMetadata,
+)
 from mlplatform.auth.schemas import Permission, Principal
 from mlplatform.errors import InvalidInput
 from mlplatform.platform import Platform
 from mlplatform.registry.snapshot import VersionEntry
+from mlplatform.serving.schemas import REQUEST_ID_LENGTH
 from mlplatform.serving.v2_codec import (
     FEATURE_TYPES,
     HEADER_LENGTH,
@@ -26,10 +37,11 @@ from mlplatform.serving.v2_codec import (
     to_matrix,
 )
 
-router = APIRouter(prefix="/v2", tags=["inference v2"])
+router = APIRouter(prefix="/v2", tags=["inference v2"], route_class=ContractRoute)
 health = APIRouter(prefix="/v2", tags=["inference v2"])
 Reader = Annotated[Principal, require(Permission.READ)]
 Predictor = Annotated[Principal, require(Permission.PREDICT)]
+Version = Annotated[str, Path(max_length=20, description="a version number: 1, 2, …")]
 
 
 def _resolve(platform: Platform, model: str, version: str | None) -> VersionEntry:
@@ -39,6 +51,17 @@ def _resolve(platform: Platform, model: str, version: str | None) -> VersionEntr
         problem = f"{version[:40]!r} is not a version number"
         raise InvalidInput(f"version: {problem}", details=[{"field": "version", "problem": problem}])
     return platform.registry.resolve(f"{model}/{version}")
+
+
+def _request_id(value: Any) -> str | None:
+    """The request's `id`, logged as its request_id: a column of `REQUEST_ID_LENGTH` characters, no NUL (one
+    that does not fit would fail the write of the whole block of prediction logs)."""
+    if not isinstance(value, str):
+        return None
+    if len(value) > REQUEST_ID_LENGTH or "\x00" in value:
+        problem = f"at most {REQUEST_ID_LENGTH} characters, no NUL"
+        raise InvalidInput(f"id: {problem}", details=[{"field": "id", "problem": problem}])
+    return value
 
 
 def _metadata(entry: VersionEntry) -> dict[str, Any]:
@@ -64,44 +87,87 @@ def _metadata(entry: VersionEntry) -> dict[str, Any]:
     }
 
 
-@health.get("/health/live")
+@health.get("/health/live", response_model=V2Live)
 async def live() -> JsonResponse:
     return JsonResponse({"live": True})
 
 
-@health.get("/health/ready")
+@health.get(
+    "/health/ready",
+    response_model=V2Ready,
+    responses={503: {"model": V2Ready, "description": "not ready: starting, draining or a backend is down"}},
+)
 async def ready(platform: PlatformDep) -> JsonResponse:
     is_ready, _ = await platform.health.readiness()
     return JsonResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 
-@router.get("")
+@router.get("", response_model=V2ServerMetadata)
 async def server_metadata(_: Reader) -> JsonResponse:
     return JsonResponse({"name": "mlplatform", "version": __version__, "extensions": ["binary_tensor_data"]})
 
 
-@router.get("/models/{model}")
-@router.get("/models/{model}/versions/{version}")
-async def model_metadata(
-    model: str, platform: PlatformDep, _: Reader, version: str | None = None
-) -> JsonResponse:
+# Each route exists with and without a version; separate functions, so neither documents the other's
+# parameters (one function under both would offer `?version=` on the unversioned path).
+@router.get("/models/{model}", response_model=V2ModelMetadata)
+async def model_metadata(model: str, platform: PlatformDep, _: Reader) -> JsonResponse:
+    return JsonResponse(_metadata(_resolve(platform, model, None)))
+
+
+@router.get("/models/{model}/versions/{version}", response_model=V2ModelMetadata)
+async def version_metadata(model: str, version: Version, platform: PlatformDep, _: Reader) -> JsonResponse:
     return JsonResponse(_metadata(_resolve(platform, model, version)))
 
 
-@router.get("/models/{model}/ready")
-@router.get("/models/{model}/versions/{version}/ready")
-async def model_ready(
-    model: str, platform: PlatformDep, _: Reader, version: str | None = None
-) -> JsonResponse:
+async def _ready(platform: Platform, model: str, version: str | None) -> JsonResponse:
     entry = _resolve(platform, model, version)
     await platform.serving.loaded(entry)
     return JsonResponse({"name": entry.name, "ready": True})
 
 
-@router.post("/models/{model}/infer")
-@router.post("/models/{model}/versions/{version}/infer")
-async def infer(
-    model: str, request: Request, platform: PlatformDep, _: Predictor, version: str | None = None
+@router.get("/models/{model}/ready", response_model=V2ModelReady)
+async def model_ready(model: str, platform: PlatformDep, _: Reader) -> JsonResponse:
+    return await _ready(platform, model, None)
+
+
+@router.get("/models/{model}/versions/{version}/ready", response_model=V2ModelReady)
+async def version_ready(model: str, version: Version, platform: PlatformDep, _: Reader) -> JsonResponse:
+    return await _ready(platform, model, version)
+
+
+INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the outputs; binary outputs (binary_data) follow the JSON header, whose length is in "
+        "Inference-Header-Content-Length",
+        "content": {
+            "application/json": {"schema": inline_schema(V2InferenceResponse)},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+INFER_BODY = body_schema(
+    V2InferenceRequest,
+    "JSON; with the binary tensor extension, binary inputs follow the JSON header, whose length is in "
+    "Inference-Header-Content-Length",
+)
+
+
+@router.post(
+    "/models/{model}/infer", response_class=Response, responses=INFER_RESPONSES, openapi_extra=INFER_BODY
+)
+async def infer(model: str, request: Request, platform: PlatformDep, _: Predictor) -> Response:
+    reply = await serve_infer(await request.body(), request.headers.get(HEADER_LENGTH), platform, model, None)
+    return reply.response()
+
+
+@router.post(
+    "/models/{model}/versions/{version}/infer",
+    response_class=Response,
+    responses=INFER_RESPONSES,
+    openapi_extra=INFER_BODY,
+)
+async def infer_version(
+    model: str, version: Version, request: Request, platform: PlatformDep, _: Predictor
 ) -> Response:
     reply = await serve_infer(
         await request.body(), request.headers.get(HEADER_LENGTH), platform, model, version
@@ -114,6 +180,7 @@ async def serve_infer(
 ) -> Reply:
     """The infer handler; run by `api.edge` for every infer request (the route above documents it)."""
     header, binary = split_body(body, header_length)
+    request_id = _request_id(header.get("id"))
     entry = _resolve(platform, model, version)
     loaded = await platform.serving.loaded(entry)
     matrix = to_matrix(decode_inputs(header, binary), loaded.signature)
@@ -123,7 +190,6 @@ async def serve_infer(
         raise InvalidInput(f"inputs: {problem}", details=[{"field": "inputs", "problem": problem}])
     declared = declared_outputs(entry.description)
     wanted, binary_names = requested(header, list(declared))  # checked before the model runs
-    request_id = header.get("id") if isinstance(header.get("id"), str) else None
     raw = await platform.serving.infer(entry, loaded, matrix, request_id)
     available = {"predict": raw.values, "predict_proba": raw.probabilities}
     tensors = [

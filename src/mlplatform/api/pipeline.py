@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive
 
+from mlplatform.api.body import is_json, refuse_media_type
 from mlplatform.api.errors import HTTP_CODES, domain_response, error_response, validation_response
 from mlplatform.api.responses import JsonResponse
 from mlplatform.auth.schemas import Permission, Principal
@@ -45,10 +46,20 @@ class RequestHeaders:
     """The request headers the pipeline reads, in one pass. Where a header is sent twice the first copy
     counts, as in Starlette's `Headers.get`, so every route and the fast path read the same one."""
 
-    __slots__ = ("api_key", "authorization", "encoding", "gzip", "infer_length", "length", "request_id")
+    __slots__ = (
+        "api_key",
+        "authorization",
+        "content_type",
+        "encoding",
+        "gzip",
+        "infer_length",
+        "length",
+        "request_id",
+    )
 
     def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
         self.length = self.request_id = self.api_key = self.authorization = self.infer_length = None
+        self.content_type: bytes | None = None
         self.encoding = b""
         self.gzip = False
         seen: set[bytes] = set()
@@ -70,6 +81,8 @@ class RequestHeaders:
                 self.gzip = b"gzip" in value
             elif name == b"inference-header-content-length":
                 self.infer_length = value
+            elif name == b"content-type":
+                self.content_type = value
 
     @property
     def encoded(self) -> bool:
@@ -187,6 +200,17 @@ def inflated_headers(raw: RawHeaders, size: int) -> RawHeaders:
     return [*kept, (b"content-length", str(size).encode())]
 
 
+def check_media_type(headers: RequestHeaders, accepted: tuple[str, ...]) -> None:
+    """A body whose Content-Type is not one of `accepted` (JSON, also `+json` types) is refused with 415; one
+    without a Content-Type is taken as what the route reads, as many inference clients send none."""
+    if headers.content_type is None:
+        return
+    media = headers.content_type.split(b";", 1)[0].strip().lower().decode("latin-1")
+    if media in accepted or ("application/json" in accepted and is_json(media)):
+        return
+    raise refuse_media_type(media, " or ".join(accepted))
+
+
 # --- API key and rate limit ---------------------------------------------------------------------------------
 
 
@@ -214,8 +238,10 @@ def error_reply(exc: Exception, path: str, request_id: str | None) -> JsonRespon
         return validation_response(exc.errors(), path)
     if isinstance(exc, StarletteHTTPException):
         code = HTTP_CODES.get(exc.status_code, "error")
+        # The framework's own 400s all mean one thing: the body could not be read (malformed multipart...).
+        details = [{"field": "body", "problem": str(exc.detail)}] if exc.status_code == 400 else None
         return error_response(
-            exc.status_code, code, str(exc.detail), None, dict(exc.headers or {}), path=path
+            exc.status_code, code, str(exc.detail), details, dict(exc.headers or {}), path=path
         )
     log.error("unhandled error", path=path, exc_info=exc)
     return error_response(

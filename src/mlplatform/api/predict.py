@@ -12,6 +12,7 @@ from mlplatform.api.body import body_schema, decode, loads, validate
 from mlplatform.api.deps import PlatformDep, require
 from mlplatform.api.responses import JsonResponse
 from mlplatform.auth.schemas import Permission, Principal
+from mlplatform.bounds import Text
 from mlplatform.errors import InvalidInput
 from mlplatform.platform import Platform
 from mlplatform.serving.schemas import (
@@ -41,7 +42,9 @@ def predict_input(body: bytes) -> PredictInput:
         and type(data.get("features")) in (dict, list)
     ):
         request_id = data.get("request_id")
-        if request_id is None or (type(request_id) is str and len(request_id) <= REQUEST_ID_LENGTH):
+        if request_id is None or (
+            type(request_id) is str and len(request_id) <= REQUEST_ID_LENGTH and "\x00" not in request_id
+        ):
             return PredictInput(data["model"], data["features"], request_id)
     request = validate(data, PredictRequest)
     return PredictInput(request.model, request.features, request.request_id)
@@ -80,9 +83,17 @@ async def predict_batch(request: Request, platform: PlatformDep, _: Predictor) -
 async def predictions(
     platform: PlatformDep,
     _: Reader,
-    model: str | None = None,
+    model: Text | None = None,
+    version: Annotated[
+        Text | None, Query(description="a version's full id, or its number together with model")
+    ] = None,
+    request_id: Annotated[Text | None, Query(description="the request_id a client gave")] = None,
     start: Annotated[datetime | None, Query(alias="from", description="inclusive, ISO 8601")] = None,
     end: Annotated[datetime | None, Query(alias="to", description="exclusive, ISO 8601")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> list[PredictionLogRead]:
-    return await platform.serving.logs.query(model=model, start=start, end=end, limit=limit)
+    if version is not None and model is not None and version.isdecimal():
+        version = platform.registry.resolve(f"{model}/{version}", "version").id
+    return await platform.serving.logs.query(
+        model=model, version=version, request_id=request_id, start=start, end=end, limit=limit
+    )

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from mlplatform.api.body import ContractRoute
 from mlplatform.api.deps import PlatformDep, require
 from mlplatform.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead, Permission
 
-router = APIRouter(prefix="/api/admin/api-keys", tags=["admin"], dependencies=[require(Permission.ADMIN)])
+router = APIRouter(
+    prefix="/api/admin/api-keys",
+    tags=["admin"],
+    dependencies=[require(Permission.ADMIN)],
+    route_class=ContractRoute,
+)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -77,9 +77,14 @@ class ApiKeyCreate(BaseModel):
     @field_validator("expires_at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
             raise ValueError("must include a timezone, e.g. 2027-01-01T00:00:00Z")
-        return value
+        try:  # stored in UTC: 9999-12-31T23:59:59-01:00 has no UTC time a datetime can hold
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("out of range: at most 9999-12-31T23:59:59Z") from None
 
 
 class ApiKeyRead(BaseModel):

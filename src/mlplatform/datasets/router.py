@@ -9,16 +9,18 @@ from fastapi import APIRouter, File, Form, Query, UploadFile, status
 from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
 
+from mlplatform.api.body import ContractRoute
 from mlplatform.api.deps import PlatformDep, require
+from mlplatform.api.openapi import file_response
 from mlplatform.auth.schemas import Permission, Principal
+from mlplatform.bounds import Offset
 from mlplatform.datasets.schemas import DatasetMetadata, DatasetRead, Page
 from mlplatform.errors import InvalidInput
 
-router = APIRouter(prefix="/api/ml/datasets", tags=["datasets"])
+router = APIRouter(prefix="/api/ml/datasets", tags=["datasets"], route_class=ContractRoute)
 Reader = Annotated[Principal, require(Permission.READ)]
 Writer = Annotated[Principal, require(Permission.WRITE)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
 MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
 
 
@@ -72,7 +74,11 @@ async def get_dataset(dataset_id: str, platform: PlatformDep, _: Reader) -> Data
     return await platform.datasets.get(dataset_id)
 
 
-@router.get("/{dataset_id}/data")
+@router.get(
+    "/{dataset_id}/data",
+    response_class=Response,
+    responses=file_response("text/csv", MEDIA_TYPES["parquet"], description="the file as uploaded"),
+)
 async def download_dataset(dataset_id: str, platform: PlatformDep, _: Reader) -> StreamingResponse:
     found, chunks = await platform.datasets.download(dataset_id)
     return StreamingResponse(

@@ -7,6 +7,8 @@ from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mlplatform.bounds import Text
+
 T = TypeVar("T")
 DatasetFormat = Literal["csv", "parquet"]
 _TAG_KEY_LIMIT = 64
@@ -18,8 +20,8 @@ class DatasetMetadata(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    description: str = Field("", max_length=10_000)
-    tags: dict[str, str] = {}
+    description: Text = Field("", max_length=10_000)
+    tags: dict[Text, Text] = {}
 
     @field_validator("tags")
     @classmethod

@@ -10,8 +10,11 @@ from fastapi import APIRouter, File, Form, Query, UploadFile, status
 from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
 
+from mlplatform.api.body import ContractRoute
 from mlplatform.api.deps import PlatformDep, require
+from mlplatform.api.openapi import file_response
 from mlplatform.auth.schemas import Permission, Principal
+from mlplatform.bounds import Offset, VersionNumber
 from mlplatform.errors import InvalidInput
 from mlplatform.registry.refs import check_alias, check_name
 from mlplatform.registry.schemas import (
@@ -29,11 +32,10 @@ from mlplatform.registry.schemas import (
 from mlplatform.registry.service import Upload
 from mlplatform.registry.store import ModelFilter
 
-router = APIRouter(prefix="/api/ml/models", tags=["registry"])
+router = APIRouter(prefix="/api/ml/models", tags=["registry"], route_class=ContractRoute)
 Reader = Annotated[Principal, require(Permission.READ)]
 Writer = Annotated[Principal, require(Permission.WRITE)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
 
 
 def actor(principal: Principal) -> str:
@@ -123,13 +125,13 @@ async def list_versions(
 
 
 @router.get("/{name}/versions/{version}")
-async def get_version(name: str, version: int, platform: PlatformDep, _: Reader) -> VersionRead:
+async def get_version(name: str, version: VersionNumber, platform: PlatformDep, _: Reader) -> VersionRead:
     return await platform.registry.get_version(check_name(name), version)
 
 
 @router.patch("/{name}/versions/{version}")
 async def update_version(
-    name: str, version: int, change: ModelUpdate, platform: PlatformDep, _: Writer
+    name: str, version: VersionNumber, change: ModelUpdate, platform: PlatformDep, _: Writer
 ) -> VersionRead:
     return await platform.registry.update_version(check_name(name), version, change)
 
@@ -137,7 +139,7 @@ async def update_version(
 @router.delete("/{name}/versions/{version}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_version(
     name: str,
-    version: int,
+    version: VersionNumber,
     platform: PlatformDep,
     principal: Writer,
     purge: Annotated[
@@ -150,7 +152,7 @@ async def delete_version(
 
 @router.post("/{name}/versions/{version}/stage")
 async def set_stage(
-    name: str, version: int, change: StageChange, platform: PlatformDep, principal: Writer
+    name: str, version: VersionNumber, change: StageChange, platform: PlatformDep, principal: Writer
 ) -> VersionRead:
     return await platform.registry.set_stage(check_name(name), version, change.stage, actor=actor(principal))
 
@@ -171,12 +173,16 @@ async def remove_alias(name: str, alias: str, platform: PlatformDep, principal: 
 
 
 @router.get("/{name}/versions/{version}/lineage")
-async def lineage(name: str, version: int, platform: PlatformDep, _: Reader) -> Lineage:
+async def lineage(name: str, version: VersionNumber, platform: PlatformDep, _: Reader) -> Lineage:
     return await platform.registry.lineage(check_name(name), version)
 
 
-@router.get("/{name}/versions/{version}/artifact")
-async def download(name: str, version: int, platform: PlatformDep, _: Reader) -> StreamingResponse:
+@router.get(
+    "/{name}/versions/{version}/artifact",
+    response_class=Response,
+    responses=file_response("application/octet-stream", description="the artifact as uploaded"),
+)
+async def download(name: str, version: VersionNumber, platform: PlatformDep, _: Reader) -> StreamingResponse:
     found, chunks = await platform.registry.download(check_name(name), version)
     file_name = f"{found.id}-{found.artifact.format}"
     return StreamingResponse(

@@ -7,6 +7,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mlplatform.bounds import Text, VersionNumber
 from mlplatform.formats.base import FeatureType, Task
 
 T = TypeVar("T")
@@ -32,16 +33,18 @@ class VersionMetadata(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    description: str = Field("", max_length=10_000)
-    tags: dict[str, str] = {}
-    metrics: dict[str, float] = {}
-    parent: str | None = Field(None, description="the version this one was derived from (any reference form)")
-    training_dataset_id: str | None = Field(None, max_length=64)
-    training_job_id: str | None = Field(None, max_length=64)
-    feature_names: list[str] | None = Field(None, max_length=10_000)
+    description: Text = Field("", max_length=10_000)
+    tags: dict[Text, Text] = {}
+    metrics: dict[Text, float] = {}
+    parent: Text | None = Field(
+        None, description="the version this one was derived from (any reference form)"
+    )
+    training_dataset_id: Text | None = Field(None, max_length=64)
+    training_job_id: Text | None = Field(None, max_length=64)
+    feature_names: list[Text] | None = Field(None, max_length=10_000)
     feature_types: dict[str, FeatureType] | None = None
     task: Task | None = None
-    classes: list[str | int] | None = None
+    classes: list[Text | int] | None = None
     reference_sample: list[list[float]] | None = Field(
         None, max_length=10_000, description="rows the model was trained on, kept for drift detection"
     )
@@ -107,8 +110,8 @@ class ModelRead(BaseModel):
 class ModelUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    description: str | None = Field(None, max_length=10_000)
-    tags: dict[str, str] | None = None
+    description: Text | None = Field(None, max_length=10_000)
+    tags: dict[Text, Text] | None = None
 
     @field_validator("tags")
     @classmethod
@@ -125,7 +128,7 @@ class StageChange(BaseModel):
 class AliasSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1)
+    version: VersionNumber
 
 
 class HistoryEntry(BaseModel):

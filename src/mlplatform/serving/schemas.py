@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from mlplatform.bounds import Text
+
 REQUEST_ID_LENGTH = 128
 
 
@@ -18,7 +20,7 @@ class PredictRequest(BaseModel):
     features: dict[str, Any] | list[Any] = Field(
         description="by feature name, or an array in signature order"
     )
-    request_id: str | None = Field(
+    request_id: Text | None = Field(
         None, max_length=REQUEST_ID_LENGTH, description="your id, to join feedback later"
     )
 
@@ -60,7 +62,7 @@ class BatchRequest(BaseModel):
     # Each item is checked against the signature (`Signature.batch`); validating a thousand items here as
     # `dict | list` first would copy every row and cost milliseconds per batch.
     instances: Annotated[list[Any], WithJsonSchema(_INSTANCES_SCHEMA)] = Field(min_length=1)
-    request_id: str | None = Field(None, max_length=REQUEST_ID_LENGTH)
+    request_id: Text | None = Field(None, max_length=REQUEST_ID_LENGTH)
 
 
 class BatchPrediction(BaseModel):
