@@ -183,7 +183,9 @@ class ContractRoute(APIRoute):
             raw = await request.body()
             if not raw:
                 return await handler(request)
-            if media and not is_json(media):  # no Content-Type: taken as JSON, as on the predict paths
+            if not media:  # taken as JSON, as on the predict paths (inference clients often send none)
+                request.scope["headers"] = [*request.scope["headers"], (b"content-type", b"application/json")]
+            elif not is_json(media):
                 raise refuse_media_type(media, "application/json")
             return await handler(_ParsedRequest(request, raw, loads(raw)))
 
