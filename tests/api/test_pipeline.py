@@ -162,3 +162,8 @@ async def test_every_guarded_route_answers_with_rate_limit_headers(
             method, concrete(template), content=b"{}", headers={"X-API-Key": ADMIN_KEY}
         )
         assert response.headers.get("x-ratelimit-limit") == "100000", (method, template, response.status_code)
+        again = await client.request(
+            method, concrete(template), content=b"{}", headers={"X-API-Key": ADMIN_KEY}
+        )
+        used = int(response.headers["x-ratelimit-remaining"]) - int(again.headers["x-ratelimit-remaining"])
+        assert used == 1, f"{method} {template}: one request counted {used} times against the key's limit"

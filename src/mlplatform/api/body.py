@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import email.message
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import orjson
@@ -163,9 +163,18 @@ class ContractRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        # The API-key guard (`deps.require`) runs first: no check of parameters or body, and no parsing, for a
+        # caller without a key. FastAPI runs it again as a dependency, which returns what it found here.
+        guards: list[Callable[[Request], Awaitable[Any]]] = [
+            d.call
+            for d in self.dependant.dependencies
+            if d.call is not None and getattr(d.call, "__name__", "").startswith("require_")
+        ]
         if self.body_field is None:
 
             async def parameters_checked(request: Request) -> Response:
+                for guard in guards:
+                    await guard(request)
                 _check_parameters(request)
                 return await handler(request)
 
@@ -173,6 +182,8 @@ class ContractRoute(APIRoute):
         form = isinstance(self.body_field.field_info, params.Form)
 
         async def checked(request: Request) -> Response:
+            for guard in guards:
+                await guard(request)
             _check_parameters(request)
             media = media_type(request)
             if form:  # streamed to the form parser, not read here: uploads may be large

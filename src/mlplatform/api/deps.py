@@ -30,10 +30,14 @@ def require(permission: Permission) -> Any:
     async def guard(request: Request) -> Principal:
         platform: Platform = request.app.state.platform
         state = request.scope["state"]
+        done = state.get("authorized")
+        if done is not None and done[0] is permission:  # already run for this request (`ContractRoute`)
+            principal: Principal = done[1]
+            return principal
         headers = state.get("headers") or RequestHeaders(request.scope["headers"])
         principal, rate = await authorize(platform, headers, client_address(request.scope), permission)
         state["rate_headers"] = rate
-        state["principal"] = principal
+        state["authorized"] = (permission, principal)
         return principal
 
     guard.__name__ = f"require_{permission.value}"
