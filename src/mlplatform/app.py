@@ -33,6 +33,7 @@ from mlplatform.logging import configure_logging
 from mlplatform.metrics import Metrics
 from mlplatform.monitoring import router as monitoring_router
 from mlplatform.monitoring.service import MonitoringService
+from mlplatform.monitoring.sql_store import SqlDriftStore
 from mlplatform.platform import Platform
 from mlplatform.registry import router as registry_router
 from mlplatform.registry.events import RegistryWatcher
@@ -107,6 +108,15 @@ def build_platform(settings: Settings) -> Platform:
     datasets = DatasetService(
         store=SqlDatasetStore(database), artifacts=artifacts, limits=settings.security.limits
     )
+    monitoring = MonitoringService(
+        store=prediction_logs,
+        registry=registry,
+        metrics=metrics,
+        drift=SqlDriftStore(database),
+        datasets=datasets,
+    )
+    # Registration checks and keeps a version's reference sample through monitoring (which imports registry).
+    registry.prepare_reference = monitoring.prepare_reference
     return Platform(
         settings=settings,
         database=database,
@@ -119,7 +129,7 @@ def build_platform(settings: Settings) -> Platform:
         registry=registry,
         serving=serving,
         datasets=datasets,
-        monitoring=MonitoringService(store=prediction_logs, registry=registry, metrics=metrics),
+        monitoring=monitoring,
     )
 
 
