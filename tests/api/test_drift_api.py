@@ -264,3 +264,37 @@ async def test_metadata_reference_sample_is_a_reference_too(make_app: AppFactory
     few = numeric_rows(5, seed=3).to_numpy().tolist()
     await register(client, "clf", ref.path, {**ref.metadata, "reference_sample": few})
     assert (await client.get("/api/ml/models/clf/versions/2/reference")).status_code == 404
+
+
+async def test_a_scheduled_check_reports_drift_and_raises_the_drift_alert(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    client, _ = await make_app(ml={"monitoring": {"enabled": False, "check-window": "1h"}})
+    ref = reference("sklearn-forest-skops", tmp_path)
+    await register(client, "clf", ref.path, ref.metadata, csv(numeric_rows(2_000, seed=0)))
+    await register(client, "plain", ref.path, ref.metadata)  # no reference: skipped, not an error
+
+    await predict(client, "clf", numeric_rows(600, seed=1))
+    await logged(client, "clf", 600)
+    calm = await client.post("/api/ml/monitoring/check")
+    assert calm.status_code == 200, calm.text
+    assert (await client.get("/api/ml/alerts")).json()["items"] == []
+
+    await predict(client, "clf", numeric_rows(600, seed=2, shift=1.0))
+    await logged(client, "clf", 1_200)
+    assert (await client.post("/api/ml/monitoring/check")).status_code == 200
+    firing = (await client.get("/api/ml/alerts", params={"state": "firing"})).json()["items"]
+    assert [(a["rule"], a["model"]) for a in firing] == [("ModelDriftDetected", "clf")], firing
+    reports = (await client.get("/api/ml/models/clf/drift-reports")).json()["items"]
+    assert [r["trigger"] for r in reports] == ["scheduled", "scheduled"]
+    assert [r["drift"] for r in reports] == [True, False]
+    assert (await client.get("/api/ml/models/plain/drift-reports")).json()["total"] == 0
+
+
+async def test_drift_alerts_can_be_turned_off(make_app: AppFactory) -> None:
+    names = set()
+    for alert_on_drift in (True, False):
+        client, _ = await make_app(ml={"monitoring": {"enabled": False, "alert-on-drift": alert_on_drift}})
+        names = {r["name"] for r in (await client.get("/api/ml/alert-rules")).json()}
+        assert ("ModelDriftDetected" in names) is alert_on_drift
+    assert "ModelAccuracyDegraded" in names
