@@ -32,7 +32,23 @@ from mlplatform.interpreter import freeze_heap, tune_for_serving
 from mlplatform.logging import configure_logging
 from mlplatform.metrics import Metrics
 from mlplatform.monitoring import router as monitoring_router
+from mlplatform.monitoring.alerts import router as alerts_router
+from mlplatform.monitoring.alerts.notify import WebhookNotifier
+from mlplatform.monitoring.alerts.service import AlertService
+from mlplatform.monitoring.alerts.sql_store import SqlAlertStore, SqlCheckLeaseStore
+from mlplatform.monitoring.checks import (
+    AccuracyStep,
+    CheckScheduler,
+    CounterStep,
+    DriftStep,
+    InstanceCounters,
+    LatencyStep,
+    MonitoringChecks,
+    counter_totals,
+    deployed_models,
+)
 from mlplatform.monitoring.service import MonitoringService
+from mlplatform.monitoring.sql_store import SqlDriftStore
 from mlplatform.platform import Platform
 from mlplatform.registry import router as registry_router
 from mlplatform.registry.events import RegistryWatcher
@@ -107,6 +123,27 @@ def build_platform(settings: Settings) -> Platform:
     datasets = DatasetService(
         store=SqlDatasetStore(database), artifacts=artifacts, limits=settings.security.limits
     )
+    monitoring = MonitoringService(
+        store=prediction_logs,
+        registry=registry,
+        metrics=metrics,
+        drift=SqlDriftStore(database),
+        datasets=datasets,
+    )
+    # Registration checks and keeps a version's reference sample through monitoring (which imports registry).
+    registry.prepare_reference = monitoring.prepare_reference
+    alerts = AlertService(
+        store=SqlAlertStore(database),
+        settings=settings.ml.monitoring,
+        notifier=WebhookNotifier(
+            settings.ml.monitoring.alerts,
+            metrics.registry,
+            tags=metrics.tags,
+            external_url=settings.ml.monitoring.alerts.external_url or server_url(settings.server),
+        ),
+        registry=metrics.registry,
+    )
+    checks = build_checks(settings, monitoring=monitoring, alerts=alerts, serving=serving, metrics=metrics)
     return Platform(
         settings=settings,
         database=database,
@@ -119,7 +156,41 @@ def build_platform(settings: Settings) -> Platform:
         registry=registry,
         serving=serving,
         datasets=datasets,
-        monitoring=MonitoringService(store=prediction_logs, registry=registry, metrics=metrics),
+        monitoring=monitoring,
+        alerts=alerts,
+        checks=checks,
+        check_scheduler=CheckScheduler(
+            checks=checks, leases=SqlCheckLeaseStore(database), settings=settings.ml.monitoring
+        ),
+    )
+
+
+def build_checks(
+    settings: Settings,
+    *,
+    monitoring: MonitoringService,
+    alerts: AlertService,
+    serving: ServingService,
+    metrics: Metrics,
+) -> MonitoringChecks:
+    """The scheduled checks' steps, in order."""
+    window = settings.ml.monitoring.check_window
+    drift = [("drift", DriftStep(monitoring, window))] if settings.ml.monitoring.drift_detection else []
+    counters = InstanceCounters(
+        predictions=lambda: counter_totals(serving.metrics.predictions),
+        errors=lambda: counter_totals(serving.metrics.errors),
+        log_drops=lambda: counter_totals(serving.logs.dropped).get("", 0.0),
+    )
+    return MonitoringChecks(
+        alerts=alerts,
+        models=lambda: deployed_models(monitoring.registry),
+        steps=[
+            ("accuracy", AccuracyStep(monitoring, window)),
+            *drift,
+            ("latency", LatencyStep(monitoring.store)),
+            ("counters", CounterStep(counters)),
+        ],
+        registry=metrics.registry,
     )
 
 
@@ -220,6 +291,8 @@ async def start_up(platform: Platform) -> None:
     freeze_heap()
     platform.lifecycle.started = True
     log.info("started", profile=platform.settings.profile, version=__version__)
+    platform.alerts.notifier.start()
+    platform.check_scheduler.start()
     min_age = timedelta(seconds=platform.settings.ml.models.orphan_min_age_seconds)
     try:
         await platform.registry.sweep_orphans(min_age=min_age)
@@ -249,6 +322,8 @@ def create_app(settings: Settings) -> FastAPI:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
             steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+                ("monitoring checks", platform.check_scheduler.stop),
+                ("alert notifications", platform.alerts.notifier.stop),
                 ("prediction logs", platform.serving.logs.stop),
                 ("serving", platform.serving.close),
                 ("registry watcher", platform.registry.watcher.stop),
@@ -282,6 +357,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(registry_router.router)
     app.include_router(datasets_router.router)
     app.include_router(monitoring_router.router)
+    app.include_router(alerts_router.router)
     app.include_router(auth_router.router)
     app.include_router(actuator.router)
     document_contract(app)

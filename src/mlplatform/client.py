@@ -164,3 +164,27 @@ class Client:
     def performance(self, name: str, window: str | None = None, version: str | None = None) -> dict[str, Any]:
         params = {k: v for k, v in (("window", window), ("version", version)) if v is not None}
         return dict(self._call("GET", f"/api/ml/models/{name}/monitoring", params=params))
+
+    def drift_check(self, name: str, window: str | None = None, version: str | None = None) -> dict[str, Any]:
+        params = {k: v for k, v in (("window", window), ("version", version)) if v is not None}
+        return dict(self._call("POST", f"/api/ml/models/{name}/drift-check", params=params))
+
+    def drift_reports(self, name: str, version: str | None = None, limit: int = 20) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit} if version is None else {"limit": limit, "version": version}
+        return dict(self._call("GET", f"/api/ml/models/{name}/drift-reports", params=params))
+
+    def drift_report(self, name: str, report_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/api/ml/models/{name}/drift-reports/{report_id}"))
+
+    def drift_plot(self, name: str, report_id: str) -> bytes:
+        response = self.http.get(f"/api/ml/models/{name}/drift-reports/{report_id}/plot.png")
+        if response.status_code >= 400:
+            self._raise(response)
+        return response.content
+
+    def alerts(self, state: str | None = None, model: str | None = None, limit: int = 100) -> dict[str, Any]:
+        params = {k: v for k, v in (("state", state), ("model", model), ("limit", limit)) if v is not None}
+        return dict(self._call("GET", "/api/ml/alerts", params=params))
+
+    def acknowledge(self, alert_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/api/ml/alerts/{alert_id}/acknowledge"))

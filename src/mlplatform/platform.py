@@ -9,6 +9,8 @@ from mlplatform.datasets.service import DatasetService
 from mlplatform.db import Database
 from mlplatform.health import HealthService, Lifecycle
 from mlplatform.metrics import Metrics
+from mlplatform.monitoring.alerts.service import AlertService
+from mlplatform.monitoring.checks import CheckScheduler, MonitoringChecks
 from mlplatform.monitoring.service import MonitoringService
 from mlplatform.registry.service import RegistryService
 from mlplatform.serving.service import ServingService
@@ -31,3 +33,6 @@ class Platform:
     serving: ServingService
     datasets: DatasetService
     monitoring: MonitoringService
+    alerts: AlertService
+    checks: MonitoringChecks
+    check_scheduler: CheckScheduler

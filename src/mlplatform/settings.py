@@ -135,12 +135,66 @@ class PredictionsSettings(Section):
     fallbacks: dict[str, FallbackSettings] = {}
 
 
+_WINDOW = re.compile(r"^[1-9][0-9]{0,3}[mhd]$")
+
+
+def _check_window(value: str) -> str:
+    if not _WINDOW.match(value):
+        raise ValueError("a number and a unit, m, h or d (e.g. 1h, 24h, 7d)")
+    return value
+
+
+class AlertRuleSettings(Section):
+    """One alert rule from configuration (kinds: `mlplatform.monitoring.alerts.rules.RULE_KINDS`)."""
+
+    name: str = Field(min_length=1, max_length=128)
+    kind: str
+    threshold: float = 0.0
+    window: str = "1h"
+    severity: Literal["info", "warning", "critical"] = "warning"
+    model: str | None = None
+
+    _window = field_validator("window")(_check_window)
+
+
+class WebhookSettings(Section):
+    """A receiver of Alertmanager-format notifications. With `secret`, each body is signed:
+    `X-MLPlatform-Signature: sha256=<hex HMAC-SHA256 of the body>`."""
+
+    url: str
+    headers: dict[str, str] = {}
+    secret: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
+class AlertSettings(Section):
+    rules: list[AlertRuleSettings] = []
+    webhooks: list[WebhookSettings] = []
+    queue_size: int = Field(1000, ge=1, description="notifications waiting to be sent, at most")
+    timeout_seconds: float = Field(5.0, gt=0, description="per delivery attempt")
+    max_attempts: int = Field(6, ge=1)
+    backoff_seconds: float = Field(1.0, gt=0, description="first retry delay; doubled each attempt")
+    max_backoff_seconds: float = Field(60.0, gt=0)
+    external_url: str | None = Field(None, description="base of generatorURL; default the server's own")
+
+
 class MonitoringSettings(Section):
     enabled: bool = True
     check_interval: int = Field(300, ge=1)
+    check_window: str = "24h"
+    check_timeout: int = Field(600, ge=1, description="seconds a scheduled check may run before it is cut")
     drift_detection: bool = True
     alert_on_drift: bool = True
     accuracy_threshold: float = Field(0.8, ge=0, le=1)
+    alerts: AlertSettings = AlertSettings()
+
+    _window = field_validator("check_window")(_check_window)
 
 
 class MlSettings(Section):

@@ -6,8 +6,16 @@ from mlplatform.auth import tables as auth_tables
 from mlplatform.datasets import tables as dataset_tables
 from mlplatform.db import Base
 from mlplatform.monitoring import tables as monitoring_tables
+from mlplatform.monitoring.alerts import tables as alert_tables
 from mlplatform.registry import tables as registry_tables
 from mlplatform.serving import tables as serving_tables
 
 metadata = Base.metadata
-DOMAIN_TABLES = (auth_tables, registry_tables, serving_tables, dataset_tables, monitoring_tables)
+DOMAIN_TABLES = (
+    auth_tables,
+    registry_tables,
+    serving_tables,
+    dataset_tables,
+    monitoring_tables,
+    alert_tables,
+)

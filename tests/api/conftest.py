@@ -92,9 +92,10 @@ async def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 async def two_instances(
-    make_app: AppFactory, database_url: str, cache_url: str
+    make_app: AppFactory, database_url: str, cache_url: str, **overrides: Any
 ) -> tuple[tuple[httpx.AsyncClient, Platform], tuple[httpx.AsyncClient, Platform]]:
-    """Two started apps sharing one (migrated) database and one cache; the artifact folder is shared too."""
+    """Two started apps sharing one (migrated) database and one cache; the artifact folder is shared too.
+    `overrides` are further settings sections, the same for both."""
     await asyncio.to_thread(db.upgrade, DatabaseSettings(url=database_url))
-    shared = {"database": {"url": database_url}, "cache": {"url": cache_url, "timeout-ms": 500}}
+    shared = {"database": {"url": database_url}, "cache": {"url": cache_url, "timeout-ms": 500}, **overrides}
     return await make_app(**shared), await make_app(**shared)

@@ -225,6 +225,20 @@ async def test_count_counts_every_member_of_a_block_in_the_window(store: Predict
     assert await store.count(model="m", version="nope") == 0
 
 
+async def test_latencies_are_one_per_request_newest_first_in_the_window(store: PredictionLogStore) -> None:
+    records = [
+        dataclasses.replace(single("m", at_offset=-10), latency_ms=1.0),
+        dataclasses.replace(block("m", 5, at_offset=-5), latency_ms=50.0),
+        dataclasses.replace(single("m", at_offset=0), latency_ms=2.0),
+    ]
+    appended(store, *records, single("other", at_offset=0))
+    assert await store.latencies(model="m") == [2.0, 50.0, 1.0]  # a block of 5 is one request
+    assert await store.latencies(model="m", start=records[1].created_at) == [2.0, 50.0]
+    assert await store.latencies(model="m", end=records[1].created_at) == [1.0]
+    assert await store.latencies(model="m", limit=2) == [2.0, 50.0]
+    assert await store.latencies(model="nope") == []
+
+
 async def test_samples_are_uniform_bounded_and_repeatable(store: PredictionLogStore) -> None:
     singles = [dataclasses.replace(single("m", at_offset=-1), inputs=[float(i), -1.0]) for i in range(20)]
     blocks = []

@@ -1,4 +1,4 @@
-"""`mlplatform feedback send` and `mlplatform monitor show` against the real server."""
+"""`mlplatform feedback send` and `mlplatform monitor show|drift|alerts|ack` against the real server."""
 
 from __future__ import annotations
 
@@ -61,6 +61,39 @@ def test_feedback_from_a_csv_moves_the_model_accuracy(start_server: StartServer,
     shown = cli("monitor", "show", "fraud", "--window", "1h")
     expected = accuracy_score(actuals, [p["prediction"] for p in predictions])
     assert "labelled 40" in shown and "accuracy" in shown and f"{expected:.4g}" in shown
+
+    # accuracy 0.5 is below the default threshold (0.8): a check raises ModelAccuracyDegraded
+    assert (
+        httpx.post(f"{server.base_url}/api/ml/monitoring/check", headers=headers, timeout=60).status_code
+        == 200
+    )
+    listed = cli("monitor", "alerts", "--state", "firing")
+    assert "ModelAccuracyDegraded" in listed and "fraud" in listed
+    alert_id = httpx.get(f"{server.base_url}/api/ml/alerts", headers=headers).json()["items"][0]["id"]
+    assert "acknowledged" in cli("monitor", "ack", alert_id)
+    assert "acknowledged" in cli("monitor", "alerts", "--model", "fraud")
+
+    missing = run_cli(["monitor", "drift", "fraud"], env, tmp_path)
+    assert missing.returncode == 1 and "--check" in missing.stderr
+    names = [
+        f["name"]
+        for f in httpx.get(f"{server.base_url}/api/ml/models/fraud/versions/1", headers=headers).json()[
+            "features"
+        ]
+    ]
+    reference_rows = [dict(zip(names, row, strict=True)) for row in ref.X.tolist()]
+    put = httpx.put(
+        f"{server.base_url}/api/ml/models/fraud/versions/1/reference",
+        json={"rows": reference_rows},
+        headers=headers,
+        timeout=30,
+    )
+    assert put.status_code == 200, put.text
+    plot = tmp_path / "drift.png"
+    checked = cli("monitor", "drift", "fraud", "--check", "--window", "1h", "--plot", str(plot))
+    assert "no drift" in checked and all(name in checked for name in names)
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    assert "no drift" in cli("monitor", "drift", "fraud")
 
     bad = tmp_path / "bad.csv"
     bad.write_text("id,actual\nx,1\n")

@@ -1,14 +1,16 @@
-"""Dataset use cases: upload within the limits atomically, browse, download, delete, sweep orphans."""
+"""Dataset use cases: upload within the limits atomically, browse, download, sample, delete, sweep orphans."""
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+import numpy.typing as npt
 import structlog
 
 from mlplatform.clock import utcnow
@@ -50,6 +52,19 @@ def storage_key(name: str, dataset_id: str, format: str) -> str:
         return check_key(f"{PREFIX}{check_name(name)}/{dataset_id}/data.{format}")
     except InvalidKeyError as exc:
         raise InvalidInput(str(exc), details=[{"field": "name", "problem": str(exc)}]) from None
+
+
+@dataclass(frozen=True, slots=True)
+class SampledTable:
+    rows: int  # rows in the whole table
+    columns: dict[str, npt.NDArray[Any]]  # a uniform sample of min(n, rows) rows of the wanted columns
+
+
+def _table_problem(exc: tabular.TableError, field: str) -> InvalidInput:
+    detail: dict[str, Any] = {"field": field, "problem": str(exc)}
+    if isinstance(exc, tabular.MissingColumnsError):
+        detail["missing"] = exc.missing
+    return InvalidInput(f"{field}: {exc}", details=[detail])
 
 
 def _too_large(exc: tabular.TooLargeError) -> PayloadTooLarge:
@@ -118,6 +133,48 @@ class DatasetService:
                 raise
         log.info("dataset uploaded", dataset=dataset_id, name=name, rows=table.rows, format=received.format)
         return dataset
+
+    async def sample_upload(
+        self, *, source: BinaryIO, columns: Sequence[str], n: int, seed: int, field: str = "file"
+    ) -> SampledTable:
+        """Some columns of an uploaded CSV or Parquet table (checked within the upload limits like a dataset,
+        not stored): a uniform sample of at most `n` rows. Missing columns are named in the error."""
+        with tempfile.TemporaryDirectory(prefix="mlplatform-table-", dir=self.workdir) as folder:
+            path = Path(folder) / "upload"
+            try:
+                received = await asyncio.to_thread(
+                    tabular.receive, source, path, max_bytes=self.limits.max_upload_size
+                )
+                table = await asyncio.to_thread(
+                    tabular.profile, path, received.format, max_rows=self.limits.max_upload_rows
+                )
+                sampled = await asyncio.to_thread(
+                    tabular.sample_columns, path, received.format, columns, rows=table.rows, n=n, seed=seed
+                )
+            except tabular.TooLargeError as exc:
+                raise _too_large(exc) from None
+            except tabular.TableError as exc:
+                raise _table_problem(exc, field) from None
+        return SampledTable(rows=table.rows, columns=sampled)
+
+    async def sample(
+        self, *, dataset_id: str, columns: Sequence[str], n: int, seed: int, field: str = "dataset"
+    ) -> SampledTable:
+        """Some columns of a stored dataset: a uniform sample of at most `n` rows (the file is copied to a
+        temporary folder and read a batch at a time)."""
+        found, chunks = await self.download(dataset_id)
+        with tempfile.TemporaryDirectory(prefix="mlplatform-table-", dir=self.workdir) as folder:
+            path = Path(folder) / f"data.{found.format}"
+            with path.open("wb") as out:
+                async for chunk in chunks:
+                    await asyncio.to_thread(out.write, chunk)
+            try:
+                sampled = await asyncio.to_thread(
+                    tabular.sample_columns, path, found.format, columns, rows=found.rows, n=n, seed=seed
+                )
+            except tabular.TableError as exc:
+                raise _table_problem(exc, field) from None
+        return SampledTable(rows=found.rows, columns=sampled)
 
     async def get(self, dataset_id: str) -> DatasetRead:
         return await self.store.get(dataset_id)

@@ -6,10 +6,13 @@ import codecs
 import hashlib
 import math
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -245,3 +248,89 @@ class _Column:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+class MissingColumnsError(TableError):
+    """The table lacks columns the caller needs; `missing` names them."""
+
+    def __init__(self, missing: list[str], present: list[str]) -> None:
+        shown = ", ".join(present[:20]) + (", ..." if len(present) > 20 else "")
+        super().__init__(f"missing columns {', '.join(missing)} (the table has {shown})")
+        self.missing = missing
+
+
+def sample_columns(
+    path: Path, format: DatasetFormat, columns: Sequence[str], *, rows: int, n: int, seed: int
+) -> dict[str, npt.NDArray[Any]]:
+    """A uniform sample without replacement of min(n, rows) of the table's `rows` rows (as `profile` counted
+    them), of `columns` only, in table order. One batch at a time: memory holds the sample, not the table."""
+    present = _header(path, format)
+    missing = [c for c in columns if c not in present]
+    if missing:
+        raise MissingColumnsError(missing, present)
+    picks = np.sort(np.random.default_rng(seed).choice(rows, size=min(n, rows), replace=False))
+    overrides: dict[str, pa.DataType] = {}
+    while True:  # as in `profile`: each round widens one CSV column's type
+        try:
+            return _take(path, format, list(columns), picks, overrides)
+        except _WidenError as widen:
+            overrides[widen.column] = widen.to
+
+
+def _take(
+    path: Path,
+    format: DatasetFormat,
+    columns: list[str],
+    picks: npt.NDArray[np.int64],
+    overrides: dict[str, pa.DataType],
+) -> dict[str, npt.NDArray[Any]]:
+    taken: dict[str, list[pa.Array]] = {c: [] for c in columns}
+    offset = 0
+    for batch in _parquet_batches(path, columns) if format == "parquet" else _csv_batches(path, overrides):
+        low, high = np.searchsorted(picks, [offset, offset + batch.num_rows])
+        if high > low:
+            indices = pa.array(picks[low:high] - offset)
+            for name in columns:
+                taken[name].append(batch.column(name).take(indices))
+        offset += batch.num_rows
+    return {
+        name: pa.chunked_array(parts, type=parts[0].type if parts else pa.null()).to_numpy()
+        for name, parts in taken.items()
+    }
+
+
+def _header(path: Path, format: DatasetFormat) -> list[str]:
+    try:
+        if format == "parquet":
+            return list(pq.read_schema(str(path)).names)
+        with pa_csv.open_csv(str(path), read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK_SIZE)) as reader:
+            return list(reader.schema.names)
+    except (pa.ArrowException, OSError) as exc:
+        raise TableError(f"not a readable {format} file: {_first_line(exc)}") from None
+
+
+def _parquet_batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    try:
+        with pq.ParquetFile(str(path)) as file:
+            yield from file.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise TableError(f"not a readable Parquet file: {_first_line(exc)}") from None
+
+
+def _csv_batches(path: Path, overrides: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+    try:
+        reader = pa_csv.open_csv(
+            str(path),
+            read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK_SIZE),
+            parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+            convert_options=pa_csv.ConvertOptions(column_types=overrides, strings_can_be_null=True),
+        )
+    except (pa.ArrowException, OSError) as exc:
+        raise TableError(f"not a readable CSV file: {_first_line(exc)}") from None
+    with reader:
+        try:
+            yield from reader
+        except pa.ArrowInvalid as exc:
+            _widen_or_raise(exc, reader.schema)
+        except (pa.ArrowException, OSError) as exc:
+            raise TableError(f"not a readable CSV file: {_first_line(exc)}") from None

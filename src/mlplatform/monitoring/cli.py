@@ -1,4 +1,4 @@
-"""`mlplatform feedback send` (with a progress bar) and `mlplatform monitor show`."""
+"""`mlplatform feedback send` (with a progress bar) and `mlplatform monitor show|drift|alerts|ack`."""
 
 from __future__ import annotations
 
@@ -151,3 +151,103 @@ def show(
                 *(_number(values.get(k)) for k in ("precision", "recall", "f1", "support")),
             )
         console.print(classes)
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2e}" if value < 1e-3 else f"{value:.3f}"
+
+
+@monitor_app.command("drift")
+def drift(
+    model: Annotated[str, typer.Argument(metavar="MODEL")],
+    check: Annotated[
+        bool, typer.Option("--check", help="run a check now instead of showing the latest")
+    ] = False,
+    window: Annotated[str | None, typer.Option(help="with --check: 1h, 24h, 7d, …")] = None,
+    version: Annotated[str | None, typer.Option(help="one version; default: the model's default")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(dir_okay=False, help="also save the report's plot (PNG)")
+    ] = None,
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+) -> None:
+    """Show a model's latest drift report, or run a check now (--check), feature by feature."""
+    if check:
+        report = call_server(url, key, lambda c: c.drift_check(model, window=window, version=version))
+    else:
+        page = call_server(url, key, lambda c: c.drift_reports(model, version=version, limit=1))
+        if not page["items"]:
+            fail(f"no drift report for {model} yet: run `mlplatform monitor drift {model} --check`", 1)
+        report = call_server(url, key, lambda c: c.drift_report(model, page["items"][0]["id"]))
+    verdict = "[red]DRIFT[/]" if report["drift"] else "[green]no drift[/]"
+    console.print(
+        f"[bold]{escape(report['model'])}[/] v{report['version']}  {verdict}  report {report['id']} "
+        f"({report['trigger']}, {report['created_at'][:19]})  {report['from'][:19]} → {report['to'][:19]}  "
+        f"rows: {report['sampled_rows']} current, {report['reference_rows']} reference"
+    )
+    table = Table()
+    for column in ("feature", "kind", "test", "p", "missing p", "Holm p", "distance", "PSI", "drift"):
+        table.add_column(column, justify="left" if column in ("feature", "kind", "test") else "right")
+    for f in report["features"]:
+        table.add_row(
+            escape(f["feature"]),
+            f["kind"],
+            f["test"] or escape(f["note"] or f["status"]),
+            _p(f["p_value"]),
+            _p(f["missing_p_value"]),
+            _p(f["adjusted_p_value"]),
+            _number(f["distance"]),
+            _number(f["psi"]),
+            "[red]yes[/]" if f["drift_adjusted"] else "no",
+        )
+    console.print(table)
+    if plot is not None:
+        plot.write_bytes(call_server(url, key, lambda c: c.drift_plot(model, report["id"])))
+        console.print(f"plot saved to {escape(str(plot))}")
+
+
+@monitor_app.command("alerts")
+def alerts(
+    state: Annotated[str | None, typer.Option(help="firing, acknowledged or resolved")] = None,
+    model: Annotated[str | None, typer.Option(help="one model's alerts")] = None,
+    limit: int = 100,
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+) -> None:
+    """List alerts, most recently seen first."""
+    page = call_server(url, key, lambda c: c.alerts(state=state, model=model, limit=limit))
+    table = Table(title=f"{page['total']} alerts")
+    for column in (
+        "id",
+        "state",
+        "severity",
+        "rule",
+        "model",
+        "value",
+        "threshold",
+        "first seen",
+        "last seen",
+    ):
+        table.add_column(column)
+    for a in page["items"]:
+        table.add_row(
+            a["id"],
+            a["state"],
+            a["severity"],
+            escape(a["rule"]),
+            escape(a["model"] or "-"),
+            _number(a["value"]),
+            _number(a["threshold"]),
+            a["first_seen"][:19],
+            a["last_seen"][:19],
+        )
+    console.print(table)
+
+
+@monitor_app.command("ack")
+def ack(
+    alert_id: Annotated[str, typer.Argument(metavar="ID")], url: Url = DEFAULT_URL, key: Key = None
+) -> None:
+    """Acknowledge a firing alert (it still resolves by itself when its condition clears)."""
+    found = call_server(url, key, lambda c: c.acknowledge(alert_id))
+    console.print(f"acknowledged {found['id']} ({escape(found['rule'])} on {escape(found['model'] or '-')})")

@@ -1,10 +1,10 @@
-"""Feedback and performance request and response schemas (DESIGN §5)."""
+"""Feedback, performance and drift request and response schemas (DESIGN §5)."""
 
 from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, RootModel, WithJsonSchema, model_validator
 
@@ -123,3 +123,126 @@ class PerformanceRead(BaseModel):
     label_coverage: float | None = Field(description="labelled / predictions")
     classification: ClassificationPerformance | None = None
     regression: RegressionPerformance | None = None
+
+
+# --- drift: reference samples and reports ------------------------------------------------------------------
+
+REFERENCE_ROWS_LIMIT = 10_000  # rows a JSON reference body may hold
+ReferenceSource = Literal["upload", "dataset", "rows", "metadata"]
+Trigger = Literal["manual", "scheduled"]
+
+
+class ReferenceSet(BaseModel):
+    """A JSON reference for `PUT …/reference`: a dataset's id, or rows keyed by feature name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str | None = Field(None, min_length=1, max_length=64, description="a dataset id")
+    rows: list[dict[str, Any]] | None = Field(
+        None, min_length=1, max_length=REFERENCE_ROWS_LIMIT, description="objects keyed by feature name"
+    )
+
+    @model_validator(mode="after")
+    def one_source(self) -> Self:
+        if (self.dataset is None) == (self.rows is None):
+            raise ValueError("give exactly one of dataset and rows")
+        return self
+
+
+class ProfileHistogram(BaseModel):
+    """Numeric: `edges` e0..e_last bound the cells (-inf, e0], (e0, e1], ..., (e_last, inf), so there is one
+    count more than edges. Categorical: one count per label."""
+
+    counts: list[int]
+    edges: list[float] | None = None
+    labels: list[str] | None = None
+
+
+class ReferenceFeatureRead(BaseModel):
+    name: str
+    kind: Literal["numeric", "categorical"]
+    rows: int
+    missing: int
+    missing_rate: float | None
+    histogram: ProfileHistogram
+
+
+class ReferenceRead(BaseModel):
+    """A version's reference sample, as its profile summarises it."""
+
+    model: str
+    version: int
+    version_id: str
+    source: ReferenceSource = Field(
+        description="upload (a CSV/Parquet file), dataset (a stored dataset), rows (JSON rows), metadata "
+        "(the upload's metadata.reference_sample)"
+    )
+    dataset_id: str | None
+    rows: int = Field(description="rows profiled (a uniform sample when the source had more)")
+    source_rows: int = Field(description="rows in the source")
+    features: list[ReferenceFeatureRead]
+    created_at: datetime
+    created_by: str
+
+
+class HistogramRead(BaseModel):
+    """Reference and current counts in the same cells: numeric `edges` as in `ProfileHistogram`, or the
+    categorical `labels` (levels new in the current window have reference count 0)."""
+
+    reference: list[int]
+    current: list[int]
+    edges: list[float] | None = None
+    labels: list[str] | None = None
+
+
+class FeatureDriftRead(BaseModel):
+    feature: str
+    kind: Literal["numeric", "categorical"]
+    status: Literal["ok", "insufficient_data"]
+    reference_rows: int
+    current_rows: int
+    test: str | None = None
+    statistic: float | None = None
+    p_value: float | None = None
+    missing_test: str | None = None
+    reference_missing_rate: float | None = None
+    current_missing_rate: float | None = None
+    missing_p_value: float | None = None
+    distance_name: str | None = Field(None, description="wasserstein_normalised or jensen_shannon")
+    distance: float | None = None
+    psi: float | None = None
+    feature_p_value: float | None = Field(None, description="Bonferroni over this feature's two tests")
+    drift: bool = Field(False, description="feature_p_value <= alpha")
+    adjusted_p_value: float | None = Field(None, description="Holm over every test of every feature")
+    drift_adjusted: bool = Field(False, description="adjusted_p_value <= alpha: counts for the model verdict")
+    histogram: HistogramRead | None = None
+    note: str | None = None
+
+
+class DriftReportSummary(BaseModel):
+    id: str
+    model: str
+    version: int
+    version_id: str
+    start: datetime = Field(serialization_alias="from")
+    end: datetime = Field(serialization_alias="to")
+    trigger: Trigger
+    created_at: datetime
+    status: Literal["ok", "insufficient_data"]
+    drift: bool = Field(description="some feature drifted after Holm's correction over all tests")
+    drifted_features: list[str]
+    alpha: float
+    tests: int
+    sampled_rows: int = Field(description="logged predictions of the window sampled for the check")
+    reference_rows: int
+
+
+class DriftReportRead(DriftReportSummary):
+    features: list[FeatureDriftRead]
+
+
+class DriftReportPage(BaseModel):
+    items: list[DriftReportSummary]
+    total: int
+    limit: int
+    offset: int

@@ -1,28 +1,44 @@
-"""Feedback ingestion and performance per model and version, over the prediction log store."""
+"""Feedback, performance and drift checks per model and version, over the prediction log store."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, BinaryIO
 
+import numpy as np
+import structlog
 from prometheus_client import Gauge
 
 from mlplatform.clock import as_utc, utcnow
-from mlplatform.errors import InvalidInput, NotFound, PayloadTooLarge
+from mlplatform.datasets.service import DatasetService
+from mlplatform.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from mlplatform.formats.base import ModelDescription, Task
+from mlplatform.ids import new_id
 from mlplatform.metrics import Metrics
-from mlplatform.monitoring import performance
+from mlplatform.monitoring import performance, plot, references
+from mlplatform.monitoring.drift import ReferenceProfile, compare
+from mlplatform.monitoring.references import REFERENCE_ROWS, SAMPLE_SEED, Candidate, Signature
 from mlplatform.monitoring.schemas import (
     FEEDBACK_MAX_ITEMS,
+    DriftReportPage,
+    DriftReportRead,
+    FeatureDriftRead,
     FeedbackCreate,
     FeedbackHistoryRead,
     FeedbackResult,
     PerformanceRead,
+    ReferenceRead,
+    Trigger,
 )
-from mlplatform.registry.service import RegistryService
+from mlplatform.monitoring.store import DriftStore, StoredReference
+from mlplatform.registry.schemas import VersionRead
+from mlplatform.registry.service import KeepReference, RegistryService, Upload
+from mlplatform.registry.snapshot import VersionEntry
 from mlplatform.stores.predictions import FeedbackEntry, PredictionLogStore, PredictionRef
 
 WINDOW = re.compile(r"^(?P<amount>[1-9][0-9]{0,3})(?P<unit>[mhd])$")
@@ -30,6 +46,9 @@ UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days
 DEFAULT_WINDOW = "24h"
 MAX_WINDOW = timedelta(days=366)
 MAX_LABELLED = 1_000_000  # labelled predictions one performance request reads at most (the newest)
+CURRENT_ROWS = 100_000  # logged predictions a drift check samples from its window at most
+DRIFT_ALPHA = 0.05
+log = structlog.get_logger(__name__)
 
 
 def window_bounds(
@@ -77,14 +96,55 @@ def checked_actual(actual: Any, description: ModelDescription | None) -> tuple[A
     return None, f"not one of the model's classes ({shown})"
 
 
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity (PostgreSQL refuses them): such a number becomes null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _compare(profile: dict[str, Any], signature: Signature, rows: list[list[Any]]) -> dict[str, Any]:
+    """Logged rows (signature order) against the reference profile (blocking: run it in a thread)."""
+    width = len(signature)
+    rows = [row for row in rows if len(row) == width]
+    matrix = np.empty((len(rows), width), dtype=object)
+    if rows:
+        matrix[:] = rows
+    columns = {name: matrix[:, i] for i, (name, _) in enumerate(signature)}
+    report = compare(ReferenceProfile.from_dict(profile), columns, alpha=DRIFT_ALPHA, seed=SAMPLE_SEED)
+    return dict(_finite(report.to_dict()))
+
+
 class MonitoringService:
-    def __init__(self, *, store: PredictionLogStore, registry: RegistryService, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        *,
+        store: PredictionLogStore,
+        registry: RegistryService,
+        metrics: Metrics,
+        drift: DriftStore,
+        datasets: DatasetService,
+    ) -> None:
         self.store = store
         self.registry = registry
+        self.drift = drift
+        self.datasets = datasets
         self.accuracy = Gauge(
             "ml_model_accuracy",
             "Accuracy over the last computed window of labelled predictions, by model",
             ["model_id"],
+            registry=metrics.registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.drift_score = Gauge(
+            "ml_feature_drift_score",
+            "1 - the Holm-adjusted p-value of the feature in the model's latest drift check "
+            "(above 1 - alpha: the feature drifted)",
+            ["model_id", "feature"],
             registry=metrics.registry,
             multiprocess_mode="livemostrecent",
         )
@@ -163,6 +223,17 @@ class MonitoringService:
             for entry in history
         ]
 
+    def _version(self, model: str, version: str | int | None) -> VersionEntry:
+        """A version of `model` by number or full id; None: what the bare name resolves to."""
+        version = str(version) if version is not None else None
+        entry = self.registry.resolve(
+            f"{model}/{version}" if version and version.isdigit() else version or model
+        )
+        if entry.name != model:
+            problem = f"version {version!r} is not a version of {model!r}"
+            raise NotFound(problem, details={"field": "version", "problem": problem})
+        return entry
+
     # --- performance -------------------------------------------------------------------------------------
 
     async def performance(
@@ -177,12 +248,7 @@ class MonitoringService:
         """Metrics of the model's (or one version's) labelled predictions made in the window. Without a
         version, `ml_model_accuracy{model_id}` is set from the accuracy computed."""
         start, end = window_bounds(window, start, end, utcnow())
-        entry = self.registry.resolve(
-            f"{model}/{version}" if version and version.isdigit() else version or model
-        )
-        if entry.name != model:
-            problem = f"version {version!r} is not a version of {model!r}"
-            raise NotFound(problem, details={"field": "version", "problem": problem})
+        entry = self._version(model, version)
         version_id = entry.id if version else None
         counted = await self.store.count(model=model, version=version_id, start=start, end=end)
         data = await self.store.labelled(
@@ -208,3 +274,204 @@ class MonitoringService:
             if version_id is None:
                 self.accuracy.labels(model).set(result.classification.accuracy)
         return result
+
+    # --- drift: reference samples ------------------------------------------------------------------------
+
+    async def prepare_reference(self, description: ModelDescription, upload: Upload) -> KeepReference | None:
+        """The registry's hook at registration: the `reference` part, else `metadata.reference_sample`, else
+        the training dataset the metadata names. A problem with the `reference` part refuses the upload. The
+        other two are used when they fit and skipped with a warning otherwise: the sample's first use is the
+        compile check (a few rows do), and lineage may name a dataset this server does not hold."""
+        signature = [(f.name, f.type) for f in description.features]
+        meta = upload.metadata
+        if upload.reference is not None:
+            candidate = await self._from_file(upload.reference, signature, "reference")
+            return self._keeper(candidate, *await asyncio.to_thread(references.profile, candidate, signature))
+        try:
+            if meta.reference_sample:
+                columns = references.from_matrix(meta.reference_sample, signature)
+                rows = len(meta.reference_sample)
+                candidate = Candidate("metadata", "metadata.reference_sample", columns, rows)
+            elif meta.training_dataset_id:
+                field = "training_dataset_id"
+                candidate = await self._from_dataset(meta.training_dataset_id, signature, field)
+            else:
+                return None
+            return self._keeper(candidate, *await asyncio.to_thread(references.profile, candidate, signature))
+        except InvalidInput as exc:
+            log.warning("version registered without a reference sample for drift", reason=exc.message[:300])
+            return None
+
+    def _keeper(self, candidate: Candidate, profile: ReferenceProfile, rows: int) -> KeepReference:
+        async def keep(created: VersionRead) -> None:
+            await self._store_reference(created, candidate, profile, rows, created.created_by)
+
+        return keep
+
+    async def set_reference(
+        self,
+        *,
+        model: str,
+        version: int,
+        actor: str,
+        file: BinaryIO | None = None,
+        dataset: str | None = None,
+        rows: Sequence[dict[str, Any]] | None = None,
+    ) -> ReferenceRead:
+        """Replace the version's reference with exactly one of: a CSV/Parquet file, a dataset, JSON rows."""
+        found = await self.registry.get_version(model, version)
+        signature = [(f.name, f.type) for f in found.features]
+        if file is not None:
+            candidate = await self._from_file(file, signature, "file")
+        elif dataset is not None:
+            candidate = await self._from_dataset(dataset, signature, "dataset")
+        elif rows is not None:
+            columns = references.from_records(rows, signature, "rows")
+            candidate = Candidate("rows", "rows", columns, len(rows))
+        else:
+            raise InvalidInput(
+                "give a file, a dataset or rows", details=[{"field": "body", "problem": "empty"}]
+            )
+        profile, profiled = await asyncio.to_thread(references.profile, candidate, signature)
+        await self._store_reference(found, candidate, profile, profiled, actor)
+        log.info("reference set", model=model, version=version, source=candidate.source, rows=profiled)
+        return await self.reference(model=model, version=version)
+
+    async def _from_file(self, source: BinaryIO, signature: Signature, field: str) -> Candidate:
+        names = [name for name, _ in signature]
+        table = await self.datasets.sample_upload(
+            source=source, columns=names, n=REFERENCE_ROWS, seed=SAMPLE_SEED, field=field
+        )
+        return Candidate("upload", field, table.columns, table.rows)
+
+    async def _from_dataset(self, dataset_id: str, signature: Signature, field: str) -> Candidate:
+        names = [name for name, _ in signature]
+        try:
+            table = await self.datasets.sample(
+                dataset_id=dataset_id, columns=names, n=REFERENCE_ROWS, seed=SAMPLE_SEED, field=field
+            )
+        except NotFound as exc:
+            detail = {"field": field, "problem": exc.message}
+            raise InvalidInput(f"{field}: {exc.message}", details=[detail]) from None
+        return Candidate("dataset", field, table.columns, table.rows, dataset_id=dataset_id)
+
+    async def _store_reference(
+        self, version: VersionRead, candidate: Candidate, profile: ReferenceProfile, rows: int, actor: str
+    ) -> None:
+        await self.drift.put_reference(
+            StoredReference(
+                version_id=version.id,
+                model=version.name,
+                version=version.version,
+                source=candidate.source,
+                dataset_id=candidate.dataset_id,
+                rows=rows,
+                source_rows=candidate.source_rows,
+                profile=profile.to_dict(),
+                created_at=utcnow(),
+                created_by=actor,
+            )
+        )
+
+    async def reference(self, *, model: str, version: int) -> ReferenceRead:
+        found = await self.registry.get_version(model, version)
+        stored = await self.drift.get_reference(found.id)
+        if stored is None:
+            raise NotFound(_no_reference(model, version), details={"field": "version"})
+        return ReferenceRead(
+            model=model,
+            version=version,
+            version_id=found.id,
+            source=stored.source,
+            dataset_id=stored.dataset_id,
+            rows=stored.rows,
+            source_rows=stored.source_rows,
+            features=references.summary(stored.profile),
+            created_at=stored.created_at,
+            created_by=stored.created_by,
+        )
+
+    # --- drift: checks and reports -----------------------------------------------------------------------
+
+    async def check_drift(
+        self,
+        *,
+        model: str,
+        version: str | int | None = None,
+        window: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        trigger: Trigger = "manual",
+    ) -> DriftReportRead:
+        """Compare a uniform sample (at most CURRENT_ROWS) of the version's predictions logged in the window
+        with its reference; store the report, set `ml_feature_drift_score{model_id,feature}`, return it.
+        Without a version: the version the bare name resolves to. No reference: `Conflict`."""
+        start, end = window_bounds(window, start, end, utcnow())
+        entry = self._version(model, version)
+        stored = await self.drift.get_reference(entry.id)
+        if stored is None:
+            raise Conflict(_no_reference(model, entry.version), details={"field": "version"})
+        rows = await self.store.sample_inputs(
+            model=model, version=entry.id, start=start, end=end, n=CURRENT_ROWS, seed=SAMPLE_SEED
+        )
+        signature = [(f.name, f.type) for f in entry.description.features]
+        result = await asyncio.to_thread(_compare, stored.profile, signature, rows)
+        report = DriftReportRead(
+            id=new_id(),
+            model=model,
+            version=entry.version,
+            version_id=entry.id,
+            start=start,
+            end=end,
+            trigger=trigger,
+            created_at=utcnow(),
+            status=result["status"],
+            drift=result["drift"],
+            drifted_features=result["drifted_features"],
+            alpha=result["alpha"],
+            tests=result["tests"],
+            sampled_rows=len(rows),
+            reference_rows=stored.rows,
+            features=[FeatureDriftRead.model_validate(f) for f in result["features"]],
+        )
+        await self.drift.add_report(report)
+        self._set_scores(report)
+        log.info("drift checked", model=model, version=entry.version, drift=report.drift, rows=len(rows))
+        return report
+
+    def _set_scores(self, report: DriftReportRead) -> None:
+        for feature in report.features:
+            if feature.adjusted_p_value is not None:
+                self.drift_score.labels(report.model, feature.feature).set(1.0 - feature.adjusted_p_value)
+            else:
+                with contextlib.suppress(KeyError):
+                    self.drift_score.remove(report.model, feature.feature)
+
+    async def latest_drift_report(
+        self, *, model: str, version: str | int | None = None
+    ) -> DriftReportRead | None:
+        """The newest report of the model (any version), or of one version (number or full id)."""
+        version_id = self._version(model, version).id if version is not None else None
+        return await self.drift.latest_report(model=model, version_id=version_id)
+
+    async def drift_reports(
+        self, *, model: str, version: int | None = None, limit: int = 20, offset: int = 0
+    ) -> DriftReportPage:
+        items, total = await self.drift.list_reports(model=model, version=version, limit=limit, offset=offset)
+        return DriftReportPage(items=items, total=total, limit=limit, offset=offset)
+
+    async def drift_report(self, *, model: str, report_id: str) -> DriftReportRead:
+        return await self.drift.get_report(model=model, report_id=report_id)
+
+    async def drift_plot(self, *, model: str, report_id: str) -> bytes:
+        """The report as a PNG, drawn on a worker thread."""
+        report = await self.drift.get_report(model=model, report_id=report_id)
+        return await asyncio.to_thread(plot.render, report)
+
+
+def _no_reference(model: str, version: int) -> str:
+    return (
+        f"version {version} of {model!r} has no reference sample for drift checks: set one with "
+        f"PUT /api/ml/models/{model}/versions/{version}/reference (a CSV or Parquet file, a dataset id or "
+        "rows), or register the version with a `reference` part or a training_dataset_id"
+    )

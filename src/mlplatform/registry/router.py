@@ -67,9 +67,17 @@ async def register_version(
         UploadFile, File(description="the model artifact (skops, XGBoost, LightGBM, ONNX, Keras, MLflow zip)")
     ],
     metadata: Annotated[str, Form(description="JSON: description, tags, metrics, parent, hints...")] = "{}",
+    reference: Annotated[
+        UploadFile | None, File(description="optional: a CSV or Parquet reference sample for drift checks")
+    ] = None,
 ) -> VersionRead:
     check_name(name)
-    upload = Upload(source=file.file, filename=file.filename or "model", metadata=parse_metadata(metadata))
+    upload = Upload(
+        source=file.file,
+        filename=file.filename or "model",
+        metadata=parse_metadata(metadata),
+        reference=reference.file if reference is not None else None,
+    )
     return await platform.registry.register(name, upload, actor=actor(principal))
 
 

@@ -7,7 +7,7 @@ import hashlib
 import io
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -52,6 +52,15 @@ class Upload:
     source: BinaryIO
     filename: str
     metadata: VersionMetadata
+    reference: BinaryIO | None = None  # a CSV or Parquet reference sample for drift checks
+
+
+# Stores a checked reference sample once its version exists.
+KeepReference = Callable[[VersionRead], Awaitable[None]]
+# Given a new version's signature and its upload, checks the reference sample for drift (the `reference`
+# part, or what the metadata names) before anything is stored: raises `InvalidInput` to refuse the upload,
+# returns what keeps it, or None when the version has none. Monitoring provides it (`create_app` wires it).
+PrepareReference = Callable[[ModelDescription, Upload], Awaitable[KeepReference | None]]
 
 
 def _copy(source: BinaryIO, target: Path) -> None:
@@ -79,8 +88,10 @@ class RegistryService:
         settings: ModelsSettings,
         assess: Assess | None = None,
         workdir: Path | None = None,
+        prepare_reference: PrepareReference | None = None,
     ) -> None:
         self.store = store
+        self.prepare_reference = prepare_reference
         self.artifacts = artifacts
         self.watcher = watcher
         self.settings = settings
@@ -119,6 +130,7 @@ class RegistryService:
             inspected = await self._inspect(received, upload.filename, meta, workdir)
             description = inspected.description
             reference = self._reference_sample(meta, len(description.features))
+            keep_reference = await self._prepare_reference(description, upload)
             runtime = await self._assess(inspected.path, description, meta)
             sha256, size = await asyncio.to_thread(_sha256, inspected.path)
             prefix = f"models/{name}/{new_id()}"
@@ -154,7 +166,31 @@ class RegistryService:
                 raise
         log.info("version registered", model=name, version=created.version, framework=created.framework)
         await self.watcher.announce(name)
+        if keep_reference is not None:
+            await self._keep_reference(keep_reference, created)
         return created
+
+    async def _prepare_reference(self, description: ModelDescription, upload: Upload) -> KeepReference | None:
+        if self.prepare_reference is None:
+            if upload.reference is not None:
+                problem = "this server keeps no reference samples"
+                raise InvalidInput(
+                    f"reference: {problem}", details=[{"field": "reference", "problem": problem}]
+                )
+            return None
+        return await self.prepare_reference(description, upload)
+
+    @staticmethod
+    async def _keep_reference(keep: KeepReference, created: VersionRead) -> None:
+        try:
+            await keep(created)
+        except Exception as exc:  # the version stands; its reference can be set again (PUT …/reference)
+            log.error(
+                "version registered without its reference sample; set it again",
+                model=created.name,
+                version=created.version,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
 
     async def _inspect(
         self, path: Path, filename: str, meta: VersionMetadata, workdir: Path

@@ -183,6 +183,13 @@ class PredictionLogStore(ABC):
         """How many predictions match (every member of a block counts)."""
 
     @abstractmethod
+    async def latencies(
+        self, *, model: str, start: datetime | None = None, end: datetime | None = None, limit: int = 100_000
+    ) -> list[float]:
+        """The logged latency (ms) of each matching request, the newest `limit`: a block (one batch request)
+        counts once, as the serving latency histogram does."""
+
+    @abstractmethod
     async def sample_inputs(
         self,
         *,

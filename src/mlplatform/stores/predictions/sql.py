@@ -158,6 +158,22 @@ class SqlPredictionLogStore(PredictionLogStore):
         async with self.database.engine.connect() as conn:
             return int((await conn.scalar(singles)) or 0) + int((await conn.scalar(blocks)) or 0)
 
+    async def latencies(
+        self, *, model: str, start: datetime | None = None, end: datetime | None = None, limit: int = 100_000
+    ) -> list[float]:
+        found: list[tuple[datetime, float]] = []
+        async with self.database.engine.connect() as conn:
+            for table in (SINGLES, BLOCKS):
+                query = (
+                    select(table.c.created_at, table.c.latency_ms)
+                    .where(*_window(table, model, None, start, end))
+                    .order_by(table.c.created_at.desc())
+                    .limit(limit)
+                )
+                found += [(row.created_at, row.latency_ms) for row in await conn.execute(query)]
+        found.sort(key=lambda pair: pair[0], reverse=True)
+        return [latency for _, latency in found[:limit]]
+
     async def sample_inputs(
         self,
         *,

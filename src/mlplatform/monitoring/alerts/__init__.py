@@ -1,0 +1,1 @@
+"""Alerts: rules evaluated by the scheduled checks, alerts deduplicated per (rule, model), notifications."""
