@@ -343,6 +343,7 @@ def postgres_url(dsn: str, schema: str) -> str:
 
 def bench(args: argparse.Namespace, work: Path) -> None:
     profile = PROFILES["quick" if args.quick else "full"]
+    parts = set(args.parts.split(","))
     env = environment(profile, args.postgres)
     console.print(f"profile {profile.name}; work folder {work}")
     x, y = make_dataset()
@@ -350,63 +351,56 @@ def bench(args: argparse.Namespace, work: Path) -> None:
     artifact = work / "model.skops"
     skops.io.dump(model, artifact)
     schema = f"bench_{uuid.uuid4().hex[:8]}"
+    postgres = Server("pg", "PostgreSQL", postgres_url(args.postgres, schema))
+    sqlite = Server("sqlite", "SQLite", f"sqlite+aiosqlite:///{work}/sqlite.db")
+    on = Server("on", "monitoring on", f"sqlite+aiosqlite:///{work}/on.db", monitoring=True)
+    off = Server("off", "monitoring off", f"sqlite+aiosqlite:///{work}/off.db", monitoring=False)
+    servers = ([postgres, sqlite] if "feedback" in parts else []) + ([on, off] if "predict" in parts else [])
+    reports: list[Report] = []
+    data: dict[str, Any] = {"environment": env}
     with psycopg.connect(args.postgres, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
-    reports: list[Report] = []
     try:
-        postgres = Server("pg", "PostgreSQL", postgres_url(args.postgres, schema))
-        sqlite = Server("sqlite", "SQLite", f"sqlite+aiosqlite:///{work}/sqlite.db")
-        on = Server("on", "monitoring on", f"sqlite+aiosqlite:///{work}/on.db", monitoring=True)
-        off = Server("off", "monitoring off", f"sqlite+aiosqlite:///{work}/off.db", monitoring=False)
-        servers = [postgres, sqlite, on, off]
         with ExitStack() as stack:
             for server in servers:
                 server.start(work, {SPEC.key: artifact})
                 stack.callback(server.process.stop)
             for server in servers:
                 server.wait()
-            console.print("servers ready")
-            console.print("predict, monitoring on and off")
-            bodies = write_bodies([on], [SPEC], x, work)[(on.key, SPEC.key, SINGLE)]
-            predicted = predict_on_off([on, off], bodies, profile)
-            console.print(f"feedback: {profile.labels:,} predictions logged, then labelled")
-            ingestion: list[Ingestion] = []
-            for server in (postgres, sqlite):
-                ingestion += (found := ingest(server, x, profile.labels))
-                console.print(
-                    f"  {found[0].what}: {found[0].rate(statistics.median(found[0].seconds)):,.0f}/s"
-                )
-        ingestion.insert(1, bare_copy(args.postgres, schema, profile.labels))
-        console.print("drift: one check on one core")
-        drift = drift_check(profile.drift_repeats)
+            if "predict" in parts:
+                console.print("predict, monitoring on and off")
+                bodies = write_bodies([on], [SPEC], x, work)[(on.key, SPEC.key, SINGLE)]
+                predicted = predict_on_off([on, off], bodies, profile)
+                steal = [m.steal_percent for m in predicted]
+                env["CPU steal during the predict runs"] = f"{min(steal):.1f}–{max(steal):.1f} %"
+                reports.append(predict_report(predicted, [on, off], profile))
+                data["predict"] = [vars(m) for m in predicted]
+            if "feedback" in parts:
+                console.print(f"feedback: {profile.labels:,} predictions logged, then labelled")
+                ingestion: list[Ingestion] = []
+                for server in (postgres, sqlite):
+                    ingestion += (found := ingest(server, x, profile.labels))
+                    rate = found[0].rate(statistics.median(found[0].seconds))
+                    console.print(f"  {found[0].what}: {rate:,.0f}/s")
+                ingestion.insert(1, bare_copy(args.postgres, schema, profile.labels))
+                reports.insert(0, ingestion_report(ingestion))
+                data["ingestion"] = [vars(i) for i in ingestion]
+        if "drift" in parts:
+            console.print("drift: one check on one core")
+            data["drift"] = drift = drift_check(profile.drift_repeats)
+            reports.insert(1 if "feedback" in parts else 0, drift_report(drift))
     finally:
         with psycopg.connect(args.postgres, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
     env["load average at end"] = load_average()
-    steal = [m.steal_percent for m in predicted]
-    env["CPU steal during the predict runs"] = f"{min(steal):.1f}–{max(steal):.1f} %"
-    reports = [
-        Report(
-            "Environment",
-            ("what", "value"),
-            [[k, v if isinstance(v, str) else json.dumps(v)] for k, v in env.items()],
-        ),
-        ingestion_report(ingestion),
-        drift_report(drift),
-        predict_report(predicted, [on, off], profile),
-    ]
+    rows = [[k, v if isinstance(v, str) else json.dumps(v)] for k, v in env.items()]
+    reports.insert(0, Report("Environment", ("what", "value"), rows))
     for report in reports:
         console.print(to_rich(report))
     RESULTS.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python benchmarks/monitoring.py", *sys.argv[1:]])
     title = f"# Monitoring benchmark\n\n`{command}`\n"
     (RESULTS / "monitoring.md").write_text("\n".join([title, *map(to_markdown, reports)]))
-    data = {
-        "environment": env,
-        "ingestion": [vars(i) for i in ingestion],
-        "drift": drift,
-        "predict": [vars(m) for m in predicted],
-    }
     (RESULTS / "monitoring.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     console.print(f"written {RESULTS / 'monitoring.md'} and {RESULTS / 'monitoring.json'}")
 
@@ -418,6 +412,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="50,000 labels, 3 s predict runs (~3 minutes)")
     parser.add_argument(
         "--postgres", default=os.environ.get("MLP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+    )
+    parser.add_argument(
+        "--parts", default="feedback,drift,predict", help="comma-separated subset of feedback,drift,predict"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, databases)")
     args = parser.parse_args(argv)
