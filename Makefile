@@ -76,7 +76,8 @@ bench-quick:
 	$(MAKE) bench BENCH_ARGS=--quick
 
 # Feedback ingestion (PostgreSQL, SQLite, plain COPY), one drift check on one core, predict with monitoring on and
-# off, same run (benchmarks/monitoring.py). Needs PostgreSQL at 127.0.0.1:5432, database `test` (or --postgres DSN).
+# off, same run (benchmarks/monitoring.py): about 3 minutes, `bench-monitoring-quick` about 1. Needs PostgreSQL at
+# 127.0.0.1:5432, database `test` (or BENCH_ARGS="--postgres DSN").
 bench-monitoring: install bench-wrk
 	$(BIN)/python benchmarks/monitoring.py $(BENCH_ARGS)
 
