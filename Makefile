@@ -55,7 +55,7 @@ SAME_ML_AS_VENV = $(shell $(BIN)/python -c 'import numpy, sklearn, xgboost, ligh
 	print(f"numpy=={numpy.__version__} scikit-learn=={sklearn.__version__} \
 	xgboost=={xgboost.__version__} lightgbm=={lightgbm.__version__}")')
 
-.PHONY: bench bench-quick bench-wrk
+.PHONY: bench bench-quick bench-wrk bench-monitoring bench-monitoring-quick
 
 bench-wrk:
 	@command -v wrk >/dev/null || $(APT_GET) install -y wrk || ($(APT_GET) update && $(APT_GET) install -y wrk)
@@ -74,3 +74,12 @@ bench: install bench-wrk $(MLSERVER_STAMP)
 
 bench-quick:
 	$(MAKE) bench BENCH_ARGS=--quick
+
+# Feedback ingestion (PostgreSQL, SQLite, plain COPY), one drift check on one core, predict with monitoring on and
+# off, same run (benchmarks/monitoring.py): about 3 minutes, `bench-monitoring-quick` about 1. Needs PostgreSQL at
+# 127.0.0.1:5432, database `test` (or BENCH_ARGS="--postgres DSN").
+bench-monitoring: install bench-wrk
+	$(BIN)/python benchmarks/monitoring.py $(BENCH_ARGS)
+
+bench-monitoring-quick:
+	$(MAKE) bench-monitoring BENCH_ARGS=--quick

@@ -325,6 +325,21 @@ async def test_feedback_last_wins_and_keeps_its_history(store: PredictionLogStor
     assert await store.feedback_history(new_id()) == []
 
 
+async def test_feedback_values_and_actors_with_tabs_newlines_and_backslashes_are_stored_as_given(
+    store: PredictionLogStore,
+) -> None:
+    """PostgreSQL writes feedback as COPY text: its separators and escapes must survive in every field."""
+    one, many = single("m", at_offset=0), block("m", 3, at_offset=0)
+    appended(store, one, many)
+    members = block_ids(many.first_id, 3)
+    awkward = {one.id: "a\tb\nc\\N", members[0]: "\\", members[1]: 'say "hi"\r\n', members[2]: 2.5}
+    actor = "team\tA\\ops\n(key 1)"
+    assert await feedback(store, awkward, actor=actor) == []
+    for prediction_id, value in awkward.items():
+        [entry] = await store.feedback_history(prediction_id)
+        assert (entry.actual, entry.actor, entry.superseded_at) == (value, actor, None)
+
+
 async def test_concurrent_feedback_for_one_prediction_leaves_one_current_value(
     store: PredictionLogStore,
 ) -> None:

@@ -76,7 +76,7 @@ class LoggedPrediction:
     created_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen (see PredictionRecord): one per label of a 10,000-label request
 class PredictionRef:
     """Where a logged prediction lives: its row (`block_id`, a block's first id or a single's own id), its
     position in that row (0 for a single), and what feedback needs to know about it."""
@@ -91,7 +91,7 @@ class PredictionRef:
     created_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per label
 class FeedbackEntry:
     """An actual value (ground truth) for one prediction; `observed_at` is when it was observed."""
 

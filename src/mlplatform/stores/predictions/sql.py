@@ -13,12 +13,14 @@ import numpy as np
 import orjson
 import psycopg
 from sqlalchemy import (
+    JSON,
     BigInteger,
     ColumnElement,
     FromClause,
-    String,
     Table,
+    Text,
     and_,
+    cast,
     func,
     insert,
     literal,
@@ -98,10 +100,14 @@ class SqlPredictionLogStore(PredictionLogStore):
 
     def _values(self, values: Sequence[Any], type_: TypeEngine[Any] | None = None) -> FromClause:
         """`values` as a one-column table (`.c.value`), sent as one parameter whatever its length."""
-        if self.postgres:
-            array = literal(list(values), ARRAY(type_ or String()))
+        if self.postgres and type_ is not None:
+            array = literal(list(values), ARRAY(type_))
             return func.unnest(array).table_valued("value").render_derived()
-        return func.json_each(orjson.dumps(list(values)).decode()).table_valued("value")
+        document = orjson.dumps(list(values)).decode()
+        if self.postgres:  # strings as one JSON text: psycopg dumps a text[] element by element in Python
+            elements = func.json_array_elements_text(cast(literal(document, Text()), JSON()))
+            return elements.table_valued("value").render_derived()
+        return func.json_each(document).table_valued("value")
 
     def _one_of(self, column: Any, values: Sequence[Any], type_: TypeEngine[Any] | None = None) -> Any:
         return column.in_(select(self._values(values, type_).c.value))
@@ -260,14 +266,19 @@ class SqlPredictionLogStore(PredictionLogStore):
                 BLOCKS.c.id >= prefixes.c.value.concat("0000"), BLOCKS.c.id <= prefixes.c.value.concat("ffff")
             )
             block_columns = (*(BLOCKS.c[c.name] for c in columns), SIZE)
-            blocks: dict[str, list[Any]] = {}
+            # prefix → (first position, size, row, its time): the time converted once per block, not per id
+            blocks: dict[str, list[tuple[int, int, Any, datetime]]] = {}
             for row in await conn.execute(select(*block_columns).join(prefixes, within)):
-                blocks.setdefault(row.id[:22], []).append(row)
+                blocks.setdefault(row.id[:22], []).append(
+                    (int(row.id[22:26], 16), row.size, row, as_utc(row.created_at))
+                )
         for id_ in rest:
-            for row in blocks.get(id_[:22], ()):
-                position = int(id_[22:], 16) - int(row.id[22:26], 16)
-                if 0 <= position < row.size:
-                    found[id_] = _ref(row, id_, position, batched=True)
+            for first, size, row, created_at in blocks.get(id_[:22], ()):
+                position = int(id_[22:], 16) - first
+                if 0 <= position < size:
+                    found[id_] = PredictionRef(
+                        id_, row.id, position, True, row.model, row.version, row.request_id, created_at
+                    )
         return found
 
     async def resolve_requests(self, request_ids: Sequence[str]) -> dict[str, list[PredictionRef]]:
@@ -310,10 +321,16 @@ class SqlPredictionLogStore(PredictionLogStore):
         earlier = [
             e.prediction.prediction_id for i, e in enumerate(entries) if last[e.prediction.prediction_id] != i
         ]
-        rows = [
-            _feedback_row(row_id, entry, at, actor, current=last[entry.prediction.prediction_id] == index)
-            for index, (row_id, entry) in enumerate(zip(new_ids(len(entries)), entries, strict=True))
-        ]
+        row_ids = new_ids(len(entries))
+        current = [last[entry.prediction.prediction_id] == index for index, entry in enumerate(entries)]
+        rows: str | list[dict[str, Any]]
+        if self.postgres:
+            rows = _copy_text(row_ids, entries, current, at, actor)
+        else:
+            rows = [
+                dict(zip(FEEDBACK_COLUMNS, _feedback_row(row_id, entry, at, actor, current=now), strict=True))
+                for row_id, entry, now in zip(row_ids, entries, current, strict=True)
+            ]
         for attempt in range(WRITE_ATTEMPTS):
             try:
                 async with self.database.engine.begin() as conn:
@@ -335,19 +352,16 @@ class SqlPredictionLogStore(PredictionLogStore):
                 await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
         raise AssertionError("unreachable")
 
-    async def _insert_feedback(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
-        if not self.postgres:
-            await conn.execute(
-                insert(FEEDBACK), [dict(zip(FEEDBACK_COLUMNS, row, strict=True)) for row in rows]
-            )
+    async def _insert_feedback(self, conn: AsyncConnection, rows: str | list[dict[str, Any]]) -> None:
+        if isinstance(rows, list):
+            await conn.execute(insert(FEEDBACK), rows)
             return
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection
         async with driver.cursor() as cursor:
             statement = f"COPY feedback ({', '.join(FEEDBACK_COLUMNS)}) FROM STDIN"
             async with cursor.copy(statement) as copy:
-                for row in rows:
-                    await copy.write_row(_copy_row(row))
+                await copy.write(rows)
 
     async def feedback_history(self, prediction_id: str) -> list[FeedbackHistoryEntry]:
         query = (
@@ -457,9 +471,52 @@ def _feedback_row(
     )
 
 
-def _copy_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    actual = FEEDBACK_COLUMNS.index("actual")
-    return (*row[:actual], orjson.dumps(row[actual]).decode(), *row[actual + 1 :])
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_field(value: Any) -> str:
+    """One field of COPY's text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value).translate(_COPY_ESCAPES)
+
+
+def _copy_text(
+    row_ids: Sequence[str],
+    entries: Sequence[FeedbackEntry],
+    current: Sequence[bool],
+    received_at: datetime | None,
+    actor: str | None,
+) -> str:
+    """The `feedback` rows in COPY's text format, as one string: what is shared by a request (its time,
+    actor), by a logged row (model, version, time) or by a label value is formatted once."""
+    received, who = _copy_field(received_at), _copy_field(actor)
+    tail = {True: f"{received}\t{who}\t\\N\n", False: f"{received}\t{who}\t{received}\n"}
+    logged: dict[tuple[str, bool], str] = {}
+    labels: dict[tuple[type, Any], str] = {}
+    times: dict[datetime, str] = {}
+    lines = []
+    for row_id, entry, now in zip(row_ids, entries, current, strict=True):
+        ref = entry.prediction
+        if (shared := logged.get((ref.block_id, ref.batched))) is None:
+            fields = (ref.model, ref.version, _utc(ref.created_at))
+            shared = logged[(ref.block_id, ref.batched)] = "\t".join(map(_copy_field, fields))
+        if (label := labels.get((type(entry.actual), entry.actual))) is None:
+            label = labels[(type(entry.actual), entry.actual)] = _copy_field(
+                orjson.dumps(entry.actual).decode()
+            )
+        if (observed := times.get(entry.observed_at)) is None:
+            observed = times[entry.observed_at] = _copy_field(_utc(entry.observed_at))
+        batched = "t" if ref.batched else "f"
+        lines.append(
+            f"{row_id}\t{ref.prediction_id}\t{ref.block_id}\t{ref.position}\t{batched}\t{shared}\t"
+            f"{label}\t{observed}\t{tail[now]}"
+        )
+    return "".join(lines)
 
 
 def _single(row: Any) -> LoggedPrediction:
