@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psycopg
@@ -32,16 +33,23 @@ def postgres_dsn() -> str:
     return _need(check_postgres)
 
 
+def _execute(dsn: str, statement: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(statement)
+
+
 @pytest.fixture
-def postgres_url(postgres_dsn: str) -> Iterator[str]:
-    """A SQLAlchemy URL whose connections see only a fresh, empty schema."""
+async def postgres_url(postgres_dsn: str) -> AsyncIterator[str]:
+    """A SQLAlchemy URL whose connections see only a fresh, empty schema.
+
+    The schema is dropped from a thread: an app of the test may still be running on the event loop (its
+    fixture is torn down later when it was set up first), and its background tasks must be able to end the
+    transactions the DROP waits for."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
+    await asyncio.to_thread(_execute, postgres_dsn, f'CREATE SCHEMA "{schema}"')
     base = postgres_dsn.replace("postgresql://", "postgresql+psycopg://", 1)
     yield f"{base}?options=-csearch_path%3D{schema}"
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    await asyncio.to_thread(_execute, postgres_dsn, f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @pytest.fixture

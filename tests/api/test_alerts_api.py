@@ -135,6 +135,7 @@ async def test_rules_through_the_api_and_a_latency_rule_with_a_tiny_threshold(
     listed = (await client.get("/api/ml/alert-rules", headers=viewer)).json()
     assert [(r["name"], r["source"]) for r in listed] == [
         ("ModelAccuracyDegraded", "default"),
+        ("ModelDriftDetected", "default"),
         ("drops", "config"),
         ("slow", "api"),
     ]

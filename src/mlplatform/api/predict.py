@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from mlplatform.api.body import body_schema, decode, loads, validate
+from mlplatform.api.body import ContractRoute, body_schema, decode, loads, validate
 from mlplatform.api.deps import PlatformDep, require
 from mlplatform.api.responses import JsonResponse
 from mlplatform.auth.schemas import Permission, Principal
@@ -25,7 +25,7 @@ from mlplatform.serving.schemas import (
     PredictResponse,
 )
 
-router = APIRouter(prefix="/api/ml", tags=["serving"])
+router = APIRouter(prefix="/api/ml", tags=["serving"], route_class=ContractRoute)
 Predictor = Annotated[Principal, require(Permission.PREDICT)]
 Reader = Annotated[Principal, require(Permission.READ)]
 _PREDICT_FIELDS = frozenset(PredictRequest.model_fields)

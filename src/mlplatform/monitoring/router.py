@@ -10,9 +10,10 @@ from fastapi import APIRouter, Query, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
-from mlplatform.api.body import loads, validate
+from mlplatform.api.body import ContractRoute, loads, validate
 from mlplatform.api.deps import PlatformDep, require
 from mlplatform.auth.schemas import Permission, Principal
+from mlplatform.bounds import Offset, VersionNumber
 from mlplatform.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from mlplatform.monitoring.schemas import (
     FEEDBACK_MAX_ITEMS,
@@ -27,7 +28,7 @@ from mlplatform.monitoring.schemas import (
     ReferenceSet,
 )
 
-router = APIRouter(prefix="/api/ml", tags=["monitoring"])
+router = APIRouter(prefix="/api/ml", tags=["monitoring"], route_class=ContractRoute)
 Predictor = Annotated[Principal, require(Permission.PREDICT)]
 Reader = Annotated[Principal, require(Permission.READ)]
 Writer = Annotated[Principal, require(Permission.WRITE)]
@@ -116,7 +117,7 @@ _REFERENCE_BODY: dict[str, Any] = {
     "/models/{name}/versions/{version}/reference", response_model=ReferenceRead, openapi_extra=_REFERENCE_BODY
 )
 async def set_reference(
-    name: str, version: int, request: Request, platform: PlatformDep, principal: Writer
+    name: str, version: VersionNumber, request: Request, platform: PlatformDep, principal: Writer
 ) -> ReferenceRead:
     """Replace the version's reference sample: a CSV/Parquet `file` (multipart), or JSON `{"dataset": id}`
     or `{"rows": [{feature: value, ...}, ...]}`. Columns other than the features are ignored in a file."""
@@ -141,7 +142,7 @@ async def set_reference(
 
 
 @router.get("/models/{name}/versions/{version}/reference", response_model=ReferenceRead)
-async def reference(name: str, version: int, platform: PlatformDep, _: Reader) -> ReferenceRead:
+async def reference(name: str, version: VersionNumber, platform: PlatformDep, _: Reader) -> ReferenceRead:
     return await platform.monitoring.reference(model=name, version=version)
 
 
@@ -167,9 +168,9 @@ async def drift_reports(
     name: str,
     platform: PlatformDep,
     _: Reader,
-    version: Annotated[int | None, Query(ge=1, description="only this version's reports")] = None,
+    version: Annotated[VersionNumber | None, Query(description="only this version's reports")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> DriftReportPage:
     return await platform.monitoring.drift_reports(model=name, version=version, limit=limit, offset=offset)
 

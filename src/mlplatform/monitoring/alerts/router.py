@@ -7,8 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 from starlette.responses import Response
 
+from mlplatform.api.body import ContractRoute
 from mlplatform.api.deps import PlatformDep, require
 from mlplatform.auth.schemas import Permission, Principal
+from mlplatform.bounds import Offset
 from mlplatform.monitoring.alerts.schemas import (
     AlertRead,
     AlertRuleCreate,
@@ -18,11 +20,10 @@ from mlplatform.monitoring.alerts.schemas import (
     Page,
 )
 
-router = APIRouter(prefix="/api/ml", tags=["alerts"])
+router = APIRouter(prefix="/api/ml", tags=["alerts"], route_class=ContractRoute)
 Reader = Annotated[Principal, require(Permission.READ)]
 Writer = Annotated[Principal, require(Permission.WRITE)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
 
 
 def actor(principal: Principal) -> str:
