@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -33,23 +32,29 @@ def postgres_dsn() -> str:
     return _need(check_postgres)
 
 
-def _execute(dsn: str, statement: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(statement)
+# Sessions holding a lock on something in one schema.
+_LOCK_HOLDERS = """
+SELECT DISTINCT l.pid FROM pg_locks l
+JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND l.pid <> pg_backend_pid()
+"""
 
 
 @pytest.fixture
-async def postgres_url(postgres_dsn: str) -> AsyncIterator[str]:
-    """A SQLAlchemy URL whose connections see only a fresh, empty schema.
-
-    The schema is dropped from a thread: an app of the test may still be running on the event loop (its
-    fixture is torn down later when it was set up first), and its background tasks must be able to end the
-    transactions the DROP waits for."""
+def postgres_url(postgres_dsn: str) -> Iterator[str]:
+    """A SQLAlchemy URL whose connections see only a fresh, empty schema."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    await asyncio.to_thread(_execute, postgres_dsn, f'CREATE SCHEMA "{schema}"')
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
     base = postgres_dsn.replace("postgresql://", "postgresql+psycopg://", 1)
     yield f"{base}?options=-csearch_path%3D{schema}"
-    await asyncio.to_thread(_execute, postgres_dsn, f'DROP SCHEMA "{schema}" CASCADE')
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        # An app of the test may still run on the event loop this teardown blocks (its fixture ends later
+        # when it was set up first): a background task of it in a transaction could never end it, and the
+        # DROP would wait forever. Those sessions are ended first.
+        for (pid,) in conn.execute(_LOCK_HOLDERS, (schema,)).fetchall():
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @pytest.fixture

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-import numpy as np
 import orjson
 import psycopg
 from sqlalchemy import (
@@ -47,6 +46,17 @@ from mlplatform.stores.predictions.base import (
     PredictionLogStore,
     PredictionRef,
 )
+from mlplatform.stores.predictions.rows import (
+    block,
+    copy_text,
+    feedback_row,
+    inputs_of,
+    labelled,
+    probabilities_of,
+    ref_of,
+    single,
+    stored_time,
+)
 
 SINGLES: Table = PredictionLogRow.__table__  # type: ignore[assignment]
 BLOCKS: Table = PredictionBatchRow.__table__  # type: ignore[assignment]
@@ -59,11 +69,6 @@ FEEDBACK_COLUMNS = tuple(column.name for column in FEEDBACK.columns)
 WRITE_ATTEMPTS = 10
 
 
-def _utc(at: datetime | None) -> datetime | None:
-    """Bound times as UTC: SQLite stores and compares them as naive UTC text."""
-    return None if at is None else as_utc(at).astimezone(UTC)
-
-
 def _window(
     table: Table, model: str | None, version: str | None, start: datetime | None, end: datetime | None
 ) -> list[ColumnElement[bool]]:
@@ -73,9 +78,9 @@ def _window(
     if version is not None:
         conditions.append(table.c.version == version)
     if start is not None:
-        conditions.append(table.c.created_at >= _utc(start))
+        conditions.append(table.c.created_at >= stored_time(start))
     if end is not None:
-        conditions.append(table.c.created_at < _utc(end))
+        conditions.append(table.c.created_at < stored_time(end))
     return conditions
 
 
@@ -141,9 +146,9 @@ class SqlPredictionLogStore(PredictionLogStore):
             .order_by(ranked.c.created_at.desc(), ranked.c.id.desc())
         )
         async with self.database.engine.connect() as conn:
-            found = [_single(row) for row in (await conn.execute(singles)).mappings()]
+            found = [single(row) for row in (await conn.execute(singles)).mappings()]
             for row in (await conn.execute(blocks)).mappings():
-                found += _block(row)
+                found += block(row)
         found.sort(key=lambda entry: entry.created_at, reverse=True)  # stable: a block keeps its order
         return found[:limit]
 
@@ -236,7 +241,7 @@ class SqlPredictionLogStore(PredictionLogStore):
                 for row in await conn.execute(
                     select(*columns).where(self._one_of(BLOCKS.c.id, list(members)))
                 ):
-                    inputs = _inputs(row.inputs_f64, row.inputs, row.size)
+                    inputs = inputs_of(row.inputs_f64, row.inputs, row.size)
                     member_ids = block_ids(row.id, row.size)
                     chosen += [(member_ids[p], inputs[p]) for p in members[row.id]]
         chosen.sort(key=lambda item: item[0])
@@ -256,7 +261,7 @@ class SqlPredictionLogStore(PredictionLogStore):
         )
         async with self.database.engine.connect() as conn:
             for row in await conn.execute(select(*columns).where(self._one_of(SINGLES.c.id, wanted))):
-                found[row.id] = _ref(row, row.id, 0, batched=False)
+                found[row.id] = ref_of(row, row.id, 0, batched=False)
             rest = [id_ for id_ in wanted if id_ not in found]
             if not rest:
                 return found
@@ -306,7 +311,7 @@ class SqlPredictionLogStore(PredictionLogStore):
                 for row in await conn.execute(select(ranked).where(ranked.c.first <= 2)):
                     refs = found.setdefault(row.request_id, [])
                     for position, id_ in enumerate(block_ids(row.id, min(row.size, 2))):
-                        refs.append(_ref(row, id_, position, batched=table is BLOCKS))
+                        refs.append(ref_of(row, id_, position, batched=table is BLOCKS))
         return {request_id: refs[:2] for request_id, refs in found.items()}
 
     # --- feedback --------------------------------------------------------------------------------------
@@ -316,7 +321,7 @@ class SqlPredictionLogStore(PredictionLogStore):
     ) -> list[str]:
         if not entries:
             return []
-        at = _utc(received_at)
+        at = stored_time(received_at)
         last = {entry.prediction.prediction_id: index for index, entry in enumerate(entries)}
         earlier = [
             e.prediction.prediction_id for i, e in enumerate(entries) if last[e.prediction.prediction_id] != i
@@ -325,10 +330,10 @@ class SqlPredictionLogStore(PredictionLogStore):
         current = [last[entry.prediction.prediction_id] == index for index, entry in enumerate(entries)]
         rows: str | list[dict[str, Any]]
         if self.postgres:
-            rows = _copy_text(row_ids, entries, current, at, actor)
+            rows = copy_text(row_ids, entries, current, at, actor)
         else:
             rows = [
-                dict(zip(FEEDBACK_COLUMNS, _feedback_row(row_id, entry, at, actor, current=now), strict=True))
+                dict(zip(FEEDBACK_COLUMNS, feedback_row(row_id, entry, at, actor, current=now), strict=True))
                 for row_id, entry, now in zip(row_ids, entries, current, strict=True)
             ]
         for attempt in range(WRITE_ATTEMPTS):
@@ -395,9 +400,9 @@ class SqlPredictionLogStore(PredictionLogStore):
         if version is not None:
             conditions.append(FEEDBACK.c.version == version)
         if start is not None:
-            conditions.append(FEEDBACK.c.predicted_at >= _utc(start))
+            conditions.append(FEEDBACK.c.predicted_at >= stored_time(start))
         if end is not None:
-            conditions.append(FEEDBACK.c.predicted_at < _utc(end))
+            conditions.append(FEEDBACK.c.predicted_at < stored_time(end))
         labels = (
             select(
                 FEEDBACK.c.prediction_id,
@@ -431,192 +436,6 @@ class SqlPredictionLogStore(PredictionLogStore):
                     BLOCKS.c.probabilities_f64,
                 )
                 for row in await conn.execute(select(*columns).where(self._one_of(BLOCKS.c.id, block_ids_))):
-                    probabilities = _probabilities(row.probabilities_f64, row.probabilities, row.size)
+                    probabilities = probabilities_of(row.probabilities_f64, row.probabilities, row.size)
                     blocks[row.id] = (row.predictions, row.classes, probabilities)
-        return _labelled(found, singles, blocks)
-
-
-def _ref(row: Any, prediction_id: str, position: int, *, batched: bool) -> PredictionRef:
-    return PredictionRef(
-        prediction_id=prediction_id,
-        block_id=row.id,
-        position=position,
-        batched=batched,
-        model=row.model,
-        version=row.version,
-        request_id=row.request_id,
-        created_at=as_utc(row.created_at),
-    )
-
-
-def _feedback_row(
-    row_id: str, entry: FeedbackEntry, received_at: datetime | None, actor: str | None, *, current: bool
-) -> tuple[Any, ...]:
-    """A `feedback` row in `FEEDBACK_COLUMNS` order."""
-    ref = entry.prediction
-    return (
-        row_id,
-        ref.prediction_id,
-        ref.block_id,
-        ref.position,
-        ref.batched,
-        ref.model,
-        ref.version,
-        _utc(ref.created_at),
-        entry.actual,
-        _utc(entry.observed_at),
-        received_at,
-        actor,
-        None if current else received_at,
-    )
-
-
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_field(value: Any) -> str:
-    """One field of COPY's text format."""
-    if value is None:
-        return "\\N"
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value).translate(_COPY_ESCAPES)
-
-
-def _copy_text(
-    row_ids: Sequence[str],
-    entries: Sequence[FeedbackEntry],
-    current: Sequence[bool],
-    received_at: datetime | None,
-    actor: str | None,
-) -> str:
-    """The `feedback` rows in COPY's text format, as one string: what is shared by a request (its time,
-    actor), by a logged row (model, version, time) or by a label value is formatted once."""
-    received, who = _copy_field(received_at), _copy_field(actor)
-    tail = {True: f"{received}\t{who}\t\\N\n", False: f"{received}\t{who}\t{received}\n"}
-    logged: dict[tuple[str, bool], str] = {}
-    labels: dict[tuple[type, Any], str] = {}
-    times: dict[datetime, str] = {}
-    lines = []
-    for row_id, entry, now in zip(row_ids, entries, current, strict=True):
-        ref = entry.prediction
-        if (shared := logged.get((ref.block_id, ref.batched))) is None:
-            fields = (ref.model, ref.version, _utc(ref.created_at))
-            shared = logged[(ref.block_id, ref.batched)] = "\t".join(map(_copy_field, fields))
-        if (label := labels.get((type(entry.actual), entry.actual))) is None:
-            label = labels[(type(entry.actual), entry.actual)] = _copy_field(
-                orjson.dumps(entry.actual).decode()
-            )
-        if (observed := times.get(entry.observed_at)) is None:
-            observed = times[entry.observed_at] = _copy_field(_utc(entry.observed_at))
-        batched = "t" if ref.batched else "f"
-        lines.append(
-            f"{row_id}\t{ref.prediction_id}\t{ref.block_id}\t{ref.position}\t{batched}\t{shared}\t"
-            f"{label}\t{observed}\t{tail[now]}"
-        )
-    return "".join(lines)
-
-
-def _single(row: Any) -> LoggedPrediction:
-    return LoggedPrediction(
-        prediction_id=row["id"],
-        model=row["model"],
-        version=row["version"],
-        variant=row["variant"],
-        request_id=row["request_id"],
-        inputs=row["inputs"],
-        prediction=row["prediction"],
-        probabilities=row["probabilities"],
-        confidence=row["confidence"],
-        latency_ms=row["latency_ms"],
-        cached=bool(row["cached"]),
-        created_at=as_utc(row["created_at"]),
-    )
-
-
-def _block(row: Any) -> list[LoggedPrediction]:
-    count, classes = row["count"], row["classes"]
-    created_at = as_utc(row["created_at"])
-    inputs = _inputs(row["inputs_f64"], row["inputs"], count)
-    probabilities = _probabilities(row["probabilities_f64"], row["probabilities"], count)
-    entries = []
-    for id_, features, prediction, probs in zip(
-        block_ids(row["id"], count), inputs, row["predictions"], probabilities, strict=True
-    ):
-        by_class = dict(zip(classes, probs, strict=True)) if classes and probs else None
-        entries.append(
-            LoggedPrediction(
-                prediction_id=id_,
-                model=row["model"],
-                version=row["version"],
-                variant=row["variant"],
-                request_id=row["request_id"],
-                inputs=features,
-                prediction=prediction,
-                probabilities=by_class,
-                confidence=max(probs) if probs else None,
-                latency_ms=row["latency_ms"],
-                cached=False,
-                created_at=created_at,
-            )
-        )
-    return entries
-
-
-def _inputs(f64: bytes | None, json_inputs: list[list[Any]] | None, count: int) -> list[list[Any]]:
-    return _matrix(f64, count) if f64 is not None else list(json_inputs or [])
-
-
-def _probabilities(
-    f64: bytes | None, json_probabilities: list[list[float]] | None, count: int
-) -> list[list[float]] | list[None]:
-    if f64 is not None:  # written since migration 0007
-        return _matrix(f64, count)
-    if json_probabilities:  # JSON, written before it
-        return [*json_probabilities]
-    return [None] * count
-
-
-def _matrix(data: bytes, count: int) -> list[list[float]]:
-    values: list[list[float]] = np.frombuffer(data, dtype="<f8").reshape(count, -1).tolist()
-    return values
-
-
-def _labelled(
-    found: Iterable[Any],
-    singles: dict[str, tuple[Any, dict[str, float] | None]],
-    blocks: dict[str, tuple[list[Any], list[str] | None, list[list[float]] | list[None]]],
-) -> LabelledPredictions:
-    ids: list[str] = []
-    versions: list[str] = []
-    predicted: list[Any] = []
-    actual: list[Any] = []
-    by_class: list[dict[str, float] | None] = []
-    for row in found:
-        if row.batched:
-            if row.block_id not in blocks:
-                continue  # the log row is gone (retention): nothing to compare with
-            predictions, classes, probabilities = blocks[row.block_id]
-            probs = probabilities[row.position]
-            predicted.append(predictions[row.position])
-            by_class.append(dict(zip(classes, probs, strict=True)) if classes and probs else None)
-        else:
-            if row.block_id not in singles:
-                continue
-            prediction, probs_by_class = singles[row.block_id]
-            predicted.append(prediction)
-            by_class.append(probs_by_class)
-        ids.append(row.prediction_id)
-        versions.append(row.version)
-        actual.append(row.actual)
-    classes_seen = list(dict.fromkeys(label for probs in by_class if probs for label in probs))
-    matrix = None
-    if classes_seen:
-        matrix = np.full((len(ids), len(classes_seen)), np.nan)
-        column = {label: index for index, label in enumerate(classes_seen)}
-        for index, probs in enumerate(by_class):
-            for label, value in (probs or {}).items():
-                matrix[index, column[label]] = value
-    return LabelledPredictions(ids, versions, predicted, actual, classes_seen, matrix)
+        return labelled(found, singles, blocks)
