@@ -263,3 +263,20 @@ async def test_the_embedded_cluster_starts_on_first_job_and_closes_with_the_app(
     assert cluster is not None and cluster.scheduler_address.startswith("tcp://127.0.0.1:")
     await platform.training.stop()
     assert platform.training.engine._cluster is None
+
+
+async def test_a_worker_reads_its_dataset_from_each_storage_backend(
+    make_app: AppFactory, scheduler: str, backend: dict[str, Any]
+) -> None:
+    client, platform = await make_app(jobs={"scheduler": scheduler}, **backend)
+    content, _ = table(150)
+    uploaded = await client.post(
+        "/api/ml/datasets", files={"file": ("d.csv", content)}, data={"name": "houses"}
+    )
+    body = job_body(uploaded.json()["id"], algorithm="lightgbm", hyperparameters={"n_estimators": 5})
+    submitted = (await client.post("/api/ml/training-jobs", json=body)).json()
+    job = await wait_for(client, submitted["id"], TERMINAL)
+    assert job["state"] == "succeeded", job
+    assert job["heartbeat_at"] >= job["started_at"]
+    version = (await client.get("/api/ml/models/houses/versions/1/lineage")).json()
+    assert (version["training_job_id"], version["training_dataset_id"]) == (job["id"], job["dataset"])

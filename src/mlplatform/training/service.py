@@ -217,13 +217,14 @@ class TrainingService:
         future = client.submit(run_job, spec, key=f"training-{job.id}", pure=False)
         try:
             polls = 0
+            seen: Any = {}
             while not future.done():
                 await asyncio.sleep(POLL_SECONDS)
                 polls += 1
-                await self._report(job.id, progress)
+                seen = await self._report(job.id, progress, seen, beat=polls % 4 == 0)
                 if polls % 4 == 0 and (await self.store.get(job.id)).cancel_requested:
                     await cancel.set()
-            await self._report(job.id, progress)
+            await self._report(job.id, progress, seen, beat=False)
             result: dict[str, Any] = await future
         finally:
             with contextlib.suppress(Exception):
@@ -239,13 +240,17 @@ class TrainingService:
         await self._finish(job.id, "succeeded", metrics=result["metrics"], version_id=version)
         log.info("training job succeeded", job=job.id, model=job.model, version=version)
 
-    async def _report(self, job_id: str, progress: Any) -> None:
+    async def _report(self, job_id: str, progress: Any, seen: Any, *, beat: bool) -> Any:
+        """Record what the worker last reported when it changed; the heartbeat at least every second."""
         latest = await progress.get()
-        if not latest:
-            return
-        await self.store.report(
-            job_id, JobProgress.model_validate(latest["progress"]), worker=latest["worker"], at=utcnow()
-        )
+        if latest and (latest != seen or beat):
+            await self.store.report(
+                job_id, JobProgress.model_validate(latest["progress"]), worker=latest["worker"], at=utcnow()
+            )
+        elif beat:
+            current = await self.store.get(job_id)
+            await self.store.report(job_id, current.progress, worker=None, at=utcnow())
+        return latest
 
     async def _register(self, job: TrainingJobRead, dataset: DatasetRead, result: dict[str, Any]) -> str:
         columns = {c.name: c for c in dataset.columns}
