@@ -280,3 +280,17 @@ async def test_a_worker_reads_its_dataset_from_each_storage_backend(
     assert job["heartbeat_at"] >= job["started_at"]
     version = (await client.get("/api/ml/models/houses/versions/1/lineage")).json()
     assert (version["training_job_id"], version["training_dataset_id"]) == (job["id"], job["dataset"])
+
+
+async def test_a_job_the_library_refuses_fails_with_its_message_and_registers_nothing(
+    make_app: AppFactory, scheduler: str
+) -> None:
+    client, platform, dataset = await app_with_dataset(make_app, scheduler)
+    body = job_body(dataset, algorithm="random_forest", hyperparameters={"n_estimators": -3})
+    submitted = (await client.post("/api/ml/training-jobs", json=body)).json()
+    job = await wait_for(client, submitted["id"], TERMINAL)
+    assert job["state"] == "failed" and "n_estimators" in job["error"]
+    assert "Traceback" not in job["error"] and job["version_id"] is None and job["finished_at"]
+    assert (await client.get("/api/ml/models/houses")).status_code == 404
+    assert await platform.artifacts.list("models/") == []
+    assert (await client.get("/api/ml/training-jobs", params={"state": "failed"})).json()["total"] == 1

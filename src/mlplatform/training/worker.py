@@ -155,15 +155,16 @@ def fit(
     if algorithm.library == "lightgbm":
         return _fit_lightgbm(estimator_type, params, reporter, X_train, y_train, X_val, y_val)
     model = estimator_type(**params)
-    if algorithm.rounds is None:
+    rounds = algorithm.rounds or ""
+    total = int(model.get_params()[rounds]) if rounds else 0
+    if total < 1:  # a single fit (a bad count is refused by the library's own check)
         reporter.update(0, 1, "fit")
         model.fit(X_train, y_train)
         reporter.update(1, 1, "fit")
         return model
-    total = int(model.get_params()[algorithm.rounds])
     step = max(1, total // CHUNKS)
     for grown in range(step, total + step, step):
-        model.set_params(warm_start=True, **{algorithm.rounds: min(grown, total)})
+        model.set_params(warm_start=True, **{rounds: min(grown, total)})
         model.fit(X_train, y_train)
         reporter.update(min(grown, total), total, "tree", "score", float(model.score(X_val, y_val)))
         if reporter.cancel_asked():
