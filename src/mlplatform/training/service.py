@@ -193,7 +193,7 @@ class TrainingService:
     async def _run(self, job: TrainingJobRead) -> None:
         try:
             await self._run_on_dask(job)
-        except asyncio.CancelledError:  # the app is shutting down; a reconciler will resume such jobs later
+        except asyncio.CancelledError:  # the app is shutting down (resuming such jobs is not built yet)
             await self._finish(job.id, "failed", error="the server stopped while the job ran")
             raise
         except Exception as exc:
@@ -227,11 +227,9 @@ class TrainingService:
             await self._report(job.id, progress, seen, beat=False)
             result: dict[str, Any] = await future
         finally:
-            with contextlib.suppress(Exception):
-                if not future.done():
-                    await future.cancel()
-                await progress.delete()
-                await cancel.clear()
+            for cleanup in (future.cancel, progress.delete, cancel.clear):  # best effort: the job is over
+                with contextlib.suppress(Exception):
+                    await cleanup()
         if result["status"] == "cancelled" or (await self.store.get(job.id)).cancel_requested:
             await self._finish(job.id, "cancelled")
             log.info("training job cancelled", job=job.id)
