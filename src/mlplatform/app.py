@@ -63,7 +63,11 @@ from mlplatform.settings import Settings
 from mlplatform.stores.artifacts import create_artifact_store
 from mlplatform.stores.cache import create_cache
 from mlplatform.stores.cache.base import Cache
+from mlplatform.stores.jobs import DaskEngine
 from mlplatform.stores.predictions import PredictionLogStore, create_prediction_log_store
+from mlplatform.training import router as training_router
+from mlplatform.training.service import TrainingService
+from mlplatform.training.sql_store import SqlTrainingJobStore
 
 log = structlog.get_logger(__name__)
 SLOW_SHUTDOWN_STEP_SECONDS = 1.0  # a close that takes longer is logged: each should take milliseconds
@@ -79,12 +83,14 @@ def build_platform(settings: Settings) -> Platform:
     cache = create_cache(settings.cache)
     artifacts = create_artifact_store(settings.storage)
     lifecycle = Lifecycle()
+    engine = DaskEngine(settings.jobs)
     health = HealthService(
-        checks={"db": database.ping, "cache": cache.ping, "storage": artifacts.ping},
+        checks={"db": database.ping, "cache": cache.ping, "storage": artifacts.ping, "jobs": engine.ping},
         descriptions={
             "db": database.backend,
             "cache": redact_url(settings.cache.url),
             "storage": redact_url(settings.storage.url),
+            "jobs": "embedded LocalCluster" if engine.embedded else settings.jobs.scheduler,
         },
         lifecycle=lifecycle,
         metrics=metrics,
@@ -143,6 +149,13 @@ def build_platform(settings: Settings) -> Platform:
         ),
         registry=metrics.registry,
     )
+    training = TrainingService(
+        store=SqlTrainingJobStore(database),
+        datasets=datasets,
+        registry=registry,
+        engine=engine,
+        storage=settings.storage,
+    )
     checks = build_checks(settings, monitoring=monitoring, alerts=alerts, serving=serving, metrics=metrics)
     return Platform(
         settings=settings,
@@ -162,6 +175,7 @@ def build_platform(settings: Settings) -> Platform:
         check_scheduler=CheckScheduler(
             checks=checks, leases=SqlCheckLeaseStore(database), settings=settings.ml.monitoring
         ),
+        training=training,
     )
 
 
@@ -322,6 +336,7 @@ def create_app(settings: Settings) -> FastAPI:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
             steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+                ("training jobs", platform.training.stop),
                 ("monitoring checks", platform.check_scheduler.stop),
                 ("alert notifications", platform.alerts.notifier.stop),
                 ("prediction logs", platform.serving.logs.stop),
@@ -356,6 +371,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(inference_v2.router)
     app.include_router(registry_router.router)
     app.include_router(datasets_router.router)
+    app.include_router(training_router.router)
     app.include_router(monitoring_router.router)
     app.include_router(alerts_router.router)
     app.include_router(auth_router.router)

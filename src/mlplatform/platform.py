@@ -17,6 +17,7 @@ from mlplatform.serving.service import ServingService
 from mlplatform.settings import Settings
 from mlplatform.stores.artifacts.base import ArtifactStore
 from mlplatform.stores.cache.base import Cache
+from mlplatform.training.service import TrainingService
 
 
 @dataclass
@@ -36,3 +37,4 @@ class Platform:
     alerts: AlertService
     checks: MonitoringChecks
     check_scheduler: CheckScheduler
+    training: TrainingService

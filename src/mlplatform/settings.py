@@ -92,8 +92,15 @@ class StorageSettings(Section):
 
 
 class JobsSettings(Section):
-    scheduler: str = "local"
-    workers: int = Field(1, ge=1)
+    scheduler: str = Field("local", description="local (an embedded LocalCluster) or tcp://|tls://HOST:PORT")
+    workers: int = Field(1, ge=1, le=64, description="worker processes of the embedded cluster")
+
+    @field_validator("scheduler")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if value != "local" and not re.fullmatch(r"(tcp|tls)://[^\s/]+:\d+", value):
+            raise ValueError("must be local or tcp://HOST:PORT (or tls://HOST:PORT)")
+        return value
 
 
 class ModelsSettings(Section):

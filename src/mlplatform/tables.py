@@ -9,6 +9,7 @@ from mlplatform.monitoring import tables as monitoring_tables
 from mlplatform.monitoring.alerts import tables as alert_tables
 from mlplatform.registry import tables as registry_tables
 from mlplatform.serving import tables as serving_tables
+from mlplatform.training import tables as training_tables
 
 metadata = Base.metadata
 DOMAIN_TABLES = (
@@ -18,4 +19,5 @@ DOMAIN_TABLES = (
     dataset_tables,
     monitoring_tables,
     alert_tables,
+    training_tables,
 )

@@ -8,12 +8,12 @@ from tests.api.conftest import AppFactory
 from tests.services import free_port
 
 
-async def test_health_is_up_with_its_three_components(client: httpx.AsyncClient) -> None:
+async def test_health_is_up_with_its_four_components(client: httpx.AsyncClient) -> None:
     response = await client.get("/actuator/health")
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "UP"
-    assert set(body["components"]) == {"db", "cache", "storage"}
+    assert set(body["components"]) == {"db", "cache", "storage", "jobs"}  # jobs: UP until first connected
     for component in body["components"].values():
         assert component["status"] == "UP"
         assert component["details"]["latency_ms"] >= 0

@@ -31,6 +31,7 @@ def test_serves_on_embedded_defaults_with_no_set_up(start_server: StartServer, t
         "db": "UP",
         "cache": "UP",
         "storage": "UP",
+        "jobs": "UP",  # the embedded Dask cluster starts with the first training job
     }
     assert (tmp_path / "data" / "mlplatform.db").exists()
     # The first start on a fresh database prints an admin key once, and it works.

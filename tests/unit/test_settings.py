@@ -186,3 +186,14 @@ def test_several_workers_need_a_shared_cache(tmp_path: Path) -> None:
     assert "server.workers: 2 worker processes need a shared cache" in str(caught.value)
     shared = {"MLPLATFORM_SERVER__WORKERS": "2", "MLPLATFORM_CACHE__URL": "redis://127.0.0.1:6379"}
     assert load_settings(environ=shared, config_dir=tmp_path).server.workers == 2
+
+
+def test_jobs_scheduler_is_local_or_a_dask_address() -> None:
+    from pydantic import ValidationError
+
+    from mlplatform.settings import JobsSettings
+
+    assert JobsSettings().scheduler == "local"
+    assert JobsSettings(scheduler="tls://dask.example:8786").scheduler == "tls://dask.example:8786"
+    with pytest.raises(ValidationError, match="tcp://HOST:PORT"):
+        JobsSettings(scheduler="http://dask:8786")

@@ -25,7 +25,8 @@ CHUNK = 1024 * 1024
 # Arrow infers CSV column types from the first block; a row may not be longer than one block.
 CSV_BLOCK_SIZE = 4 * 1024 * 1024
 PARQUET_BATCH_ROWS = 65_536
-_CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): CSV conversion error")
+# Arrow adds "Row #N: " when it reads serially (e.g. once its CPU pool is down to one thread).
+_CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error")
 
 
 class TableError(Exception):

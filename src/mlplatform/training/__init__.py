@@ -1,0 +1,1 @@
+"""Training jobs: datasets in, registered versions out, run on Dask."""

@@ -1,0 +1,41 @@
+"""Training jobs: what each asked for, where it stands, and what it produced."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mlplatform.db import Base
+
+
+class TrainingJobRow(Base):
+    __tablename__ = "training_jobs"
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128))
+    dataset_id: Mapped[str] = mapped_column(String(64))
+    algorithm: Mapped[str] = mapped_column(String(32))
+    task: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # target, features, hyperparameters, validation, …
+    state: Mapped[str] = mapped_column(String(16))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    version_id: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (
+        Index("ix_training_jobs_model_created_at", "model", "created_at"),
+        Index("ix_training_jobs_state_created_at", "state", "created_at"),
+        Index("ix_training_jobs_created_at", "created_at"),
+    )
