@@ -317,7 +317,7 @@ async def test_a_full_queue_drops_and_counts(make_app: AppFactory) -> None:
 
 
 async def test_two_instances_run_one_scheduled_check_per_interval(
-    make_app: AppFactory, postgres_url: str, redis_url: str
+    postgres_url: str, redis_url: str, make_app: AppFactory
 ) -> None:
     schedule = {"monitoring": {"check-interval": 1}}
     (_, first), (_, second) = await two_instances(make_app, postgres_url, redis_url, ml=schedule)

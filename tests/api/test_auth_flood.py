@@ -148,7 +148,7 @@ async def test_a_revoked_key_is_remembered_as_revoked(make_app: AppFactory) -> N
 
 
 async def test_a_created_key_ends_what_the_other_instance_remembered(
-    make_app: AppFactory, postgres_url: str, redis_url: str
+    postgres_url: str, redis_url: str, make_app: AppFactory
 ) -> None:
     """The key-created event makes every instance forget the keys it found unknown."""
     (first, one), (_, other) = await two_instances(make_app, postgres_url, redis_url)

@@ -201,7 +201,7 @@ async def test_the_v2_version_is_read_from_the_path_only(make_app: AppFactory) -
 
 @pytest.mark.postgres
 async def test_nul_in_text_is_422_naming_the_field_on_postgresql(
-    make_app: AppFactory, postgres_url: str
+    postgres_url: str, make_app: AppFactory
 ) -> None:
     await migrate(postgres_url)
     client, _ = await make_app(database={"url": postgres_url})
