@@ -94,6 +94,17 @@ class StorageSettings(Section):
 class JobsSettings(Section):
     scheduler: str = Field("local", description="local (an embedded LocalCluster) or tcp://|tls://HOST:PORT")
     workers: int = Field(1, ge=1, le=64, description="worker processes of the embedded cluster")
+    allow_insecure: bool = Field(
+        False, description="outside development, allow a plain tcp:// scheduler that is not on loopback"
+    )
+
+    @property
+    def exposed(self) -> bool:
+        """A plain-text scheduler address off this machine: whoever reaches it can run code on the cluster."""
+        if not self.scheduler.startswith("tcp://"):
+            return False
+        host = self.scheduler.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]").lower()
+        return not (host in ("localhost", "::1") or host.startswith("127."))
 
     @field_validator("scheduler")
     @classmethod
@@ -326,6 +337,16 @@ class Settings(Section):
                 f"server.workers: {self.server.workers} worker processes need a shared cache (cache.url "
                 "redis://...): with memory:// each worker would keep its own rate limits and prediction "
                 "cache and miss the others' API-key and registry events"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _no_exposed_scheduler(self) -> Settings:
+        if self.jobs.exposed and not self.development and not self.jobs.allow_insecure:
+            raise ValueError(
+                f"jobs.scheduler: {self.jobs.scheduler} is plain tcp:// off this machine, and a Dask "
+                "scheduler runs whatever its clients send: use tls:// (with certificates), or set "
+                "jobs.allow-insecure: true if the network is private"
             )
         return self
 

@@ -197,3 +197,32 @@ def test_jobs_scheduler_is_local_or_a_dask_address() -> None:
     assert JobsSettings(scheduler="tls://dask.example:8786").scheduler == "tls://dask.example:8786"
     with pytest.raises(ValidationError, match="tcp://HOST:PORT"):
         JobsSettings(scheduler="http://dask:8786")
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "allowed"),
+    [
+        ("tcp://dask-scheduler:8786", False),
+        ("tcp://10.0.0.5:8786", False),
+        ("tcp://127.0.0.1:8786", True),
+        ("tcp://localhost:8786", True),
+        ("tcp://[::1]:8786", True),
+        ("tls://dask-scheduler:8786", True),
+        ("local", True),
+    ],
+)
+def test_outside_development_a_plain_scheduler_off_this_machine_is_refused(
+    tmp_path: Path, scheduler: str, allowed: bool
+) -> None:
+    (tmp_path / "application-staging.yml").write_text("{}\n")
+    environ = {"MLPLATFORM_PROFILE": "staging", "MLPLATFORM_JOBS__SCHEDULER": scheduler}
+    if allowed:
+        assert load_settings(environ=environ, config_dir=tmp_path).jobs.scheduler == scheduler
+    else:
+        with pytest.raises(ConfigError, match="jobs.scheduler: .* plain tcp:// off this machine"):
+            load_settings(environ=environ, config_dir=tmp_path)
+        insecure = {**environ, "MLPLATFORM_JOBS__ALLOW_INSECURE": "true"}
+        assert load_settings(environ=insecure, config_dir=tmp_path).jobs.allow_insecure
+    # on a developer's machine (the default profile) any address is taken
+    default = {"MLPLATFORM_JOBS__SCHEDULER": scheduler}
+    assert load_settings(environ=default, config_dir=tmp_path).jobs.scheduler == scheduler
