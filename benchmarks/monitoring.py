@@ -17,7 +17,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -48,6 +47,7 @@ from serving import (
     console,
     expect,
     free_port,
+    in_work_folder,
     load_average,
     make_dataset,
     measure,
@@ -420,19 +420,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not on PATH: `make bench-wrk` installs it")
-    work = Path(tempfile.mkdtemp(prefix="mlplatform-monitoring-bench-"))
-    try:
-        bench(args, work)
-    except BaseException:
-        for log in sorted(work.glob("*.log")):
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-            console.print(f"--- last lines of {log} ---\n{tail}", markup=False, highlight=False)
-        raise
-    finally:
-        if args.keep:
-            console.print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    in_work_folder("mlplatform-monitoring-bench-", args.keep, lambda work: bench(args, work))
 
 
 if __name__ == "__main__":

@@ -987,21 +987,27 @@ def bench(args: argparse.Namespace, work: Path) -> None:
     publish(env, checks, results, profile, specs)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="mlplatform-bench-"))
+def in_work_folder(prefix: str, keep: bool, run: Callable[[Path], None]) -> None:
+    """`run` in a fresh temporary folder: on failure, the end of each server log in it is printed; the folder
+    is removed afterwards unless `keep`."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        bench(args, work)
+        run(work)
     except BaseException:
         for log in sorted(work.glob("*.log")):
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
             console.print(f"--- last lines of {log} ---\n{tail}", markup=False, highlight=False)
         raise
     finally:
-        if args.keep:
+        if keep:
             console.print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    in_work_folder("mlplatform-bench-", args.keep, lambda work: bench(args, work))
 
 
 if __name__ == "__main__":
