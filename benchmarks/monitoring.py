@@ -263,8 +263,8 @@ def drift_report(found: dict[str, Any]) -> Report:
     note = (
         f"{DRIFT_ROWS:,} rows x {DRIFT_FEATURES} features (18 numeric, 12 categorical, as in"
         f" drift_calibration.py), a child process pinned to CPU {found['cpus'][0]}; {len(compares)} runs."
-        " The current columns are given as arrays: this branch has no service function yet that builds"
-        " them from logged rows, so reading them from the prediction log is not timed."
+        " The current columns are given as arrays: sampling them from the prediction log"
+        " (`MonitoringService.check_drift`) is not timed here."
     )
     return Report("One drift check, one core", ("step", "median s", "range s", "goal"), rows, note)
 
@@ -308,8 +308,9 @@ def predict_report(results: Sequence[Any], servers: Sequence[Server], profile: P
     note = (
         f"Single-row predict, wrk at {CONNECTIONS} connections, SQLite; median of {profile.rounds} runs of"
         f" {profile.seconds} s per server, alternating which goes first, after {profile.warmup_seconds} s of"
-        " warm-up each. On this branch `ml.monitoring.enabled` changes nothing on the predict path (no"
-        " monitoring code runs there), so the ratio shows the noise of the box."
+        " warm-up each. `ml.monitoring.enabled` switches the scheduled checks, which run in the background"
+        " every check-interval; nothing of monitoring runs on the predict path, so the ratio shows the box's"
+        " noise."
     )
     columns = ("metric", "monitoring on", "monitoring off", "on / off", "range, all runs")
     return Report("Predict with monitoring on and off, same run", columns, rows, note)
