@@ -66,6 +66,7 @@ from mlplatform.stores.cache.base import Cache
 from mlplatform.stores.jobs import DaskEngine
 from mlplatform.stores.predictions import PredictionLogStore, create_prediction_log_store
 from mlplatform.training import router as training_router
+from mlplatform.training.metrics import TrainingMetrics
 from mlplatform.training.service import TrainingService
 from mlplatform.training.sql_store import SqlTrainingJobStore
 
@@ -155,6 +156,7 @@ def build_platform(settings: Settings) -> Platform:
         registry=registry,
         engine=engine,
         storage=settings.storage,
+        metrics=TrainingMetrics(metrics),
     )
     checks = build_checks(settings, monitoring=monitoring, alerts=alerts, serving=serving, metrics=metrics)
     return Platform(
@@ -307,6 +309,7 @@ async def start_up(platform: Platform) -> None:
     log.info("started", profile=platform.settings.profile, version=__version__)
     platform.alerts.notifier.start()
     platform.check_scheduler.start()
+    platform.training.start()
     min_age = timedelta(seconds=platform.settings.ml.models.orphan_min_age_seconds)
     try:
         await platform.registry.sweep_orphans(min_age=min_age)

@@ -1,4 +1,4 @@
-"""The `mlplatform` command: serve, config, db, doctor."""
+"""The `mlplatform` command: serve, config, db, doctor, and the domains' sub-commands."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from mlplatform.monitoring.cli import feedback_app, monitor_app
 from mlplatform.registry.cli import models_app
 from mlplatform.server import export_overrides
 from mlplatform.server import serve as run_server
+from mlplatform.training.cli import jobs_app, train
 
 app = typer.Typer(
     help="mlplatform: registry, training, serving and monitoring of models.", no_args_is_help=True
@@ -41,6 +42,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(monitor_app, name="monitor")
+app.add_typer(jobs_app, name="jobs")
+app.command("train")(train)
 console = Console()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -188,3 +189,45 @@ class Client:
 
     def acknowledge(self, alert_id: str) -> dict[str, Any]:
         return dict(self._call("POST", f"/api/ml/alerts/{alert_id}/acknowledge"))
+
+    def submit_training_job(self, **body: Any) -> dict[str, Any]:
+        """Queue a training job (`model`, `dataset`, `target`, `algorithm`, … as the API takes them)."""
+        return dict(self._call("POST", "/api/ml/training-jobs", json=body))
+
+    def training_jobs(
+        self, model: str | None = None, state: str | None = None, limit: int = 100, offset: int = 0
+    ) -> dict[str, Any]:
+        params = {k: v for k, v in (("model", model), ("state", state)) if v is not None}
+        return dict(
+            self._call("GET", "/api/ml/training-jobs", params={**params, "limit": limit, "offset": offset})
+        )
+
+    def training_job(self, job_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/api/ml/training-jobs/{job_id}"))
+
+    def cancel_training_job(self, job_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/api/ml/training-jobs/{job_id}/cancel"))
+
+    def training_history(self, name: str, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+        params = {"limit": limit, "offset": offset}
+        return dict(self._call("GET", f"/api/ml/models/{name}/training-history", params=params))
+
+    def follow_training_job(
+        self,
+        job_id: str,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+        poll_seconds: float = 0.5,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Poll the job until it has finished (or `timeout` seconds passed: TimeoutError); `on_update`
+        sees every reading. Returns the last one."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.training_job(job_id)
+            if on_update is not None:
+                on_update(job)
+            if job["state"] in ("succeeded", "failed", "cancelled"):
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"training job {job_id} still {job['state']} after {timeout} s")
+            time.sleep(poll_seconds)

@@ -22,6 +22,7 @@ from mlplatform.registry.service import RegistryService, Upload
 from mlplatform.settings import StorageSettings
 from mlplatform.stores.jobs import DaskEngine
 from mlplatform.training.algorithms import ALGORITHMS, parameter_problems
+from mlplatform.training.metrics import TrainingMetrics
 from mlplatform.training.schemas import (
     JobProgress,
     JobState,
@@ -67,12 +68,14 @@ class TrainingService:
         registry: RegistryService,
         engine: DaskEngine,
         storage: StorageSettings,
+        metrics: TrainingMetrics,
     ) -> None:
         self.store = store
         self.datasets = datasets
         self.registry = registry
         self.engine = engine
         self.storage = storage
+        self.metrics = metrics
         self.runs: dict[str, asyncio.Task[None]] = {}
 
     # --- submit -------------------------------------------------------------------------------------------
@@ -81,6 +84,8 @@ class TrainingService:
         """Check everything a job needs before anything is queued, store it queued, and start running it."""
         job = await self._checked(request, actor=actor)
         await self.store.create(job)
+        with contextlib.suppress(Exception):
+            await self.metrics.refresh(self.store)
         log.info("training job queued", job=job.id, model=job.model, algorithm=job.algorithm)
         self.runs[job.id] = asyncio.create_task(self._run(job), name=f"training-{job.id}")
         self.runs[job.id].add_done_callback(lambda _: self.runs.pop(job.id, None))
@@ -276,10 +281,22 @@ class TrainingService:
         if state == "succeeded":
             current = (await self.store.get(job_id)).progress
             progress = current.model_copy(update={"fraction": 1.0, "eta_seconds": 0.0})
-        await self.store.finish(job_id, state, at=utcnow(), progress=progress, **values)
+        if await self.store.finish(job_id, state, at=utcnow(), progress=progress, **values):
+            await self._count(job_id)
+
+    async def _count(self, job_id: str) -> None:
+        """A job this instance ended: its duration, and the counts by state now (not at the next refresh)."""
+        with contextlib.suppress(Exception):  # metrics never fail a job
+            self.metrics.finished(await self.store.get(job_id))
+            await self.metrics.refresh(self.store)
+
+    def start(self) -> None:
+        """Background work that starts with the app: the job counts by state."""
+        self.metrics.start(self.store)
 
     async def stop(self) -> None:
         """Shutdown: stop following running jobs (each is marked failed), then close the Dask client."""
+        await self.metrics.stop()
         runs = list(self.runs.values())
         for run in runs:
             run.cancel()
@@ -303,6 +320,7 @@ class TrainingService:
         two for boosting, at the next chunk for forests). A finished job is returned unchanged."""
         job = await self.store.request_cancel(job_id)
         if job.state == "queued" and await self.store.finish(job_id, "cancelled", at=utcnow()):
+            await self._count(job_id)
             job = await self.store.get(job_id)
         log.info("training job cancel requested", job=job_id, actor=actor, state=job.state)
         return job
