@@ -177,10 +177,8 @@ async def test_a_long_job_reports_progress_and_cancels_leaving_nothing(
     assert job["progress"]["current"] > first
     cancelled = await client.post(f"/api/ml/training-jobs/{submitted['id']}/cancel")
     assert cancelled.status_code == 202 and cancelled.json()["cancel_requested"]
-    began = asyncio.get_running_loop().time()
-    job = await wait_for(client, submitted["id"], TERMINAL, timeout=10)
+    job = await wait_for(client, submitted["id"], TERMINAL)  # how fast: benchmarks/training.py
     assert job["state"] == "cancelled" and job["version_id"] is None
-    assert asyncio.get_running_loop().time() - began < 4  # goal 2 s; slack for a loaded CI machine
     assert (await client.get("/api/ml/models/houses")).status_code == 404
     assert await platform.artifacts.list("models/") == []
 
