@@ -1,0 +1,1 @@
+"""Experiments: A/B tests, canaries and shadow traffic, with per-variant statistics."""
