@@ -27,6 +27,9 @@ from mlplatform.config import load_settings, redact_url
 from mlplatform.datasets import router as datasets_router
 from mlplatform.datasets.service import DatasetService
 from mlplatform.datasets.sql_store import SqlDatasetStore
+from mlplatform.experiments import router as experiments_router
+from mlplatform.experiments.service import ExperimentService
+from mlplatform.experiments.sql_store import SqlExperimentStore
 from mlplatform.health import HealthService, Lifecycle
 from mlplatform.interpreter import freeze_heap, tune_for_serving
 from mlplatform.logging import configure_logging
@@ -159,6 +162,10 @@ def build_platform(settings: Settings) -> Platform:
         metrics=TrainingMetrics(metrics),
     )
     checks = build_checks(settings, monitoring=monitoring, alerts=alerts, serving=serving, metrics=metrics)
+    experiments = ExperimentService(
+        store=SqlExperimentStore(database), registry=registry, monitoring=monitoring, serving=serving
+    )
+    registry.watcher.routes = experiments.routes  # running experiments split traffic in the snapshot
     return Platform(
         settings=settings,
         database=database,
@@ -178,6 +185,7 @@ def build_platform(settings: Settings) -> Platform:
             checks=checks, leases=SqlCheckLeaseStore(database), settings=settings.ml.monitoring
         ),
         training=training,
+        experiments=experiments,
     )
 
 
@@ -375,6 +383,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(registry_router.router)
     app.include_router(datasets_router.router)
     app.include_router(training_router.router)
+    app.include_router(experiments_router.router)
     app.include_router(monitoring_router.router)
     app.include_router(alerts_router.router)
     app.include_router(auth_router.router)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from mlplatform.auth.service import AuthService
 from mlplatform.datasets.service import DatasetService
 from mlplatform.db import Database
+from mlplatform.experiments.service import ExperimentService
 from mlplatform.health import HealthService, Lifecycle
 from mlplatform.metrics import Metrics
 from mlplatform.monitoring.alerts.service import AlertService
@@ -38,3 +39,4 @@ class Platform:
     checks: MonitoringChecks
     check_scheduler: CheckScheduler
     training: TrainingService
+    experiments: ExperimentService

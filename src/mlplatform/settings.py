@@ -150,6 +150,9 @@ class PredictionsSettings(Section):
     cache_min_confidence: float = Field(0.9, ge=0, le=1)
     log_sample_rate: float = Field(1.0, ge=0, le=1)
     log_queue_size: int = Field(100_000, ge=1)
+    shadow_queue_size: int = Field(
+        1000, ge=1, description="requests waiting for a shadow version; more are dropped and counted"
+    )
     fallbacks: dict[str, FallbackSettings] = {}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from mlplatform.auth import tables as auth_tables
 from mlplatform.datasets import tables as dataset_tables
 from mlplatform.db import Base
+from mlplatform.experiments import tables as experiment_tables
 from mlplatform.monitoring import tables as monitoring_tables
 from mlplatform.monitoring.alerts import tables as alert_tables
 from mlplatform.registry import tables as registry_tables
@@ -20,4 +21,5 @@ DOMAIN_TABLES = (
     monitoring_tables,
     alert_tables,
     training_tables,
+    experiment_tables,
 )

@@ -8,7 +8,7 @@ from pathlib import Path
 import mlplatform
 
 SRC = Path(mlplatform.__file__).parent
-DOMAINS = ("serving", "registry", "datasets", "auth", "monitoring")
+DOMAINS = ("serving", "registry", "datasets", "auth", "monitoring", "training", "experiments")
 
 
 def imports_of(path: Path) -> set[str]:

@@ -55,17 +55,17 @@ from mlplatform.platform import Platform
 Handler = Callable[[bytes, Platform, RequestHeaders, dict[str, str]], Awaitable[Any]]
 
 
-async def _predict(body: bytes, platform: Platform, _: RequestHeaders, __: dict[str, str]) -> Any:
-    return await serve_predict(body, platform)
+async def _predict(body: bytes, platform: Platform, headers: RequestHeaders, _: dict[str, str]) -> Any:
+    return await serve_predict(body, platform, headers.get)
 
 
-async def _batch(body: bytes, platform: Platform, _: RequestHeaders, __: dict[str, str]) -> Any:
-    return await serve_batch(body, platform)
+async def _batch(body: bytes, platform: Platform, headers: RequestHeaders, _: dict[str, str]) -> Any:
+    return await serve_batch(body, platform, headers.get)
 
 
 async def _infer(body: bytes, platform: Platform, headers: RequestHeaders, params: dict[str, str]) -> Any:
     return await serve_infer(
-        body, text(headers.infer_length), platform, params["model"], params.get("version")
+        body, text(headers.infer_length), platform, params["model"], params.get("version"), headers.get
     )
 
 

@@ -25,6 +25,7 @@ from mlplatform.errors import InvalidInput
 from mlplatform.platform import Platform
 from mlplatform.registry.snapshot import VersionEntry
 from mlplatform.serving.schemas import REQUEST_ID_LENGTH
+from mlplatform.serving.service import Header
 from mlplatform.serving.v2_codec import (
     FEATURE_TYPES,
     HEADER_LENGTH,
@@ -44,13 +45,15 @@ Predictor = Annotated[Principal, require(Permission.PREDICT)]
 Version = Annotated[str, Path(max_length=20, description="a version number: 1, 2, …")]
 
 
-def _resolve(platform: Platform, model: str, version: str | None) -> VersionEntry:
-    if version is None:
-        return platform.registry.resolve(model)
-    if not version.isdecimal() or not version.isascii():
+def _check_version(version: str | None) -> None:
+    if version is not None and (not version.isdecimal() or not version.isascii()):
         problem = f"{version[:40]!r} is not a version number"
         raise InvalidInput(f"version: {problem}", details=[{"field": "version", "problem": problem}])
-    return platform.registry.resolve(f"{model}/{version}")
+
+
+def _resolve(platform: Platform, model: str, version: str | None) -> VersionEntry:
+    _check_version(version)
+    return platform.registry.resolve(model if version is None else f"{model}/{version}")
 
 
 def _request_id(value: Any) -> str | None:
@@ -156,7 +159,9 @@ INFER_BODY = body_schema(
     "/models/{model}/infer", response_class=Response, responses=INFER_RESPONSES, openapi_extra=INFER_BODY
 )
 async def infer(model: str, request: Request, platform: PlatformDep, _: Predictor) -> Response:
-    reply = await serve_infer(await request.body(), request.headers.get(HEADER_LENGTH), platform, model, None)
+    reply = await serve_infer(
+        await request.body(), request.headers.get(HEADER_LENGTH), platform, model, None, request.headers.get
+    )
     return reply.response()
 
 
@@ -170,18 +175,29 @@ async def infer_version(
     model: str, version: Version, request: Request, platform: PlatformDep, _: Predictor
 ) -> Response:
     reply = await serve_infer(
-        await request.body(), request.headers.get(HEADER_LENGTH), platform, model, version
+        await request.body(),
+        request.headers.get(HEADER_LENGTH),
+        platform,
+        model,
+        version,
+        request.headers.get,
     )
     return reply.response()
 
 
 async def serve_infer(
-    body: bytes, header_length: str | None, platform: Platform, model: str, version: str | None
+    body: bytes,
+    header_length: str | None,
+    platform: Platform,
+    model: str,
+    version: str | None,
+    headers: Header | None = None,
 ) -> Reply:
     """The infer handler; run by `api.edge` for every infer request (the route above documents it)."""
     header, binary = split_body(body, header_length)
     request_id = _request_id(header.get("id"))
-    entry = _resolve(platform, model, version)
+    _check_version(version)
+    entry, arm, route = platform.serving.route_infer(model, version, request_id, headers)
     loaded = await platform.serving.loaded(entry)
     matrix = to_matrix(decode_inputs(header, binary), loaded.signature)
     max_rows = platform.settings.security.limits.max_batch_rows
@@ -190,7 +206,7 @@ async def serve_infer(
         raise InvalidInput(f"inputs: {problem}", details=[{"field": "inputs", "problem": problem}])
     declared = declared_outputs(entry.description)
     wanted, binary_names = requested(header, list(declared))  # checked before the model runs
-    raw = await platform.serving.infer(entry, loaded, matrix, request_id)
+    raw = await platform.serving.infer(entry, loaded, matrix, request_id, arm, route, headers)
     available = {"predict": raw.values, "predict_proba": raw.probabilities}
     tensors = [
         output_tensor(name, values, declared[name][0])

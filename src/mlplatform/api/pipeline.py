@@ -54,10 +54,12 @@ class RequestHeaders:
         "gzip",
         "infer_length",
         "length",
+        "raw",
         "request_id",
     )
 
     def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
+        self.raw = raw
         self.length = self.request_id = self.api_key = self.authorization = self.infer_length = None
         self.content_type: bytes | None = None
         self.encoding = b""
@@ -90,6 +92,12 @@ class RequestHeaders:
 
     def key(self) -> str | None:
         return presented_key(text(self.api_key), text(self.authorization))
+
+    def get(self, name: str) -> str | None:
+        """Any header by lower-case name, the first copy (a scan: for the rare reader, such as an
+        experiment that keeps callers on a variant by a header)."""
+        wanted = name.encode("latin-1")
+        return next((value.decode("latin-1") for key, value in self.raw if key == wanted), None)
 
 
 def text(value: bytes | None) -> str | None:

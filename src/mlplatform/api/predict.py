@@ -24,6 +24,7 @@ from mlplatform.serving.schemas import (
     PredictRequest,
     PredictResponse,
 )
+from mlplatform.serving.service import Header
 
 router = APIRouter(prefix="/api/ml", tags=["serving"], route_class=ContractRoute)
 Predictor = Annotated[Principal, require(Permission.PREDICT)]
@@ -50,20 +51,20 @@ def predict_input(body: bytes) -> PredictInput:
     return PredictInput(request.model, request.features, request.request_id)
 
 
-async def serve_predict(body: bytes, platform: Platform) -> dict[str, Any]:
+async def serve_predict(body: bytes, platform: Platform, header: Header | None = None) -> dict[str, Any]:
     """The single-prediction handler, as plain data; run by `api.edge` for every prediction request."""
     request = predict_input(body)
     limits = platform.settings.security.limits
     if len(request.features) > limits.max_features:
         problem = f"at most {limits.max_features} features per row (security.limits.max-features)"
         raise InvalidInput(f"features: {problem}", details=[{"field": "features", "problem": problem}])
-    return await platform.serving.predict(request)
+    return await platform.serving.predict(request, header)
 
 
-async def serve_batch(body: bytes, platform: Platform) -> dict[str, Any]:
+async def serve_batch(body: bytes, platform: Platform, header: Header | None = None) -> dict[str, Any]:
     request = decode(body, BatchRequest)
     max_rows = platform.settings.security.limits.max_batch_rows
-    return await platform.serving.predict_batch(request, max_rows=max_rows)
+    return await platform.serving.predict_batch(request, max_rows=max_rows, header=header)
 
 
 # `api.edge` answers these two paths itself, before routing, with the same handlers: these routes declare the
@@ -71,12 +72,12 @@ async def serve_batch(body: bytes, platform: Platform) -> dict[str, Any]:
 # The data is sent as built: a response-model pass would validate and serialise it again.
 @router.post("/predict", response_model=PredictResponse, openapi_extra=body_schema(PredictRequest))
 async def predict(request: Request, platform: PlatformDep, _: Predictor) -> JsonResponse:
-    return JsonResponse(await serve_predict(await request.body(), platform))
+    return JsonResponse(await serve_predict(await request.body(), platform, request.headers.get))
 
 
 @router.post("/predict/batch", response_model=BatchResponse, openapi_extra=body_schema(BatchRequest))
 async def predict_batch(request: Request, platform: PlatformDep, _: Predictor) -> JsonResponse:
-    return JsonResponse(await serve_batch(await request.body(), platform))
+    return JsonResponse(await serve_batch(await request.body(), platform, request.headers.get))
 
 
 @router.get("/predictions")

@@ -175,3 +175,16 @@ def recommend(test: SequentialTest, *, effect: float) -> Recommendation:
     if -effect < test.interval.low and test.interval.high < effect:
         return "no_detectable_difference"
     return "keep_running"
+
+
+def quantile_interval(values: list[float], q: float, alpha: float = 0.05) -> tuple[float, Interval]:
+    """The `q` quantile of `values` and a distribution-free interval for it from order statistics (the ranks
+    a binomial(n, q) count of values below the true quantile falls between)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        return math.nan, Interval(math.nan, math.nan)
+    estimate = ordered[min(n - 1, max(0, math.ceil(q * n) - 1))]
+    low = int(stats.binom.ppf(alpha / 2, n, q))
+    high = int(stats.binom.ppf(1 - alpha / 2, n, q)) + 1
+    return estimate, Interval(ordered[max(low - 1, 0)], ordered[min(high - 1, n - 1)])

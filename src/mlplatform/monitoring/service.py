@@ -7,6 +7,7 @@ import contextlib
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
@@ -39,7 +40,12 @@ from mlplatform.monitoring.store import DriftStore, StoredReference
 from mlplatform.registry.schemas import VersionRead
 from mlplatform.registry.service import KeepReference, RegistryService, Upload
 from mlplatform.registry.snapshot import VersionEntry
-from mlplatform.stores.predictions import FeedbackEntry, PredictionLogStore, PredictionRef
+from mlplatform.stores.predictions import (
+    FeedbackEntry,
+    LabelledPredictions,
+    PredictionLogStore,
+    PredictionRef,
+)
 
 WINDOW = re.compile(r"^(?P<amount>[1-9][0-9]{0,3})(?P<unit>[mhd])$")
 UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
@@ -49,6 +55,16 @@ MAX_LABELLED = 1_000_000  # labelled predictions one performance request reads a
 CURRENT_ROWS = 100_000  # logged predictions a drift check samples from its window at most
 DRIFT_ALPHA = 0.05
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ArmData:
+    """One experiment variant's logged traffic and labels, for its results."""
+
+    predictions: int
+    latencies: list[float]  # ms, per request (a batch counts once), the newest
+    recent: list[Any]  # the newest predicted values
+    labelled: LabelledPredictions
 
 
 def window_bounds(
@@ -274,6 +290,30 @@ class MonitoringService:
             if version_id is None:
                 self.accuracy.labels(model).set(result.classification.accuracy)
         return result
+
+    # --- one arm of an experiment ---------------------------------------------------------------------------
+
+    async def arm(
+        self,
+        *,
+        model: str,
+        experiment: str,
+        variant: str,
+        version_id: str,
+        start: datetime,
+        end: datetime | None,
+        recent: int = 10_000,
+    ) -> ArmData:
+        """What an experiment's variant answered (from the prediction log: requests, latencies, the newest
+        `recent` predictions) and its labelled predictions (its version's, made while the experiment ran)."""
+        arm = (experiment, variant)
+        count = await self.store.count(model=model, start=start, end=end, arm=arm)
+        latencies = await self.store.latencies(model=model, start=start, end=end, arm=arm)
+        logged = await self.store.query(model=model, start=start, end=end, limit=recent, arm=arm)
+        labelled = await self.store.labelled(
+            model=model, version=version_id, start=start, end=end, limit=MAX_LABELLED
+        )
+        return ArmData(count, latencies, [entry.prediction for entry in logged], labelled)
 
     # --- drift: reference samples ------------------------------------------------------------------------
 

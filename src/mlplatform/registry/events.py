@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 import structlog
 
-from mlplatform.registry.snapshot import RegistrySnapshot
+from mlplatform.registry.snapshot import RegistrySnapshot, Route
 from mlplatform.registry.store import RegistryStore
 from mlplatform.stores.cache.base import Cache
 from mlplatform.stores.cache.feed import ChangeFeed
@@ -16,6 +16,8 @@ from mlplatform.stores.cache.feed import ChangeFeed
 log = structlog.get_logger(__name__)
 CHANNEL = "registry.changed"
 Listener = Callable[[str], Awaitable[None]]
+# The running experiments' routes: every model's (None) or one model's. Experiments provide it (`create_app`).
+RouteSource = Callable[[str | None], Awaitable[dict[str, Route]]]
 
 
 class RegistryWatcher:
@@ -31,6 +33,7 @@ class RegistryWatcher:
         self.refresh_seconds = refresh_seconds
         self.snapshot = RegistrySnapshot()
         self.listeners: list[Listener] = []
+        self.routes: RouteSource | None = None
         self.feed = ChangeFeed(
             cache=cache,
             channel=CHANNEL,
@@ -49,23 +52,29 @@ class RegistryWatcher:
 
     async def reload(self) -> None:
         entries = await self.store.entries()
+        routes = await self.routes(None) if self.routes is not None else {}
         changed = {
             name
             for name in set(entries) | set(self.snapshot.models)
             if entries.get(name) != self.snapshot.models.get(name)
         }
-        self.snapshot = RegistrySnapshot(models=entries, loaded_at=time.time())
+        self.snapshot = RegistrySnapshot(models=entries, loaded_at=time.time(), routes=routes)
         await self._notify(changed)
 
     async def refresh(self, name: str) -> None:
         """Reload one model's entry now (after a local change, or on an event)."""
         entry = await self.store.entry(name)
-        models = dict(self.snapshot.models)
+        found = await self.routes(name) if self.routes is not None else {}
+        models, routes = dict(self.snapshot.models), dict(self.snapshot.routes)
         if entry is None:
             models.pop(name, None)
         else:
             models[name] = entry
-        self.snapshot = RegistrySnapshot(models=models, loaded_at=self.snapshot.loaded_at)
+        if name in found:
+            routes[name] = found[name]
+        else:
+            routes.pop(name, None)
+        self.snapshot = RegistrySnapshot(models=models, loaded_at=self.snapshot.loaded_at, routes=routes)
         await self._notify({name})
 
     async def announce(self, name: str) -> None:

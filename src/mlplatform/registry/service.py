@@ -33,7 +33,7 @@ from mlplatform.registry.schemas import (
     VersionMetadata,
     VersionRead,
 )
-from mlplatform.registry.snapshot import VersionEntry, resolve
+from mlplatform.registry.snapshot import ModelEntry, Route, RouteVariant, VersionEntry, resolve
 from mlplatform.registry.store import ModelFilter, NewVersion, RegistryStore
 from mlplatform.settings import ModelsSettings
 from mlplatform.stores.artifacts.base import ArtifactStore, StorageUnavailableError
@@ -103,6 +103,24 @@ class RegistryService:
     def resolve(self, reference: str, field: str = "model") -> VersionEntry:
         """Resolve any reference form against this instance's snapshot (no I/O: the predict path)."""
         return self.watcher.snapshot.resolve(parse_ref(reference, field))
+
+    def route(self, reference: str) -> Route | None:
+        """The running experiment's route when `reference` is a bare model name it covers (an explicit
+        version or alias is served as asked). No I/O, and one dictionary test when nothing runs."""
+        routes = self.watcher.snapshot.routes
+        return routes.get(reference) if routes else None
+
+    def variant_entry(self, model: str, variant: RouteVariant) -> VersionEntry:
+        """The version a route's variant serves (resolved like `model/number`)."""
+        return self.watcher.snapshot.resolve(ModelRef(name=model, version=variant.version))
+
+    async def record_event(self, name: str, action: str, *, actor: str, details: dict[str, Any]) -> None:
+        """Add an entry to the model's history (experiments record starts, steps, promotions, rollbacks)."""
+        await self.store.record(name, action, actor, utcnow(), details)
+
+    async def model_entry(self, name: str) -> ModelEntry | None:
+        """The model's versions and aliases as the snapshot holds them, read from the database."""
+        return await self.store.entry(name)
 
     async def resolve_fresh(self, reference: str | ModelRef, field: str = "model") -> VersionEntry:
         """The same rule against the database (writes must not act on a stale snapshot)."""

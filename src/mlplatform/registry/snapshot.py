@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import random
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -68,12 +70,69 @@ def resolve(ref: ModelRef, entry: ModelEntry | None) -> VersionEntry:
     return found
 
 
+SPACE = 2**64  # a sticky key hashes to a point in [0, SPACE); each variant owns a slice of it
+
+
+def point(salt: str, key: str | None) -> int:
+    """Where a key falls: the same on every instance and process (Python's own `hash` is salted per process);
+    a random point when there is no key."""
+    if key is None:
+        return random.getrandbits(64)
+    digest = hashlib.blake2b(key.encode(), digest_size=8, key=salt.encode()[:64]).digest()
+    return int.from_bytes(digest, "little")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteVariant:
+    name: str
+    version: int
+    upper: int  # this variant answers the points below `upper` (and at or above the previous one's)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How a running experiment splits a model's traffic: what `model` (the bare name) resolves to."""
+
+    experiment: str
+    type: str
+    sticky: str  # request_id | random | header:NAME | field:NAME
+    variants: tuple[RouteVariant, ...]
+    shadow: RouteVariant | None = None  # answers nothing; `shadow.upper` is the mirrored share of SPACE
+
+    @classmethod
+    def build(cls, experiment: str, type_: str, sticky: str, weights: list[tuple[str, int, float]]) -> Route:
+        """From (variant, version number, percent) in order; a shadow's second variant is the mirror."""
+        if type_ == "shadow":
+            (primary, number, _), (name, shadow_number, percent) = weights
+            mirror = RouteVariant(name, shadow_number, int(SPACE * min(percent, 100) / 100))
+            return cls(experiment, type_, sticky, (RouteVariant(primary, number, SPACE),), mirror)
+        total = sum(w for _, _, w in weights) or 1.0
+        variants, running = [], 0.0
+        for name, number, weight in weights:
+            running += weight
+            variants.append(RouteVariant(name, number, int(SPACE * min(running / total, 1.0))))
+        return cls(experiment, type_, sticky, tuple(variants))
+
+    def pick(self, key: str | None) -> RouteVariant:
+        at = point(self.experiment, key)
+        for variant in self.variants:
+            if at < variant.upper:
+                return variant
+        return self.variants[-1]
+
+    def mirrored(self, key: str | None) -> bool:
+        """Whether this request also goes to the shadow (independently of which variant answers)."""
+        return self.shadow is not None and point(self.experiment + "/shadow", key) < self.shadow.upper
+
+
 @dataclass
 class RegistrySnapshot:
-    """Models by name; replaced entry by entry as change events arrive, wholly by the periodic poll."""
+    """Models by name, and the running experiments' routes by model name; replaced entry by entry as change
+    events arrive, wholly by the periodic poll."""
 
     models: dict[str, ModelEntry] = field(default_factory=dict)
     loaded_at: float = 0.0
+    routes: dict[str, Route] = field(default_factory=dict)
 
     def resolve(self, ref: ModelRef) -> VersionEntry:
         return resolve(ref, self.models.get(ref.name))

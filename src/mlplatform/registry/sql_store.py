@@ -418,6 +418,11 @@ class SqlRegistryStore(RegistryStore):
             session.add(_history(name, at, actor, "purged", details={"versions": len(rows)}))
         return keys
 
+    async def record(self, name: str, action: str, actor: str, at: datetime, details: dict[str, Any]) -> None:
+        async with self.database.session() as session, session.begin():
+            await self._model(session, name)
+            session.add(_history(name, at, actor, action, details=details))
+
     async def history(self, name: str, limit: int, offset: int) -> Page[HistoryEntry]:
         where = HistoryRow.model_name == name
         async with self.database.session() as session:

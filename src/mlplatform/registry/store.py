@@ -101,6 +101,11 @@ class RegistryStore(ABC):
     async def history(self, name: str, limit: int, offset: int) -> Page[HistoryEntry]: ...
 
     @abstractmethod
+    async def record(self, name: str, action: str, actor: str, at: datetime, details: dict[str, Any]) -> None:
+        """An entry in the model's history for a change made elsewhere (an experiment started, a canary
+        stepped or rolled back): NotFound when there is no such model."""
+
+    @abstractmethod
     async def aliases_at(self, name: str, at: datetime) -> AliasesAt: ...
 
     @abstractmethod

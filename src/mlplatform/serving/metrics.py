@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from mlplatform.metrics import Metrics, Reading
 
@@ -90,6 +90,7 @@ class ServingMetrics:
         )
         self._children: dict[str, tuple[Counter, Histogram]] = {}
         self._versions: dict[str, Counter] = {}
+        self.experiments = ExperimentMetrics(registry)
 
     def observe(self, model: str, version: str, latency_ms: float, count: int = 1) -> None:
         children = self._children.get(model)
@@ -123,3 +124,54 @@ def register_models(
         labels=("model_id",),
         mode="livemax",
     )
+
+
+class ExperimentMetrics:
+    """`ml_experiment_requests_total{experiment,variant}`, errors and latency by variant, and shadow drops;
+    with this instance's own counts for an experiment's results."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "ml_experiment_requests",
+            "Requests answered (or mirrored, for a shadow) by an experiment's variant",
+            ["experiment", "variant"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "ml_experiment_errors",
+            "Requests routed to an experiment's variant that failed",
+            ["experiment", "variant"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "ml_experiment_latency",
+            "Prediction latency in milliseconds by experiment variant",
+            ["experiment", "variant"],
+            buckets=LATENCY_BUCKETS_MS,
+            registry=registry,
+        )
+        self.shadow_dropped = Counter(
+            "ml_experiment_shadow_dropped",
+            "Shadow requests dropped because the shadow queue was full",
+            ["experiment"],
+            registry=registry,
+        )
+        self.counts: dict[tuple[str, str], list[int]] = {}  # (experiment, variant) → [requests, errors]
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+
+    def observe(self, arm: tuple[str, str], latency_ms: float, count: int = 1) -> None:
+        children = self._children.get(arm)
+        if children is None:
+            children = self._children[arm] = (self.requests.labels(*arm), self.latency.labels(*arm))
+            self.counts[arm] = [0, 0]
+        children[0].inc(count)
+        children[1].observe(latency_ms)
+        self.counts[arm][0] += count
+
+    def failed(self, arm: tuple[str, str]) -> None:
+        self.errors.labels(*arm).inc()
+        self.counts.setdefault(arm, [0, 0])[1] += 1
+
+    def of(self, experiment: str) -> dict[str, tuple[int, int]]:
+        """This instance's (requests, errors) per variant of the experiment."""
+        return {variant: (n, e) for (exp, variant), (n, e) in self.counts.items() if exp == experiment}

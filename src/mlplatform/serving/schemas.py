@@ -38,6 +38,7 @@ class PredictResponse(BaseModel):
     prediction_id: str
     model: str
     version: str
+    experiment: str | None = Field(None, description="the experiment that picked the variant")
     variant: str | None = None
     prediction: Any
     probabilities: dict[str, float] | None = None
@@ -75,6 +76,7 @@ class BatchPrediction(BaseModel):
 class BatchResponse(BaseModel):
     model: str
     version: str
+    experiment: str | None = None
     variant: str | None = None
     predictions: list[BatchPrediction]
     latency_ms: float
@@ -84,6 +86,7 @@ class PredictionLogRead(BaseModel):
     prediction_id: str
     model: str
     version: str
+    experiment: str | None = None
     variant: str | None
     request_id: str | None
     inputs: list[Any]

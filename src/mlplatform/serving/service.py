@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,7 +17,7 @@ from mlplatform.errors import DeadlineExceeded, InvalidInput, NotFound, Unavaila
 from mlplatform.ids import BLOCK, new_block, new_id, new_ids
 from mlplatform.registry.refs import parse_ref
 from mlplatform.registry.service import RegistryService
-from mlplatform.registry.snapshot import VersionEntry
+from mlplatform.registry.snapshot import Route, VersionEntry
 from mlplatform.serving.logs import BatchRecord, PredictionLogWriter, PredictionRecord
 from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.serving.model_cache import LoadedModel, ModelCache
@@ -26,10 +27,13 @@ from mlplatform.serving.schemas import (
     BatchRequest,
     PredictInput,
 )
+from mlplatform.serving.shadow import ShadowJob, ShadowQueue
 from mlplatform.settings import PredictionsSettings
 from mlplatform.stores.artifacts.base import ArtifactNotFoundError, StorageUnavailableError
 
 log = structlog.get_logger(__name__)
+Arm = tuple[str, str]  # (experiment id, variant name)
+Header = Callable[[str], str | None]  # a request header by (lower-case) name
 INLINE_ROWS = 64  # up to this many rows predict on the event loop: tens of microseconds, no thread hop
 
 
@@ -98,13 +102,15 @@ def response(
     *,
     cached: bool = False,
     fallback: bool = False,
+    arm: Arm | None = None,
 ) -> dict[str, Any]:
     """A `PredictResponse` as plain data: the model object would cost more than the prediction."""
     return {
         "prediction_id": prediction_id,
         "model": model,
         "version": version,
-        "variant": None,
+        "experiment": arm[0] if arm else None,
+        "variant": arm[1] if arm else None,
         "prediction": answer["prediction"],
         "probabilities": answer.get("probabilities"),
         "confidence": answer.get("confidence"),
@@ -132,9 +138,13 @@ class ServingService:
         self.settings = settings
         self.metrics = metrics
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="predict")
+        self.shadows = ShadowQueue(
+            self.run_shadow, size=settings.shadow_queue_size, dropped=metrics.experiments.shadow_dropped
+        )
         self.timeout = settings.timeout_ms / 1000
 
     async def close(self) -> None:
+        await self.shadows.close()
         await self.predictions.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -155,13 +165,65 @@ class ServingService:
         future = asyncio.get_running_loop().run_in_executor(self.executor, model.runtime.predict, matrix)
         return await asyncio.wait_for(future, self.timeout)
 
-    # --- single predictions -----------------------------------------------------------------------------
+    # --- experiments ----------------------------------------------------------------------------------
 
-    async def predict(self, request: PredictInput) -> dict[str, Any]:
-        """The `PredictResponse` as plain data (the router sends it as is)."""
+    def _route(
+        self, model: str, key: Callable[[Route], str | None]
+    ) -> tuple[VersionEntry, Arm | None, Route | None]:
+        """What `model` resolves to: the running experiment's variant for a bare name it covers (no I/O),
+        else the version the reference names."""
+        route = self.registry.route(model)
+        if route is None:
+            return self.registry.resolve(model), None, None
+        variant = route.pick(key(route))
+        return self.registry.variant_entry(model, variant), (route.experiment, variant.name), route
+
+    def experiment_counts(self, experiment: str) -> dict[str, tuple[int, int]]:
+        """This instance's (requests, errors) per variant of the experiment."""
+        return self.metrics.experiments.of(experiment)
+
+    def _mirror(
+        self,
+        route: Route | None,
+        key: str | None,
+        entry: VersionEntry,
+        matrix: np.ndarray,
+        request_id: str | None,
+    ) -> None:
+        """Queue the request for the shadow after the answer: never waits, drops (and counts) when full."""
+        if route is None or route.shadow is None or not route.mirrored(key):
+            return
+        shadow = route.shadow
+        try:
+            target = self.registry.variant_entry(entry.name, shadow)
+        except NotFound:
+            return
+        self.shadows.submit(ShadowJob(target, (route.experiment, shadow.name), matrix, request_id))
+
+    async def run_shadow(self, job: ShadowJob) -> None:
+        """One mirrored request on the shadow version: logged and counted under its variant, never raised."""
         started = time.perf_counter()
         try:
-            entry = self.registry.resolve(request.model)
+            model = await self.loaded(job.entry)
+            raw = await self._run(model, job.matrix)
+        except Exception as exc:
+            self.metrics.experiments.failed(job.arm)
+            log.warning(
+                "shadow prediction failed", version=job.entry.id, error=f"{type(exc).__name__}: {exc}"
+            )
+            return
+        latency_ms = (time.perf_counter() - started) * 1000
+        self.metrics.experiments.observe(job.arm, latency_ms, count=len(job.matrix))
+        self._log_block(job.entry, new_block(), job.matrix, raw, job.request_id, latency_ms, job.arm)
+
+    # --- single predictions -----------------------------------------------------------------------------
+
+    async def predict(self, request: PredictInput, header: Header | None = None) -> dict[str, Any]:
+        """The `PredictResponse` as plain data (the router sends it as is)."""
+        started = time.perf_counter()
+        arm: Arm | None = None
+        try:
+            entry, arm, route = self._route(request.model, lambda r: sticky_key(r, request, header))
         except NotFound:
             return await self._fallback_or_raise(request, started, reason="not_found")
         try:
@@ -169,19 +231,24 @@ class ServingService:
             row = model.signature.row(request.features, "features")
             key = self.predictions.key(entry.id, row) if self.predictions.enabled else None
             if key is not None and (hit := await self.predictions.get(key)) is not None:
-                return self._respond(entry, row, hit, request, started, cached=True)
+                return self._respond(entry, row, hit, request, started, cached=True, arm=arm)
             try:
-                raw = await self._run(model, model.signature.matrix([row]))
+                matrix = model.signature.matrix([row])
+                raw = await self._run(model, matrix)
             except TimeoutError:
-                return await self._on_timeout(request, entry, row, key, started)
+                return await self._on_timeout(request, entry, row, key, started, arm)
             answer = first_answer(raw, entry.description.classes)
             if key is not None:
                 await self.predictions.put(key, answer, answer["confidence"])
-            return self._respond(entry, row, answer, request, started)
+            if route is not None and route.shadow is not None:
+                self._mirror(route, sticky_key(route, request, header), entry, matrix, request.request_id)
+            return self._respond(entry, row, answer, request, started, arm=arm)
         except InvalidInput:
             raise
         except Exception:
             self.metrics.errors.labels(entry.name).inc()
+            if arm is not None:
+                self.metrics.experiments.failed(arm)
             raise
 
     def _respond(
@@ -194,19 +261,22 @@ class ServingService:
         *,
         cached: bool = False,
         fallback: bool = False,
+        arm: Arm | None = None,
     ) -> dict[str, Any]:
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         prediction_id = new_id()
         prediction = answer["prediction"]
         probabilities, confidence = answer.get("probabilities"), answer.get("confidence")
         self.metrics.observe(entry.name, entry.id, latency_ms)
+        if arm is not None:
+            self.metrics.experiments.observe(arm, latency_ms)
         if self._sampled():
             self.logs.submit(
                 PredictionRecord(
                     id=prediction_id,
                     model=entry.name,
                     version=entry.id,
-                    variant=None,
+                    variant=arm[1] if arm else None,
                     request_id=request.request_id,
                     inputs=row,
                     prediction=prediction,
@@ -215,10 +285,11 @@ class ServingService:
                     latency_ms=latency_ms,
                     cached=cached,
                     created_at=utcnow(),
+                    experiment=arm[0] if arm else None,
                 )
             )
         return response(
-            prediction_id, entry.name, entry.id, answer, latency_ms, cached=cached, fallback=fallback
+            prediction_id, entry.name, entry.id, answer, latency_ms, cached=cached, fallback=fallback, arm=arm
         )
 
     def _sampled(self) -> bool:
@@ -226,12 +297,20 @@ class ServingService:
         return rate >= 1 or (rate > 0 and random.random() < rate)
 
     async def _on_timeout(
-        self, request: PredictInput, entry: VersionEntry, row: list[Any], key: str | None, started: float
+        self,
+        request: PredictInput,
+        entry: VersionEntry,
+        row: list[Any],
+        key: str | None,
+        started: float,
+        arm: Arm | None,
     ) -> dict[str, Any]:
         self.metrics.errors.labels(entry.name).inc()
+        if arm is not None:
+            self.metrics.experiments.failed(arm)
         if key is not None and (hit := await self.predictions.get(key)) is not None:
             self.metrics.fallbacks.labels(entry.name, "cached").inc()
-            return self._respond(entry, row, hit, request, started, cached=True)
+            return self._respond(entry, row, hit, request, started, cached=True, arm=arm)
         return await self._fallback_or_raise(request, started, reason="timeout", entry=entry)
 
     async def _fallback_or_raise(
@@ -263,13 +342,20 @@ class ServingService:
 
     # --- batches ----------------------------------------------------------------------------------------
 
-    async def predict_batch(self, request: BatchRequest, *, max_rows: int) -> dict[str, Any]:
-        """The `BatchResponse` as plain data (the router sends it as is)."""
+    async def predict_batch(
+        self, request: BatchRequest, *, max_rows: int, header: Header | None = None
+    ) -> dict[str, Any]:
+        """The `BatchResponse` as plain data (the router sends it as is). An experiment routes the whole
+        batch to one variant."""
         started = time.perf_counter()
         if len(request.instances) > max_rows:
             problem = f"at most {max_rows} instances per request (security.limits.max-batch-rows)"
             raise InvalidInput(f"instances: {problem}", details=[{"field": "instances", "problem": problem}])
-        entry = self.registry.resolve(request.model)
+        first = request.instances[0]
+        single = PredictInput(
+            request.model, first if isinstance(first, dict | list) else [], request.request_id
+        )
+        entry, arm, route = self._route(request.model, lambda r: sticky_key(r, single, header))
         model = await self.loaded(entry)
         matrix = model.signature.batch(request.instances, "instances")
         results: list[dict[str, Any]] = []  # plain dicts: a thousand model objects would cost milliseconds
@@ -284,6 +370,8 @@ class ServingService:
                 results += batch_answers(ids, raw, entry.description.classes)
         except TimeoutError:
             self.metrics.errors.labels(entry.name).inc()
+            if arm is not None:
+                self.metrics.experiments.failed(arm)
             raise DeadlineExceeded(
                 f"{request.model}: the batch did not finish within ml.predictions.timeout-ms "
                 f"({self.settings.timeout_ms} ms); send smaller batches",
@@ -291,12 +379,17 @@ class ServingService:
             ) from None
         latency_ms = (time.perf_counter() - started) * 1000
         self.metrics.observe(entry.name, entry.id, latency_ms, count=len(matrix))
+        if arm is not None:
+            self.metrics.experiments.observe(arm, latency_ms, count=len(matrix))
         for first_id, chunk, raw in chunks:
-            self._log_block(entry, first_id, chunk, raw, request.request_id, latency_ms)
+            self._log_block(entry, first_id, chunk, raw, request.request_id, latency_ms, arm)
+        if route is not None and route.shadow is not None:
+            self._mirror(route, sticky_key(route, single, header), entry, matrix, request.request_id)
         return {
             "model": entry.name,
             "version": entry.id,
-            "variant": None,
+            "experiment": arm[0] if arm else None,
+            "variant": arm[1] if arm else None,
             "predictions": results,
             "latency_ms": round(latency_ms, 3),
         }
@@ -309,6 +402,7 @@ class ServingService:
         raw: RawPrediction,
         request_id: str | None,
         latency_ms: float,
+        arm: Arm | None = None,
     ) -> None:
         """Log consecutive predictions as one record; sampling keeps or skips the block as a whole."""
         if not self._sampled() or not self.logs.accepting(len(inputs)):
@@ -319,7 +413,7 @@ class ServingService:
                 first_id=first_id,
                 model=entry.name,
                 version=entry.id,
-                variant=None,
+                variant=arm[1] if arm else None,
                 request_id=request_id,
                 inputs=inputs,
                 predictions=raw.values,
@@ -327,13 +421,30 @@ class ServingService:
                 probabilities=raw.probabilities if classes is not None else None,
                 latency_ms=latency_ms,
                 created_at=utcnow(),
+                experiment=arm[0] if arm else None,
             )
         )
 
     # --- raw matrices (Open Inference Protocol) ---------------------------------------------------------
 
+    def route_infer(
+        self, model: str, version: str | None, request_id: str | None, header: Header | None = None
+    ) -> tuple[VersionEntry, Arm | None, Route | None]:
+        """The version a V2 infer request runs on: an experiment's variant when the path names no version."""
+        if version is not None:
+            return self.registry.resolve(f"{model}/{version}" if version.isdigit() else version), None, None
+        single = PredictInput(model, [], request_id)
+        return self._route(model, lambda r: sticky_key(r, single, header))
+
     async def infer(
-        self, entry: VersionEntry, model: LoadedModel, matrix: np.ndarray, request_id: str | None
+        self,
+        entry: VersionEntry,
+        model: LoadedModel,
+        matrix: np.ndarray,
+        request_id: str | None,
+        arm: Arm | None = None,
+        route: Route | None = None,
+        header: Header | None = None,
     ) -> RawPrediction:
         """Predict a prepared matrix with the deadline, metrics and logs of every other path."""
         started = time.perf_counter()
@@ -341,16 +452,38 @@ class ServingService:
             raw = await self._run(model, matrix)
         except TimeoutError:
             self.metrics.errors.labels(entry.name).inc()
+            if arm is not None:
+                self.metrics.experiments.failed(arm)
             raise DeadlineExceeded(
                 f"{entry.id}: no prediction within ml.predictions.timeout-ms ({self.settings.timeout_ms} ms)",
                 details={"timeout_ms": self.settings.timeout_ms},
             ) from None
         latency_ms = (time.perf_counter() - started) * 1000
         self.metrics.observe(entry.name, entry.id, latency_ms, count=len(matrix))
+        if arm is not None:
+            self.metrics.experiments.observe(arm, latency_ms, count=len(matrix))
         for begin in range(0, len(matrix), BLOCK):
             end = begin + BLOCK
             block = RawPrediction(
                 raw.values[begin:end], None if raw.probabilities is None else raw.probabilities[begin:end]
             )
-            self._log_block(entry, new_block(), matrix[begin:end], block, request_id, latency_ms)
+            self._log_block(entry, new_block(), matrix[begin:end], block, request_id, latency_ms, arm)
+        if route is not None and route.shadow is not None:
+            key = sticky_key(route, PredictInput(entry.name, [], request_id), header)
+            self._mirror(route, key, entry, matrix, request_id)
         return raw
+
+
+def sticky_key(route: Route, request: PredictInput, header: Header | None) -> str | None:
+    """What keeps a caller on one variant: the request id (body, else X-Request-ID), a header, a feature;
+    None (a random variant) when it is missing or the experiment routes at random."""
+    how = route.sticky
+    if how == "request_id":
+        return request.request_id or (header("x-request-id") if header else None)
+    if how == "random":
+        return None
+    kind, _, name = how.partition(":")
+    if kind == "header":
+        return header(name.lower()) if header else None
+    value = request.features.get(name) if isinstance(request.features, dict) else None
+    return None if value is None else str(value)

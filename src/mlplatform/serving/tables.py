@@ -23,6 +23,7 @@ class PredictionLogRow(Base):
     model: Mapped[str] = mapped_column(String(128))
     version: Mapped[str] = mapped_column(String(200))
     variant: Mapped[str | None] = mapped_column(String(64))
+    experiment: Mapped[str | None] = mapped_column(String(26))  # the experiment that chose the variant
     request_id: Mapped[str | None] = mapped_column(String(128))
     inputs: Mapped[list[Any]] = mapped_column(JSON)
     prediction: Mapped[Any] = mapped_column(JSON)
@@ -53,6 +54,7 @@ class PredictionBatchRow(Base):
     model: Mapped[str] = mapped_column(String(128))
     version: Mapped[str] = mapped_column(String(200))
     variant: Mapped[str | None] = mapped_column(String(64))
+    experiment: Mapped[str | None] = mapped_column(String(26))  # the experiment that chose the variant
     request_id: Mapped[str | None] = mapped_column(String(128))
     # Numeric inputs and all probabilities are stored as raw little-endian float64, row-major, `count` rows
     # (migration 0007): a tenth of the cost of JSON to write. Inputs holding strings stay JSON; rows written

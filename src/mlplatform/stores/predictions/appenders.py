@@ -28,6 +28,7 @@ SINGLE_COLUMNS = (
     "latency_ms",
     "cached",
     "created_at",
+    "experiment",
 )
 BATCH_COLUMNS = (
     "id",
@@ -43,6 +44,7 @@ BATCH_COLUMNS = (
     "probabilities_f64",
     "latency_ms",
     "created_at",
+    "experiment",
 )
 
 
@@ -67,6 +69,7 @@ def _single_values(record: PredictionRecord) -> tuple[Any, ...]:
         record.latency_ms,
         record.cached,
         record.created_at,
+        record.experiment,
     )
 
 
@@ -92,6 +95,7 @@ def _batch_values(record: BatchRecord) -> tuple[Any, ...]:
         None if probabilities is None else _float64(probabilities),
         record.latency_ms,
         record.created_at,
+        record.experiment,
     )
 
 
@@ -193,11 +197,16 @@ def _sqlite_time(at: datetime) -> str:
 
 
 def _sqlite_single(record: PredictionRecord) -> tuple[Any, ...]:
-    return (*_single_values(record)[:10], int(record.cached), _sqlite_time(record.created_at))
+    return (
+        *_single_values(record)[:10],
+        int(record.cached),
+        _sqlite_time(record.created_at),
+        record.experiment,
+    )
 
 
 def _sqlite_batch(record: BatchRecord) -> tuple[Any, ...]:
-    return (*_batch_values(record)[:-1], _sqlite_time(record.created_at))
+    return (*_batch_values(record)[:-2], _sqlite_time(record.created_at), record.experiment)
 
 
 def appender_for(database: Database) -> Appender:

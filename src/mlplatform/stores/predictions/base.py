@@ -27,6 +27,7 @@ class PredictionRecord:
     latency_ms: float
     cached: bool
     created_at: datetime
+    experiment: str | None = None
 
     @property
     def count(self) -> int:
@@ -49,6 +50,7 @@ class BatchRecord:
     probabilities: np.ndarray | None  # n_rows × n_classes, columns in `classes` order
     latency_ms: float
     created_at: datetime
+    experiment: str | None = None
 
     @property
     def count(self) -> int:
@@ -74,6 +76,7 @@ class LoggedPrediction:
     latency_ms: float
     cached: bool
     created_at: datetime
+    experiment: str | None = None
 
 
 @dataclass(slots=True)  # not frozen (see PredictionRecord): one per label of a 10,000-label request
@@ -167,9 +170,10 @@ class PredictionLogStore(ABC):
         start: datetime | None = None,
         end: datetime | None = None,
         limit: int = 100,
+        arm: tuple[str, str] | None = None,
     ) -> list[LoggedPrediction]:
         """The newest `limit` predictions that match, singles and block members alike, newest first (a
-        block's predictions, which share a time, in id order)."""
+        block's predictions, which share a time, in id order). `arm` is an (experiment, variant) pair."""
 
     @abstractmethod
     async def count(
@@ -179,12 +183,19 @@ class PredictionLogStore(ABC):
         version: str | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
+        arm: tuple[str, str] | None = None,
     ) -> int:
         """How many predictions match (every member of a block counts)."""
 
     @abstractmethod
     async def latencies(
-        self, *, model: str, start: datetime | None = None, end: datetime | None = None, limit: int = 100_000
+        self,
+        *,
+        model: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int = 100_000,
+        arm: tuple[str, str] | None = None,
     ) -> list[float]:
         """The logged latency (ms) of each matching request, the newest `limit`: a block (one batch request)
         counts once, as the serving latency histogram does."""

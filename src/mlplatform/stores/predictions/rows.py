@@ -121,6 +121,7 @@ def single(row: Any) -> LoggedPrediction:
         latency_ms=row["latency_ms"],
         cached=bool(row["cached"]),
         created_at=as_utc(row["created_at"]),
+        experiment=row["experiment"],
     )
 
 
@@ -148,6 +149,7 @@ def block(row: Any) -> list[LoggedPrediction]:
                 latency_ms=row["latency_ms"],
                 cached=False,
                 created_at=created_at,
+                experiment=row["experiment"],
             )
         )
     return entries

@@ -70,9 +70,16 @@ WRITE_ATTEMPTS = 10
 
 
 def _window(
-    table: Table, model: str | None, version: str | None, start: datetime | None, end: datetime | None
+    table: Table,
+    model: str | None,
+    version: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    arm: tuple[str, str] | None = None,
 ) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
+    if arm is not None:
+        conditions += [table.c.experiment == arm[0], table.c.variant == arm[1]]
     if model is not None:
         conditions.append(table.c.model == model)
     if version is not None:
@@ -128,9 +135,10 @@ class SqlPredictionLogStore(PredictionLogStore):
         start: datetime | None = None,
         end: datetime | None = None,
         limit: int = 100,
+        arm: tuple[str, str] | None = None,
     ) -> list[LoggedPrediction]:
         def where(table: Table) -> list[ColumnElement[bool]]:
-            conditions = _window(table, model, version, start, end)
+            conditions = _window(table, model, version, start, end, arm)
             if request_id is not None:
                 conditions.append(table.c.request_id == request_id)
             return conditions
@@ -159,25 +167,34 @@ class SqlPredictionLogStore(PredictionLogStore):
         version: str | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
+        arm: tuple[str, str] | None = None,
     ) -> int:
         singles = (
-            select(func.count()).select_from(SINGLES).where(*_window(SINGLES, model, version, start, end))
+            select(func.count())
+            .select_from(SINGLES)
+            .where(*_window(SINGLES, model, version, start, end, arm))
         )
         blocks = select(func.coalesce(func.sum(BLOCKS.c.count), 0)).where(
-            *_window(BLOCKS, model, version, start, end)
+            *_window(BLOCKS, model, version, start, end, arm)
         )
         async with self.database.engine.connect() as conn:
             return int((await conn.scalar(singles)) or 0) + int((await conn.scalar(blocks)) or 0)
 
     async def latencies(
-        self, *, model: str, start: datetime | None = None, end: datetime | None = None, limit: int = 100_000
+        self,
+        *,
+        model: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int = 100_000,
+        arm: tuple[str, str] | None = None,
     ) -> list[float]:
         found: list[tuple[datetime, float]] = []
         async with self.database.engine.connect() as conn:
             for table in (SINGLES, BLOCKS):
                 query = (
                     select(table.c.created_at, table.c.latency_ms)
-                    .where(*_window(table, model, None, start, end))
+                    .where(*_window(table, model, None, start, end, arm))
                     .order_by(table.c.created_at.desc())
                     .limit(limit)
                 )

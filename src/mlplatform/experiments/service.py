@@ -1,0 +1,264 @@
+"""Experiment use cases: start one (checked), route a model's traffic by it, read results, promote or stop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from mlplatform.clock import utcnow
+from mlplatform.errors import Conflict, InvalidInput, NotFound
+from mlplatform.experiments.results import ArmInput, results
+from mlplatform.experiments.schemas import (
+    CanarySpec,
+    ExperimentCreate,
+    ExperimentRead,
+    ExperimentResults,
+    ExperimentState,
+    Page,
+    VariantRead,
+)
+from mlplatform.experiments.store import ExperimentStore
+from mlplatform.ids import new_id
+from mlplatform.monitoring.service import MonitoringService
+from mlplatform.registry.refs import check_name
+from mlplatform.registry.service import RegistryService
+from mlplatform.registry.snapshot import Route, VersionEntry
+from mlplatform.serving.service import ServingService
+
+log = structlog.get_logger(__name__)
+WEIGHT_TOLERANCE = 1e-6
+PROMOTED_ALIAS = "production"
+
+
+def _invalid(field: str, problem: str) -> InvalidInput:
+    return InvalidInput(f"{field}: {problem}", details=[{"field": field, "problem": problem}])
+
+
+def check_shape(request: ExperimentCreate) -> None:
+    """What the schema cannot say field by field: 422 naming the field."""
+    names: set[str] = set()
+    for i, variant in enumerate(request.variants):
+        if variant.name in names:
+            raise _invalid(f"variants[{i}].name", f"variant {variant.name!r} is named twice")
+        names.add(variant.name)
+    weights = [v.weight for v in request.variants]
+    if request.type == "ab":
+        for i, weight in enumerate(weights):
+            if weight is None:
+                raise _invalid(f"variants[{i}].weight", "every variant of an ab test has a weight (percent)")
+        total = sum(w or 0.0 for w in weights)
+        if abs(total - 100) > WEIGHT_TOLERANCE:
+            raise _invalid("variants", f"the weights add up to {total:g}, not 100")
+        return
+    if len(request.variants) != 2:
+        problem = f"a {request.type} experiment has two variants: the current version, then the new one"
+        raise _invalid("variants", problem)
+    if request.type == "canary":
+        for i, weight in enumerate(weights):
+            if weight is not None:
+                raise _invalid(f"variants[{i}].weight", "a canary's weights come from canary.steps")
+    elif request.canary is not None:
+        raise _invalid("canary", "only a canary experiment has steps")
+    if request.type == "shadow":
+        if weights[0] not in (None, 100):
+            raise _invalid("variants[0].weight", "the primary of a shadow experiment answers every request")
+        if weights[1] is None:
+            raise _invalid("variants[1].weight", "the percent of requests mirrored to the shadow")
+
+
+def initial_weights(request: ExperimentCreate) -> list[float]:
+    if request.type == "canary":
+        first = (request.canary.steps if request.canary else [5.0])[0]
+        return [100 - first, first]
+    if request.type == "shadow":
+        return [100.0, float(request.variants[1].weight or 0)]
+    return [float(v.weight or 0) for v in request.variants]
+
+
+def route_of(experiment: ExperimentRead, numbers: dict[str, int]) -> Route:
+    weights = [(v.name, numbers[v.version], v.weight) for v in experiment.variants]
+    return Route.build(experiment.id, experiment.type, experiment.sticky, weights)
+
+
+class ExperimentService:
+    def __init__(
+        self,
+        *,
+        store: ExperimentStore,
+        registry: RegistryService,
+        monitoring: MonitoringService,
+        serving: ServingService,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.monitoring = monitoring
+        self.serving = serving
+
+    # --- starting ------------------------------------------------------------------------------------------
+
+    async def create(self, request: ExperimentCreate, *, actor: str) -> ExperimentRead:
+        check_name(request.model, "model")
+        check_shape(request)
+        canary = request.canary or (CanarySpec() if request.type == "canary" else None)
+        variants: list[VariantRead] = []
+        seen: dict[str, int] = {}
+        for i, (variant, weight) in enumerate(zip(request.variants, initial_weights(request), strict=True)):
+            entry = await self._version(request.model, variant.version, f"variants[{i}].version")
+            if entry.id in seen:
+                problem = f"{entry.id} is already variant {request.variants[seen[entry.id]].name!r}"
+                raise _invalid(f"variants[{i}].version", problem)
+            seen[entry.id] = i
+            variants.append(VariantRead(name=variant.name, version=entry.id, weight=weight))
+        now = utcnow()
+        experiment = ExperimentRead(
+            id=new_id(),
+            name=request.name,
+            model=request.model,
+            type=request.type,
+            state="running",
+            variants=variants,
+            sticky=request.sticky,
+            metric=request.metric,
+            min_samples=request.min_samples,
+            min_effect=request.min_effect,
+            alpha=request.alpha,
+            max_duration_seconds=request.max_duration_seconds,
+            canary=canary,
+            step=0,
+            step_started_at=now,
+            created_at=now,
+            created_by=actor,
+        )
+        await self.store.create(experiment)
+        await self._history(experiment, "experiment_started", actor, variants=self._weights(variants))
+        await self.registry.watcher.announce(experiment.model)
+        log.info("experiment started", experiment=experiment.id, model=experiment.model, type=experiment.type)
+        return experiment
+
+    async def _version(self, model: str, reference: str, field: str) -> VersionEntry:
+        """A variant's version: a number or @alias of `model`, or a full reference to one of its versions."""
+        if reference.isdecimal():
+            reference = f"{model}/{reference}"
+        elif reference.startswith("@"):
+            reference = model + reference
+        try:
+            entry = await self.registry.resolve_fresh(reference, field)
+        except NotFound as exc:
+            raise _invalid(field, exc.message) from None
+        if entry.name != model:
+            raise _invalid(field, f"{entry.id} is not a version of {model!r}")
+        if entry.status == "archived":
+            raise _invalid(field, f"{entry.id} is archived")
+        return entry
+
+    @staticmethod
+    def _weights(variants: list[VariantRead]) -> dict[str, Any]:
+        return {v.name: {"version": v.version, "weight": v.weight} for v in variants}
+
+    async def _history(self, experiment: ExperimentRead, action: str, actor: str, **details: Any) -> None:
+        await self.registry.record_event(
+            experiment.model,
+            action,
+            actor=actor,
+            details={
+                "experiment": experiment.id,
+                "name": experiment.name,
+                "type": experiment.type,
+                **details,
+            },
+        )
+
+    # --- routing (the registry snapshot's source) ----------------------------------------------------------
+
+    async def routes(self, model: str | None) -> dict[str, Route]:
+        """The running experiments' routes by model name (every model's, or one's)."""
+        found: dict[str, Route] = {}
+        for experiment in await self.store.running(model):
+            entry = await self.registry.model_entry(experiment.model)
+            if entry is None:
+                continue
+            numbers = {v.id: number for number, v in entry.versions.items()}
+            if all(v.version in numbers for v in experiment.variants):
+                found[experiment.model] = route_of(experiment, numbers)
+        return found
+
+    # --- reading -------------------------------------------------------------------------------------------
+
+    async def get(self, experiment_id: str) -> ExperimentRead:
+        return await self.store.get(experiment_id)
+
+    async def list_experiments(
+        self, *, model: str | None, state: ExperimentState | None, limit: int, offset: int
+    ) -> Page[ExperimentRead]:
+        return await self.store.list_experiments(model=model, state=state, limit=limit, offset=offset)
+
+    async def results(self, experiment_id: str) -> ExperimentResults:
+        experiment = await self.store.get(experiment_id)
+        counts = self.serving.experiment_counts(experiment.id)
+        arms = []
+        for variant in experiment.variants:
+            data = await self.monitoring.arm(
+                model=experiment.model,
+                experiment=experiment.id,
+                variant=variant.name,
+                version_id=variant.version,
+                start=experiment.created_at,
+                end=experiment.ended_at,
+            )
+            requests, errors = counts.get(variant.name, (0, 0))
+            arms.append(
+                ArmInput(
+                    variant=variant,
+                    requests=max(data.predictions, requests),
+                    errors=errors,
+                    latencies=data.latencies,
+                    recent=data.recent,
+                    predicted=list(data.labelled.predicted),
+                    actual=list(data.labelled.actual),
+                )
+            )
+        return results(experiment, arms)
+
+    # --- ending --------------------------------------------------------------------------------------------
+
+    async def stop(self, experiment_id: str, *, actor: str, reason: str | None = None) -> ExperimentRead:
+        """Traffic goes back to the model's default version; nothing is promoted."""
+        experiment = await self.store.get(experiment_id)
+        if not await self.store.end(experiment_id, "stopped", at=utcnow(), by=actor, reason=reason):
+            raise Conflict(
+                f"experiment {experiment_id} is already {experiment.state}", details={"field": "id"}
+            )
+        await self._history(experiment, "experiment_stopped", actor, reason=reason)
+        await self.registry.watcher.announce(experiment.model)
+        return await self.store.get(experiment_id)
+
+    async def promote(self, experiment_id: str, *, variant: str | None, actor: str) -> ExperimentRead:
+        """Point `production` at the variant's version (default: the recommended winner) and end the
+        experiment."""
+        experiment = await self.store.get(experiment_id)
+        if experiment.state != "running":
+            raise Conflict(
+                f"experiment {experiment_id} is already {experiment.state}", details={"field": "id"}
+            )
+        if variant is None:
+            found = await self.results(experiment_id)
+            if found.recommendation != "winner" or found.winner is None:
+                problem = (
+                    f"no winner yet ({found.recommendation}: {found.reason}); name the variant to promote"
+                )
+                raise _invalid("variant", problem)
+            variant = found.winner
+        chosen = next((v for v in experiment.variants if v.name == variant), None)
+        if chosen is None:
+            names = ", ".join(v.name for v in experiment.variants)
+            raise _invalid("variant", f"no variant {variant!r} (variants: {names})")
+        entry = await self.registry.resolve_fresh(chosen.version, "variant")
+        await self.registry.set_alias(experiment.model, PROMOTED_ALIAS, entry.version, actor=actor)
+        if not await self.store.end(experiment_id, "promoted", at=utcnow(), by=actor, winner=chosen.name):
+            raise Conflict(f"experiment {experiment_id} ended meanwhile", details={"field": "id"})
+        await self._history(
+            experiment, "experiment_promoted", actor, variant=chosen.name, version=chosen.version
+        )
+        await self.registry.watcher.announce(experiment.model)
+        return await self.store.get(experiment_id)

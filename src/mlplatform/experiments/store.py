@@ -1,0 +1,54 @@
+"""Experiment persistence: the interface."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import datetime
+
+from mlplatform.experiments.schemas import ExperimentRead, ExperimentState, Page, VariantRead
+
+
+class ExperimentStore(ABC):
+    """Experiments, the truth about which one runs for a model and with what weights.
+
+    Contract: `create` inserts the experiment as given and raises `Conflict` when the model already has a
+    running one (the database decides, so two instances racing cannot both start one). Only a running
+    experiment changes: `set_weights` and `end` are conditional updates that return False, changing nothing,
+    when it no longer runs. `running()` lists every running experiment (the routing table's source).
+    Listings are newest first; unknown ids raise `NotFound`.
+    """
+
+    @abstractmethod
+    async def create(self, experiment: ExperimentRead) -> None: ...
+
+    @abstractmethod
+    async def get(self, experiment_id: str) -> ExperimentRead: ...
+
+    @abstractmethod
+    async def list_experiments(
+        self, *, model: str | None, state: ExperimentState | None, limit: int, offset: int
+    ) -> Page[ExperimentRead]: ...
+
+    @abstractmethod
+    async def running(self, model: str | None = None) -> list[ExperimentRead]:
+        """Every running experiment (or the model's, at most one)."""
+
+    @abstractmethod
+    async def set_weights(
+        self, experiment_id: str, variants: list[VariantRead], *, step: int, at: datetime
+    ) -> bool:
+        """New weights (a canary's next step) of a running experiment."""
+
+    @abstractmethod
+    async def end(
+        self,
+        experiment_id: str,
+        state: ExperimentState,
+        *,
+        at: datetime,
+        by: str,
+        winner: str | None = None,
+        reason: str | None = None,
+        variants: list[VariantRead] | None = None,
+    ) -> bool:
+        """running → `state` (promoted, stopped, rolled_back); False when it had already ended."""
