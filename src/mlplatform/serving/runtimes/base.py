@@ -98,10 +98,11 @@ def string_columns(description: ModelDescription) -> list[int]:
 
 
 def sample_input(
-    description: ModelDescription, n_features: int, rows: int = 300, *, text: str | None = ""
+    description: ModelDescription, n_features: int, rows: int = 300, *, text: str | None = "0"
 ) -> np.ndarray:
     """`synthetic_sample`, with `text` in the string features (then an object array), for warm-up and the
-    load-time checks of models that take strings."""
+    load-time checks of models that take strings. "0" is a category no encoder has seen and still a number
+    to a model that only declares a feature as a string (it then converts it)."""
     sample = synthetic_sample(n_features, rows)
     strings = string_columns(description)
     if not strings:
