@@ -29,9 +29,9 @@ def as_frame(frame: Any, features: list[str], strings: list[str]) -> Any:
         if name in strings:
             values = column.astype(object)
             columns[name] = values.where(values.notna(), np.nan)
-        else:
-            columns[name] = pd.to_numeric(column, errors="raise").astype(np.float64)
-    return pd.DataFrame(columns, index=frame.index)
+        else:  # float64 columns (most) are used as they are: no copy of a large dataset
+            columns[name] = column if column.dtype == np.float64 else column.astype(np.float64)
+    return pd.DataFrame(columns, index=frame.index, copy=False)
 
 
 def categorical(train: Any, others: list[Any], strings: list[str]) -> tuple[Any, list[Any]]:
