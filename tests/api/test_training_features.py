@@ -205,6 +205,15 @@ async def test_a_validation_dataset_is_validated_on_and_the_whole_training_datas
     predicted = np.array([p["prediction"] for p in answer.json()["predictions"]])
     assert job["metrics"]["accuracy"] == pytest.approx(float(np.mean(predicted == held_out.label)))
 
+    # A class the training rows never hold cannot be validated: the job fails saying so, registering nothing.
+    surprising = await upload(client, held_out.assign(label="maybe"), name="visits-odd")
+    response = await client.post(
+        "/api/ml/training-jobs", json=body(training, "lightgbm", validation={"dataset": surprising})
+    )
+    failed = await wait_for(client, response.json()["id"], TERMINAL)
+    assert failed["state"] == "failed" and "'maybe'" in failed["error"], failed
+    assert (await client.get("/api/ml/models/visits")).json()["versions"] == 1
+
 
 async def bad(client: httpx.AsyncClient, body: dict[str, Any]) -> str:
     response = await client.post("/api/ml/training-jobs", json=body)
