@@ -19,8 +19,10 @@ _NUMBER_TYPES = frozenset(_NUMBER)
 class Signature:
     """A version's input signature, prepared once per loaded model so each request only indexes."""
 
-    def __init__(self, features: Sequence[Feature], model: str) -> None:
+    def __init__(self, features: Sequence[Feature], model: str, *, missing_strings: bool = False) -> None:
+        """`missing_strings`: a string feature may be null (the model treats it as a missing category)."""
         self.features = tuple(features)
+        self.missing_strings = missing_strings
         self.names = tuple(f.name for f in self.features)
         self.index = {name: i for i, name in enumerate(self.names)}
         self.numeric = all(f.type is not FeatureType.STRING for f in self.features)
@@ -89,6 +91,8 @@ class Signature:
             for name in sorted(extra)
         ]
         for feature, value in zip(self.features, row, strict=True):
+            if value is None and self.missing_strings and feature.type is FeatureType.STRING:
+                continue
             problem = _problem(feature, value)
             if problem:
                 problems.append({"field": f"{where}.{feature.name}", "problem": problem})

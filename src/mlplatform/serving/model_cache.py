@@ -23,7 +23,7 @@ from mlplatform.registry.snapshot import VersionEntry
 from mlplatform.serving.features import Signature
 from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.serving.runtimes import build_runtime
-from mlplatform.serving.runtimes.base import CompileReport, Runtime, synthetic_sample
+from mlplatform.serving.runtimes.base import CompileReport, Runtime, sample_input, string_columns
 from mlplatform.settings import ModelsSettings
 from mlplatform.stores.artifacts.base import ArtifactStore
 
@@ -128,6 +128,9 @@ class ModelCache:
         sample = await self._reference(entry)
         runtime, report = await asyncio.to_thread(self._build, path, entry, sample)
         inline = await asyncio.to_thread(single_row_seconds, runtime) < INLINE_BUDGET_SECONDS
+        missing_strings = bool(string_columns(entry.description)) and await asyncio.to_thread(
+            runtime.accepts_missing_strings
+        )
         took = time.perf_counter() - started
         freeze_heap()
         self.metrics.model_loads.labels(runtime.name).observe(took)
@@ -143,7 +146,7 @@ class ModelCache:
             entry=entry,
             runtime=runtime,
             report=report,
-            signature=Signature(entry.description.features, entry.name),
+            signature=Signature(entry.description.features, entry.name, missing_strings=missing_strings),
             loaded_at=now,
             last_used=now,
             inline=inline,
@@ -203,7 +206,7 @@ def load_runtime(
 
 def single_row_seconds(runtime: Runtime, repeats: int = 5) -> float:
     """The best of a few single-row predictions (after warm-up): how long the predict path will block."""
-    row = synthetic_sample(runtime.n_features, 1)
+    row = sample_input(runtime.description, runtime.n_features, 1)
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlplatform.bounds import Text
 from mlplatform.formats.base import Task
@@ -25,10 +25,31 @@ Algorithm = Literal[
 ]
 
 
+DEFAULT_VALIDATION_FRACTION = 0.2
+
+
 class ValidationSpec(BaseModel):
+    """Either a share of the dataset's rows held out (0.2 when neither is given) or a second dataset."""
+
     model_config = ConfigDict(extra="forbid")
 
-    fraction: float = Field(0.2, gt=0, lt=1, description="share of the rows held out for validation")
+    fraction: float | None = Field(
+        None, gt=0, lt=1, description="share of the rows held out for validation (default 0.2)"
+    )
+    dataset: Text | None = Field(
+        None,
+        max_length=64,
+        description="a dataset id validated on instead (the job's target and features, same types); "
+        "the whole training dataset is then trained on",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ValidationSpec:
+        if self.fraction is not None and self.dataset is not None:
+            raise ValueError("give either fraction or dataset, not both")
+        if self.dataset is None and self.fraction is None:
+            self.fraction = DEFAULT_VALIDATION_FRACTION
+        return self
 
 
 class TrainingJobCreate(BaseModel):

@@ -36,6 +36,7 @@ log = structlog.get_logger(__name__)
 POLL_SECONDS = 0.25  # progress is read from Dask this often; the cancel flag from the database every 4th time
 _NUMERIC = re.compile(r"^(u?int\d+|float\d*|double|halffloat|bool)$")
 _CLASS_TYPES = re.compile(r"^(u?int\d+|bool|string|large_string)$")
+_STRING = re.compile(r"^(string|large_string|string_view)$")  # categorical features, encoded by the job
 MAX_INT_CLASSES = 20  # an integer target with at most this many distinct possible values is a class label
 
 
@@ -46,7 +47,21 @@ def _invalid(field: str, problem: str, **extra: Any) -> InvalidInput:
 def _feature_type(column: ColumnRead) -> FeatureType:
     if column.type == "bool":
         return FeatureType.BOOL
+    if _STRING.match(column.type):
+        return FeatureType.STRING
     return FeatureType.INT if "int" in column.type else FeatureType.FLOAT
+
+
+def _kind(column: ColumnRead, *, exact: bool) -> str:
+    """What a column holds as a job sees it: numbers (any width; `exact` tells integers from floats, which
+    matters for class labels), booleans or strings."""
+    if _STRING.match(column.type):
+        return "string"
+    if column.type == "bool":
+        return "bool" if exact else "number"
+    if _NUMERIC.match(column.type):
+        return ("integer" if "int" in column.type else "float") if exact else "number"
+    return column.type
 
 
 def infer_task(column: ColumnRead) -> Task:
@@ -57,6 +72,10 @@ def infer_task(column: ColumnRead) -> Task:
     if integer and column.max - column.min < MAX_INT_CLASSES:  # type: ignore[operator]
         return Task.CLASSIFICATION
     return Task.REGRESSION
+
+
+def _column_types(dataset: DatasetRead, names: set[str]) -> dict[str, str]:
+    return {c.name: c.type for c in dataset.columns if c.name in names}
 
 
 class TrainingService:
@@ -111,6 +130,8 @@ class TrainingService:
             raise _invalid("task", f"a {target.type} column cannot be a class label; use regression")
         if task is Task.REGRESSION and not _NUMERIC.match(target.type):
             raise _invalid("task", f"a {target.type} column cannot be a regression target")
+        if request.validation.dataset is not None:
+            await self._validation_dataset(request, dataset, features, task)
         if task not in ALGORITHMS[request.algorithm].tasks():
             raise _invalid("algorithm", f"{request.algorithm} does not do {task.value}")
         problems = await asyncio.to_thread(
@@ -159,18 +180,63 @@ class TrainingService:
                 raise _invalid("features", "the target cannot also be a feature")
         if not features:
             raise _invalid("features", "no feature columns")
-        strings = [name for name in features if not _NUMERIC.match(columns[name].type)]
-        if strings:
+        other = [
+            n for n in features if not _NUMERIC.match(columns[n].type) and not _STRING.match(columns[n].type)
+        ]
+        if other:
+            kinds = ", ".join(f"{name} ({columns[name].type})" for name in other[:20])
             problem = (
-                f"columns {strings[:20]} are not numeric; this version trains on numeric and boolean "
-                "columns only: leave them out with `features`"
+                f"columns {kinds} are neither numbers, booleans nor strings; leave them out with "
+                "`features` (or derive a numeric column from them)"
             )
-            raise _invalid("features", problem, columns=strings)
+            raise _invalid("features", problem, columns=other)
         return features
+
+    async def _validation_dataset(
+        self, request: TrainingJobCreate, dataset: DatasetRead, features: list[str], task: Task
+    ) -> None:
+        """The dataset `validation.dataset` names must hold the target and every feature, with the kinds of
+        values the training dataset holds (and the same kind of class label)."""
+        field = "validation.dataset"
+        wanted = request.validation.dataset or ""
+        if wanted == dataset.id:
+            raise _invalid(
+                field, "this is the training dataset: validation needs rows the model does not train on"
+            )
+        try:
+            other = await self.datasets.get(wanted)
+        except NotFound:
+            raise _invalid(field, f"no dataset with id {wanted[:80]!r}") from None
+        training = {c.name: c for c in dataset.columns}
+        columns = {c.name: c for c in other.columns}
+        missing = [name for name in [request.target, *features] if name not in columns]
+        if missing:
+            problem = f"the validation dataset has no columns {missing[:20]} (the job's target and features)"
+            raise _invalid(field, problem, missing=missing)
+        if columns[request.target].nulls >= other.rows:
+            raise _invalid(field, f"column {request.target!r} of the validation dataset holds no values")
+        exact = {request.target: task is Task.CLASSIFICATION}
+        differing = [
+            f"{name}: {columns[name].type} where the training dataset has {training[name].type}"
+            for name in [request.target, *features]
+            if _kind(columns[name], exact=exact.get(name, False))
+            != _kind(training[name], exact=exact.get(name, False))
+        ]
+        if differing:
+            listed = "; ".join(differing[:20])
+            problem = f"columns hold other kinds of values than in the training dataset ({listed})"
+            raise _invalid(field, problem, columns=differing)
 
     # --- running ------------------------------------------------------------------------------------------
 
-    def _spec(self, job: TrainingJobRead, dataset: DatasetRead) -> dict[str, Any]:
+    async def _validation_source(self, job: TrainingJobRead) -> DatasetRead | None:
+        return await self.datasets.get(job.validation.dataset) if job.validation.dataset else None
+
+    def _spec(
+        self, job: TrainingJobRead, dataset: DatasetRead, validation: DatasetRead | None = None
+    ) -> dict[str, Any]:
+        """What the worker needs: where to read (storage settings, keys, the columns' profiled types) and
+        what to train; never the data."""
         storage = {
             "url": self.storage.url,
             "access_key_id": self.storage.access_key_id.get_secret_value()
@@ -180,6 +246,8 @@ class TrainingService:
             if self.storage.secret_access_key
             else None,
         }
+        wanted = {job.target, *job.features}
+        types = {c.name: c for c in dataset.columns}
         return {
             "job_id": job.id,
             "storage": storage,
@@ -190,7 +258,16 @@ class TrainingService:
             "task": job.task.value,
             "algorithm": job.algorithm,
             "hyperparameters": job.hyperparameters,
+            "column_types": _column_types(dataset, wanted),
+            "string_features": [n for n in job.features if _STRING.match(types[n].type)],
             "validation_fraction": job.validation.fraction,
+            "validation_dataset": {
+                "key": validation.storage_key,
+                "format": validation.format,
+                "column_types": _column_types(validation, wanted),
+            }
+            if validation is not None
+            else None,
             "progress_name": f"mlplatform-progress-{job.id}",
             "cancel_name": f"mlplatform-cancel-{job.id}",
         }
@@ -215,7 +292,7 @@ class TrainingService:
         client = await self.engine.client()
         if not await self.store.start(job.id, worker=None, at=utcnow()):
             return  # cancelled while queued
-        spec = self._spec(job, dataset)
+        spec = self._spec(job, dataset, await self._validation_source(job))
         progress = dd.Variable(spec["progress_name"], client=client)
         cancel = dd.Event(spec["cancel_name"], client=client)
         await progress.set({})  # set before the worker reports, so reading it never waits
@@ -272,7 +349,14 @@ class TrainingService:
             if classes is not None
             else None,
         )
-        upload = Upload(source=io.BytesIO(result["artifact"]), filename=result["filename"], metadata=metadata)
+        # The training rows the worker sampled become the version's drift reference.
+        reference = io.BytesIO(result["reference"]) if result.get("reference") else None
+        upload = Upload(
+            source=io.BytesIO(result["artifact"]),
+            filename=result["filename"],
+            metadata=metadata,
+            reference=reference,
+        )
         created = await self.registry.register(job.model, upload, actor=job.created_by)
         return created.id
 

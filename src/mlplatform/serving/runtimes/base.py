@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mlplatform.formats.base import ModelDescription, Task
+from mlplatform.formats.base import FeatureType, ModelDescription, Task
 
 Label = str | int | float | bool
 
@@ -52,10 +52,11 @@ class NotCompilable(Exception):
 class Runtime(ABC):
     """A loaded model ready to predict in-process.
 
-    `predict` takes a 2-D float array whose columns follow `description.features` and returns a
-    `RawPrediction`. It is synchronous and thread-safe: the server calls it on the event loop for small inputs
-    and from an executor for large batches, possibly at the same time. Implementations pin their engine to one
-    thread, so a single-row call never waits on a thread pool. `warm_up` runs a few predictions so that the
+    `predict` takes a 2-D array whose columns follow `description.features` (floats; an object array when a
+    feature is a string, holding str or None there) and returns a `RawPrediction`. It is synchronous and
+    thread-safe: the server calls it on the event loop for small inputs and from an executor for large
+    batches, possibly at the same time. Implementations pin their engine to one thread, so a single-row call
+    never waits on a thread pool. `warm_up` runs a few predictions so that the
     first request does not pay for lazy initialisation (allocations, graph optimisation, thread start-up).
     """
 
@@ -68,7 +69,19 @@ class Runtime(ABC):
 
     def warm_up(self) -> None:
         for rows in (1, 1, 1, 64):
-            self.predict(synthetic_sample(self.n_features, rows))
+            self.predict(sample_input(self.description, self.n_features, rows))
+
+    def accepts_missing_strings(self) -> bool:
+        """Whether a string feature may be missing (None) in a request: the model predicts such a row.
+        Probed once at load, so a model that would fail on it keeps refusing nulls with a 422."""
+        if not string_columns(self.description):
+            return False
+        row = sample_input(self.description, self.n_features, 1, text=None)
+        try:
+            self.predict(row)
+        except Exception:
+            return False
+        return True
 
 
 def synthetic_sample(n_features: int, rows: int = 300) -> np.ndarray:
@@ -78,6 +91,25 @@ def synthetic_sample(n_features: int, rows: int = 300) -> np.ndarray:
     sample = rng.standard_normal((rows, n_features)) * scales
     sample[0] = 0.0
     return sample
+
+
+def string_columns(description: ModelDescription) -> list[int]:
+    return [i for i, feature in enumerate(description.features) if feature.type is FeatureType.STRING]
+
+
+def sample_input(
+    description: ModelDescription, n_features: int, rows: int = 300, *, text: str | None = "0"
+) -> np.ndarray:
+    """`synthetic_sample`, with `text` in the string features (then an object array), for warm-up and the
+    load-time checks of models that take strings. "0" is a category no encoder has seen and still a number
+    to a model that only declares a feature as a string (it then converts it)."""
+    sample = synthetic_sample(n_features, rows)
+    strings = string_columns(description)
+    if not strings:
+        return sample
+    mixed = sample.astype(object)
+    mixed[:, strings] = text
+    return mixed
 
 
 def feature_count(description: ModelDescription, fallback: int | None) -> int:

@@ -14,6 +14,7 @@ from mlplatform.serving.runtimes.base import (
     CompileReport,
     NotCompilable,
     Runtime,
+    string_columns,
     synthetic_sample,
     task_is_classification,
 )
@@ -61,6 +62,8 @@ def build_runtime(
         return native, _kept(native, tolerance, "compilation disabled")
     if framework not in _COMPILERS:
         return native, _kept(native, tolerance, f"{framework.value} models are served by their own runtime")
+    if string_columns(description):
+        return native, _kept(native, tolerance, "string features are encoded by the model's own library")
     rows = _sample_rows(sample, native.n_features)
     compiler: Callable[[Any, ModelDescription, int], Runtime] = _load(_COMPILERS[framework])
     try:

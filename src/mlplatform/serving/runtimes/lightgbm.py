@@ -14,8 +14,10 @@ from mlplatform.serving.runtimes.base import (
     Runtime,
     binary_probabilities,
     feature_count,
+    string_columns,
     task_is_classification,
 )
+from mlplatform.serving.runtimes.categories import CategoryCodes, lightgbm_categories
 
 _CLASSIFICATION_OBJECTIVES = frozenset({"binary", "multiclass", "multiclassova", "cross_entropy"})
 
@@ -41,6 +43,9 @@ class LightGBMRuntime(Runtime):
         # LightGBM reads its thread count per call; without it every predict spins up all cores.
         self.threads = threads
         self.objective, num_class = objective_of(self.booster)
+        self._categories: CategoryCodes | None = None
+        if string_columns(description):
+            self._categories = CategoryCodes(description, lightgbm_categories(self.booster, description))
         self._order: ClassOrder | None = None
         if task_is_classification(description):
             if self.objective not in _CLASSIFICATION_OBJECTIVES:
@@ -48,6 +53,8 @@ class LightGBMRuntime(Runtime):
             self._order = ClassOrder(range(max(num_class, 2)), description, positional=True)
 
     def predict(self, X: np.ndarray) -> RawPrediction:
+        if self._categories is not None:
+            X = self._categories.encode(X)
         output = np.asarray(self.booster.predict(X, num_threads=self.threads))
         if self._order is None:
             return RawPrediction(values=output)

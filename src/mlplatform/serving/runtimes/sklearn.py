@@ -91,6 +91,8 @@ class SklearnRuntime(Runtime):
             return RawPrediction(self._order.labels_from_model(self.model.predict(data)), proba)
 
     def _input(self, X: np.ndarray) -> np.ndarray | pd.DataFrame:
+        if X.dtype == object:  # string features: a missing one is NaN, as in the DataFrame it was fitted on
+            X = np.where(pd.isna(X), np.nan, X)
         if self._names is None:
             return X
         # Fitted on a DataFrame: pass one too (a ColumnTransformer may select by name, and numpy input warns).

@@ -15,8 +15,10 @@ from mlplatform.serving.runtimes.base import (
     Runtime,
     binary_probabilities,
     feature_count,
+    string_columns,
     task_is_classification,
 )
+from mlplatform.serving.runtimes.categories import CategoryCodes, xgboost_categories
 
 _PROBABILITY_OBJECTIVES = frozenset({"binary:logistic", "multi:softprob"})
 _MARGIN_OBJECTIVES = frozenset({"binary:logitraw", "multi:softmax"})
@@ -43,6 +45,9 @@ class XGBoostRuntime(Runtime):
         self.description = description
         self.n_features = feature_count(description, self.booster.num_features())
         self._iterations = iteration_range(model)
+        self._categories: CategoryCodes | None = None
+        if string_columns(description):
+            self._categories = CategoryCodes(description, xgboost_categories(self.booster, self.n_features))
         self.objective, num_class = objective_of(self.booster)
         self._order: ClassOrder | None = None
         if task_is_classification(description):
@@ -51,6 +56,8 @@ class XGBoostRuntime(Runtime):
             self._order = ClassOrder(range(max(num_class, 2)), description, positional=True)
 
     def predict(self, X: np.ndarray) -> RawPrediction:
+        if self._categories is not None:
+            X = self._categories.encode(X)
         if self._order is None:
             return RawPrediction(values=self._run(X, "value"))
         if self.objective == "binary:hinge":
