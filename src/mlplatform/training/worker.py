@@ -44,6 +44,10 @@ def read_table(spec: dict[str, Any]) -> Any:
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     from sklearn.model_selection import train_test_split
 
+    if spec.get("search"):  # a search coordinates trials, each of them a run_job (so trials imports us)
+        from mlplatform.training.trials import run_search
+
+        return run_search(spec)
     reporter = Reporter(spec["progress_name"], spec["cancel_name"])
     task = Task(spec["task"])
     frame = read_table(spec)
