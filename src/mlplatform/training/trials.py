@@ -135,7 +135,7 @@ def run_search(spec: dict[str, Any]) -> dict[str, Any]:
     with dd.worker_client() as client:
         parallel = min(search.search.parallel or sum(client.nthreads().values()), search.total)
         search.publish([])
-        while started < search.total or running:
+        while running or (started < search.total and not reporter.cancel_asked()):
             while not reporter.cancel_asked() and started < search.total and len(running) < parallel:
                 params = search.sampler.ask(started)
                 trial = _trial_spec(spec, started, params)
