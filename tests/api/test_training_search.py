@@ -142,6 +142,7 @@ async def test_a_grid_search_records_every_trial_and_registers_the_best_by_the_m
     version = (await client.get("/api/ml/models/churn/versions/1")).json()
     assert version["id"] == job["version_id"] and version["metrics"] == best["metrics"]
     assert version["training_job_id"] == job["id"]
+    assert f"best of 4 trials (trial {best['number']}): max_iter=500, C={best_c!r}" in version["description"]
     # The registered model is the best trial's: it predicts as that C does.
     row = {"x1": 0.3, "x2": -0.2, "x3": 1.0}
     predicted = await client.post("/api/ml/predict", json={"model": "churn", "features": row})
@@ -205,7 +206,8 @@ async def test_cancelling_a_search_stops_its_trials_and_registers_nothing(
     make_app: AppFactory, scheduler: str
 ) -> None:
     client, platform, dataset = await app_with_dataset(make_app, scheduler, rows=2000)
-    search = {"strategy": "random", "space": {"max_depth": {"int": [4, 8]}}, "trials": 10, "parallel": 2}
+    space = {"max_depth": {"int": [4, 8]}, "subsample": {"float": [0.5, 1.0]}}
+    search = {"strategy": "random", "space": space, "trials": 10, "parallel": 2}
     request = body(dataset, search, hyperparameters={"n_estimators": 200_000})
     submitted = (await client.post("/api/ml/training-jobs", json=request)).json()
     async with asyncio.timeout(60):
@@ -283,6 +285,7 @@ async def test_each_bad_search_is_422_naming_the_field_and_creates_no_job(
             "search.metric",
         ),
         ({"space": depth, "trials": 3, "parallel": 4}, {}, "search.parallel"),
+        ({"space": depth, "trials": 8}, {}, "search.trials"),
         ({"space": depth, "seeds": 1}, {}, "search.seeds"),
         ({"space": {"max_depth": {"int": [0, 3]}}}, {"algorithm": "random_forest"}, "search.space.max_depth"),
         (
@@ -299,3 +302,19 @@ async def test_each_bad_search_is_422_naming_the_field_and_creates_no_job(
     assert (await client.get("/api/ml/training-jobs")).json()["total"] == 0
     assert await platform.artifacts.list("models/") == []
     assert (await client.get("/api/ml/training-jobs/nope/trials")).status_code == 404
+
+
+async def test_a_search_runs_on_the_embedded_single_worker_cluster(make_app: AppFactory) -> None:
+    """One worker with one thread: the coordinator gives its thread up while its trials run, one at a time."""
+    client, platform = await make_app()  # jobs.scheduler: local, jobs.workers: 1
+    content, _, _ = table(120)
+    uploaded = await client.post("/api/ml/datasets", files={"file": ("d.csv", content)}, data={"name": "d"})
+    search = {"space": {"n_estimators": {"int": [2, 6]}, "max_depth": {"choice": [2, None]}}, "trials": 3}
+    request = body(uploaded.json()["id"], search, algorithm="random_forest", hyperparameters={})
+    submitted = await client.post("/api/ml/training-jobs", json=request)
+    job = await wait_for(client, submitted.json()["id"], TERMINAL)
+    assert job["state"] == "succeeded", job
+    trials = await trials_of(client, job["id"])
+    assert len(trials) == 3 and len({repr(t["params"]) for t in trials}) == 3
+    assert len({t["worker"] for t in trials}) == 1 and sum(t["best"] for t in trials) == 1
+    await platform.training.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -45,6 +45,7 @@ class ValidationSpec(BaseModel):
 SearchStrategy = Literal["random", "grid", "tpe"]
 TrialState = Literal["succeeded", "failed", "cancelled"]
 Choice = str | bool | int | float | None
+Bound = Annotated[StrictInt, Field(ge=-(2**53), le=2**53)]
 MAX_TRIALS = 500  # also the largest grid
 
 
@@ -53,9 +54,7 @@ class SearchDimension(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    int_range: tuple[StrictInt, StrictInt] | None = Field(
-        None, alias="int", description="[low, high], both included"
-    )
+    int_range: tuple[Bound, Bound] | None = Field(None, alias="int", description="[low, high], both included")
     float_range: tuple[StrictFloat, StrictFloat] | None = Field(
         None, alias="float", description="[low, high]"
     )
@@ -95,7 +94,7 @@ class SearchSpec(BaseModel):
     trials: int | None = Field(
         None, ge=1, le=MAX_TRIALS, description="default 20 (random, tpe) or the grid's size"
     )
-    metric: str | None = Field(None, description="the validation metric to optimise; default f1 or rmse")
+    metric: str | None = Field(None, max_length=32, description="the metric to optimise; default f1 or rmse")
     parallel: int | None = Field(
         None, ge=1, le=256, description="trials at once; default every worker thread"
     )

@@ -39,6 +39,7 @@ TASK_METRICS: dict[Task, tuple[str, ...]] = {
 DEFAULT_METRIC = {Task.CLASSIFICATION: "f1", Task.REGRESSION: "rmse"}
 PROBABILITY_METRICS = frozenset({"roc_auc", "log_loss"})
 DEFAULT_TRIALS = 20
+REDRAWS = 100  # a random search draws again when it hits a combination it already tried
 
 Params = dict[str, Any]
 
@@ -102,6 +103,9 @@ def checked_search(
     elif metric in PROBABILITY_METRICS and not hasattr(estimator_class(algorithm, task), "predict_proba"):
         refuse("metric", f"{algorithm} gives no probabilities, so no {metric}: choose another metric")
     trials = trials or DEFAULT_TRIALS
+    points = grid_size(search.space)
+    if search.strategy != "grid" and 0 < points < trials:
+        refuse("trials", f"the space holds {points} combinations: use a grid (each once) or fewer trials")
     if search.parallel is not None and search.parallel > trials:
         refuse("parallel", f"more than the {trials} trials")
     if problems:
@@ -164,12 +168,20 @@ class GridSampler(Sampler):
 
 
 class RandomSampler(Sampler):
+    """Independent draws, seeded; a combination already tried is drawn again (a few times at most)."""
+
     def __init__(self, space: dict[str, SearchDimension], seed: int) -> None:
         self.space = space
         self.rng = np.random.default_rng(seed)
+        self.tried: set[str] = set()
 
     def ask(self, number: int) -> Params:
-        return {name: self._draw(d) for name, d in self.space.items()}
+        for _ in range(REDRAWS):
+            params = {name: self._draw(d) for name, d in self.space.items()}
+            if repr(params) not in self.tried:
+                break
+        self.tried.add(repr(params))
+        return params
 
     def _draw(self, dimension: SearchDimension) -> Any:
         if dimension.choice is not None:

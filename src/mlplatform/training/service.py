@@ -60,6 +60,14 @@ def infer_task(column: ColumnRead) -> Task:
     return Task.REGRESSION
 
 
+def _searched(result: dict[str, Any]) -> str:
+    """For a search's best model: which trial it is and its hyperparameters (the version has no field)."""
+    if result.get("best_trial") is None:
+        return ""
+    params = ", ".join(f"{k}={v!r}" for k, v in result["hyperparameters"].items())
+    return f"; best of {len(result['trials'])} trials (trial {result['best_trial']}): {params}"[:5000]
+
+
 class TrainingService:
     def __init__(
         self,
@@ -278,7 +286,8 @@ class TrainingService:
         columns = {c.name: c for c in dataset.columns}
         classes = result["classes"]
         metadata = VersionMetadata(
-            description=f"trained by job {job.id} ({job.algorithm}) on dataset {dataset.id}",
+            description=f"trained by job {job.id} ({job.algorithm}) on dataset {dataset.id}"
+            + _searched(result),
             tags=job.tags,
             metrics=result["metrics"],
             parent=job.parent,
