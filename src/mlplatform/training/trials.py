@@ -12,6 +12,7 @@ A cancel stops submitting; the trials still running see the same cancel Event an
 from __future__ import annotations
 
 import math
+import secrets
 import time
 from typing import Any
 
@@ -132,32 +133,40 @@ def run_search(spec: dict[str, Any]) -> dict[str, Any]:
     search = Search(spec, reporter)
     running: dict[Any, tuple[int, dict[str, Any], Any]] = {}  # future → number, params, its Variable
     started = 0
+    run = secrets.token_hex(4)  # a resumed search's trials must not meet the keys of an earlier run's
     with dd.worker_client() as client:
         parallel = min(search.search.parallel or sum(client.nthreads().values()), search.total)
         search.publish([])
-        while running or (started < search.total and not reporter.cancel_asked()):
-            while not reporter.cancel_asked() and started < search.total and len(running) < parallel:
-                params = search.sampler.ask(started)
-                trial = _trial_spec(spec, started, params)
-                variable = dd.Variable(trial["progress_name"], client=client)
-                variable.set({})  # set before the trial reports, so reading it never waits
-                key = f"training-{spec['job_id']}-trial-{started}"
-                future = client.submit(run_trial, trial, key=key, pure=False)
-                running[future] = (started, params, variable)
-                started += 1
-            finished = [future for future in running if future.done()]
-            for future in finished:
-                number, params, variable = running.pop(future)
-                try:
-                    outcome = future.result()
-                except Exception as exc:  # its worker died, say
-                    outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:2000]}
+        try:
+            while running or (started < search.total and not reporter.cancel_asked()):
+                while not reporter.cancel_asked() and started < search.total and len(running) < parallel:
+                    params = search.sampler.ask(started)
+                    trial = _trial_spec(spec, started, params)
+                    variable = dd.Variable(trial["progress_name"], client=client)
+                    variable.set({})  # set before the trial reports, so reading it never waits
+                    key = f"training-{spec['job_id']}-trial-{started}-{run}"
+                    future = client.submit(run_trial, trial, key=key, pure=False)
+                    running[future] = (started, params, variable)
+                    started += 1
+                finished = [future for future in running if future.done()]
+                for future in finished:
+                    number, params, variable = running.pop(future)
+                    try:
+                        outcome = future.result()
+                    except Exception as exc:  # its worker died, say
+                        outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:2000]}
+                    variable.delete()
+                    search.record(number, params, outcome)
+                if finished or time.monotonic() - search.published >= PUBLISH_EVERY:
+                    search.publish([variable for _, _, variable in running.values()])
+                if not finished:
+                    time.sleep(WAIT)
+        except BaseException:  # the coordinator broke: its running trials would go on for nothing
+            reporter.event.set()
+            client.cancel(list(running))
+            for _, _, variable in running.values():
                 variable.delete()
-                search.record(number, params, outcome)
-            if finished or time.monotonic() - search.published >= PUBLISH_EVERY:
-                search.publish([variable for _, _, variable in running.values()])
-            if not finished:
-                time.sleep(WAIT)
+            raise
         search.publish([])
     trials = sorted(search.records, key=lambda r: r["number"])
     if reporter.cancelled or reporter.cancel_asked():
