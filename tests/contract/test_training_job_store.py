@@ -15,7 +15,13 @@ from mlplatform.errors import NotFound
 from mlplatform.formats.base import Task
 from mlplatform.ids import new_id
 from mlplatform.settings import DatabaseSettings
-from mlplatform.training.schemas import JobProgress, TrainingJobRead, ValidationSpec
+from mlplatform.training.schemas import (
+    JobProgress,
+    SearchSpec,
+    TrainingJobRead,
+    TrainingTrialRead,
+    ValidationSpec,
+)
 from mlplatform.training.sql_store import SqlTrainingJobStore
 
 
@@ -104,3 +110,68 @@ async def test_listings_filter_by_model_and_state_and_page_newest_first(store: S
     assert [j.id for j in failed.items] == [jobs[0].id] and failed.items[0].error == "boom"
     everything = await store.list_jobs(model=None, state=None, limit=10, offset=1)
     assert everything.total == 3 and [j.id for j in everything.items] == [jobs[1].id, jobs[0].id]
+
+
+def trial(number: int, **extra: Any) -> TrainingTrialRead:
+    values: dict[str, Any] = {
+        "number": number,
+        "params": {"max_depth": number + 2, "booster": "dart", "gamma": None},
+        "state": "succeeded",
+        "metrics": {"f1": 0.5 + number / 10, "accuracy": 0.75},
+        "value": 0.5 + number / 10,
+        "worker": "tcp://127.0.0.1:9",
+        "started_at": utcnow(),
+        "finished_at": utcnow() + timedelta(seconds=2),
+        "duration_seconds": 2.0,
+    }
+    values.update(extra)
+    return TrainingTrialRead.model_validate(values)
+
+
+async def test_a_search_job_keeps_its_search(store: SqlTrainingJobStore) -> None:
+    search = SearchSpec.model_validate(
+        {
+            "strategy": "tpe",
+            "space": {
+                "max_depth": {"int": [2, 8]},
+                "learning_rate": {"float": [0.01, 0.3], "log": True},
+                "booster": {"choice": ["gbtree", "dart", None]},
+            },
+            "trials": 30,
+            "metric": "roc_auc",
+            "parallel": 4,
+            "seed": 7,
+        }
+    )
+    created = job(search=search)
+    await store.create(created)
+    assert (await store.get(created.id)).search == search
+    plain = job()
+    await store.create(plain)
+    assert (await store.get(plain.id)).search is None
+
+
+async def test_trials_are_recorded_under_their_job_by_number_and_replaced_when_recorded_again(
+    store: SqlTrainingJobStore,
+) -> None:
+    created, other = job(), job()
+    await store.create(created)
+    await store.create(other)
+    assert await store.list_trials(created.id) == []
+    first, second, third = trial(0), trial(1, state="failed", metrics={}, value=None, error="bad"), trial(2)
+    await store.record_trials(created.id, [third, second])
+    await store.record_trials(created.id, [first])
+    await store.record_trials(other.id, [trial(0, value=0.1)])
+    assert await store.list_trials(created.id) == [first, second, third]
+    assert third.params == {"max_depth": 4, "booster": "dart", "gamma": None}
+    cancelled = trial(2, state="cancelled", metrics={}, value=None)
+    await store.record_trials(created.id, [cancelled])
+    assert (await store.list_trials(created.id))[2] == cancelled
+    assert [t.value for t in await store.list_trials(other.id)] == [0.1]
+
+
+async def test_trials_of_an_unknown_job_raise_not_found(store: SqlTrainingJobStore) -> None:
+    with pytest.raises(NotFound):
+        await store.list_trials("nope")
+    with pytest.raises(NotFound):
+        await store.record_trials("nope", [trial(0)])

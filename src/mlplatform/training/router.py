@@ -10,7 +10,7 @@ from mlplatform.api.body import ContractRoute
 from mlplatform.api.deps import PlatformDep, require
 from mlplatform.auth.schemas import Permission, Principal
 from mlplatform.bounds import Offset
-from mlplatform.training.schemas import JobState, Page, TrainingJobCreate, TrainingJobRead
+from mlplatform.training.schemas import JobState, Page, TrainingJobCreate, TrainingJobRead, TrainingTrialRead
 
 router = APIRouter(tags=["training"], route_class=ContractRoute)
 Reader = Annotated[Principal, require(Permission.READ)]
@@ -42,6 +42,15 @@ async def list_jobs(
 @router.get("/api/ml/training-jobs/{job_id}")
 async def get_job(job_id: str, platform: PlatformDep, _: Reader) -> TrainingJobRead:
     return await platform.training.get(job_id)
+
+
+@router.get("/api/ml/training-jobs/{job_id}/trials")
+async def list_trials(
+    job_id: str, platform: PlatformDep, _: Reader, limit: Limit = 500, offset: Offset = 0
+) -> Page[TrainingTrialRead]:
+    """The trials of the job's hyperparameter search by number, the best one marked (none for other jobs)."""
+    trials = await platform.training.trials(job_id)
+    return Page(items=trials[offset : offset + limit], total=len(trials), limit=limit, offset=offset)
 
 
 @router.post("/api/ml/training-jobs/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED)

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from mlplatform.bounds import Text
 from mlplatform.formats.base import Task
@@ -52,6 +63,65 @@ class ValidationSpec(BaseModel):
         return self
 
 
+SearchStrategy = Literal["random", "grid", "tpe"]
+TrialState = Literal["succeeded", "failed", "cancelled"]
+Choice = str | bool | int | float | None
+Bound = Annotated[StrictInt, Field(ge=-(2**53), le=2**53)]
+MAX_TRIALS = 500  # also the largest grid
+
+
+class SearchDimension(BaseModel):
+    """One hyperparameter's range: exactly one of `int`, `float` (closed ranges) or `choice`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    int_range: tuple[Bound, Bound] | None = Field(None, alias="int", description="[low, high], both included")
+    float_range: tuple[StrictFloat, StrictFloat] | None = Field(
+        None, alias="float", description="[low, high]"
+    )
+    choice: list[Choice] | None = Field(None, min_length=1, max_length=100)
+    log: bool = Field(False, description="sample a range on a log scale (its low must be > 0)")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchDimension:
+        kinds = [k for k in (self.int_range, self.float_range, self.choice) if k is not None]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one of int: [low, high], float: [low, high] or choice: [values]")
+        bounds = self.int_range or self.float_range
+        if bounds is not None and bounds[0] > bounds[1]:
+            raise ValueError("low is above high")
+        if self.float_range is not None and not all(map(math.isfinite, self.float_range)):
+            raise ValueError("the range must be finite")
+        if self.log and (bounds is None or bounds[0] <= 0):
+            raise ValueError("log needs a range whose low is above 0")
+        if self.choice is not None and len({repr(c) for c in self.choice}) != len(self.choice):
+            raise ValueError("choices repeat")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_kinds(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+class SearchSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: SearchStrategy = "random"
+    space: dict[Text, SearchDimension] = Field(
+        min_length=1,
+        max_length=50,
+        description="hyperparameter → its range (the job's own stay fixed)",
+    )
+    trials: int | None = Field(
+        None, ge=1, le=MAX_TRIALS, description="default 20 (random, tpe) or the grid's size"
+    )
+    metric: str | None = Field(None, max_length=32, description="the metric to optimise; default f1 or rmse")
+    parallel: int | None = Field(
+        None, ge=1, le=256, description="trials at once; default every worker thread"
+    )
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds the random and TPE samplers")
+
+
 class TrainingJobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -65,6 +135,7 @@ class TrainingJobCreate(BaseModel):
     validation: ValidationSpec = ValidationSpec()
     parent: Text | None = Field(None, max_length=300, description="the version this one derives from")
     tags: dict[Text, Text] = {}
+    search: SearchSpec | None = Field(None, description="try many hyperparameters, register the best")
 
     @field_validator("tags")
     @classmethod
@@ -109,6 +180,7 @@ class TrainingJobRead(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     heartbeat_at: datetime | None = None
+    search: SearchSpec | None = None
 
 
 class Page(BaseModel, Generic[T]):
@@ -116,3 +188,19 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+
+
+class TrainingTrialRead(BaseModel):
+    """One trial of a job's search: the hyperparameters it tried and how they did on the validation rows."""
+
+    number: int = Field(description="0, 1, … in the order the trials were started")
+    params: dict[str, Any] = Field(description="the searched hyperparameters (the job's own ones apply too)")
+    state: TrialState
+    metrics: dict[str, float] = {}
+    value: float | None = Field(None, description="the search metric")
+    best: bool = False
+    error: str | None = None
+    worker: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_seconds: float | None = None

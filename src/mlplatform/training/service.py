@@ -29,7 +29,9 @@ from mlplatform.training.schemas import (
     Page,
     TrainingJobCreate,
     TrainingJobRead,
+    TrainingTrialRead,
 )
+from mlplatform.training.search import DEFAULT_METRIC, best_trial, checked_search
 from mlplatform.training.store import TrainingJobStore
 
 log = structlog.get_logger(__name__)
@@ -76,6 +78,14 @@ def infer_task(column: ColumnRead) -> Task:
 
 def _column_types(dataset: DatasetRead, names: set[str]) -> dict[str, str]:
     return {c.name: c.type for c in dataset.columns if c.name in names}
+
+
+def _searched(result: dict[str, Any]) -> str:
+    """For a search's best model: which trial it is and its hyperparameters (the version has no field)."""
+    if result.get("best_trial") is None:
+        return ""
+    params = ", ".join(f"{k}={v!r}" for k, v in result["hyperparameters"].items())
+    return f"; best of {len(result['trials'])} trials (trial {result['best_trial']}): {params}"[:5000]
 
 
 class TrainingService:
@@ -142,6 +152,15 @@ class TrainingService:
                 "hyperparameters: " + "; ".join(f"{k}: {v}" for k, v in problems.items()),
                 details=[{"field": f"hyperparameters.{k}", "problem": v} for k, v in problems.items()],
             )
+        search = None
+        if request.search is not None:
+            search = await asyncio.to_thread(
+                checked_search,
+                request.search,
+                algorithm=request.algorithm,
+                task=task,
+                hyperparameters=request.hyperparameters,
+            )
         parent = None
         if request.parent:
             try:
@@ -160,6 +179,7 @@ class TrainingService:
             validation=request.validation,
             parent=parent,
             tags=request.tags,
+            search=search,
             state="queued",
             created_at=utcnow(),
             created_by=actor,
@@ -270,6 +290,7 @@ class TrainingService:
             else None,
             "progress_name": f"mlplatform-progress-{job.id}",
             "cancel_name": f"mlplatform-cancel-{job.id}",
+            "search": job.search.model_dump(by_alias=True) if job.search else None,
         }
 
     async def _run(self, job: TrainingJobRead) -> None:
@@ -323,6 +344,7 @@ class TrainingService:
     async def _report(self, job_id: str, progress: Any, seen: Any, *, beat: bool) -> Any:
         """Record what the worker last reported when it changed; the heartbeat at least every second."""
         latest = await progress.get()
+        await self._record_trials(job_id, latest, seen)
         if latest and (latest != seen or beat):
             await self.store.report(
                 job_id, JobProgress.model_validate(latest["progress"]), worker=latest["worker"], at=utcnow()
@@ -332,11 +354,22 @@ class TrainingService:
             await self.store.report(job_id, current.progress, worker=None, at=utcnow())
         return latest
 
+    async def _record_trials(self, job_id: str, latest: Any, seen: Any) -> None:
+        """A search's worker reports every finished trial with its progress: store the ones not seen yet."""
+        reported = latest.get("trials") if isinstance(latest, dict) else None
+        if not reported:
+            return
+        known = {t["number"] for t in (seen.get("trials") or [])} if isinstance(seen, dict) else set()
+        new = [TrainingTrialRead.model_validate(t) for t in reported if t["number"] not in known]
+        if new:
+            await self.store.record_trials(job_id, new)
+
     async def _register(self, job: TrainingJobRead, dataset: DatasetRead, result: dict[str, Any]) -> str:
         columns = {c.name: c for c in dataset.columns}
         classes = result["classes"]
         metadata = VersionMetadata(
-            description=f"trained by job {job.id} ({job.algorithm}) on dataset {dataset.id}",
+            description=f"trained by job {job.id} ({job.algorithm}) on dataset {dataset.id}"
+            + _searched(result),
             tags=job.tags,
             metrics=result["metrics"],
             parent=job.parent,
@@ -398,6 +431,15 @@ class TrainingService:
         self, *, model: str | None, state: JobState | None, limit: int, offset: int
     ) -> Page[TrainingJobRead]:
         return await self.store.list_jobs(model=model, state=state, limit=limit, offset=offset)
+
+    async def trials(self, job_id: str) -> list[TrainingTrialRead]:
+        """The job's search trials by number, the best (by the search's metric) marked."""
+        job = await self.store.get(job_id)
+        trials = await self.store.list_trials(job_id)
+        if job.search is None or not trials:
+            return trials
+        best = best_trial(trials, job.search.metric or DEFAULT_METRIC[job.task])
+        return [t.model_copy(update={"best": True}) if t is best else t for t in trials]
 
     async def cancel(self, job_id: str, *, actor: str) -> TrainingJobRead:
         """A queued job ends cancelled now; a running one when its worker next checks (within a second or

@@ -16,11 +16,14 @@ from mlplatform.training.schemas import (
     JobProgress,
     JobState,
     Page,
+    SearchSpec,
     TrainingJobRead,
+    TrainingTrialRead,
+    TrialState,
     ValidationSpec,
 )
 from mlplatform.training.store import TrainingJobStore
-from mlplatform.training.tables import TrainingJobRow
+from mlplatform.training.tables import TrainingJobRow, TrainingTrialRow
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -54,6 +57,7 @@ def _read(row: TrainingJobRow) -> TrainingJobRead:
         started_at=_utc(row.started_at),
         finished_at=_utc(row.finished_at),
         heartbeat_at=_utc(row.heartbeat_at),
+        search=SearchSpec.model_validate(spec["search"]) if spec.get("search") else None,
     )
 
 
@@ -79,6 +83,7 @@ class SqlTrainingJobStore(TrainingJobStore):
                 "validation": job.validation.model_dump(),
                 "parent": job.parent,
                 "tags": job.tags,
+                "search": job.search.model_dump(by_alias=True) if job.search else None,
             },
             state=job.state,
             cancel_requested=job.cancel_requested,
@@ -181,3 +186,55 @@ class SqlTrainingJobStore(TrainingJobStore):
         if progress is not None:
             values["progress"] = progress.model_dump()
         return await self._transition(job_id, ["queued", "running"], values)
+
+    async def record_trials(self, job_id: str, trials: list[TrainingTrialRead]) -> None:
+        if not trials:
+            return
+        async with self.database.session() as session, session.begin():
+            if await session.get(TrainingJobRow, job_id) is None:
+                raise _not_found(job_id)
+            existing = {
+                row.number: row
+                for row in await session.scalars(
+                    select(TrainingTrialRow).where(
+                        TrainingTrialRow.job_id == job_id,
+                        TrainingTrialRow.number.in_([t.number for t in trials]),
+                    )
+                )
+            }
+            for trial in trials:
+                values = trial.model_dump(exclude={"number", "best"})
+                row = existing.get(trial.number)
+                if row is None:
+                    row = TrainingTrialRow(job_id=job_id, number=trial.number)
+                    session.add(row)
+                    existing[trial.number] = row
+                for name, value in values.items():
+                    setattr(row, name, value)
+
+    async def list_trials(self, job_id: str) -> list[TrainingTrialRead]:
+        async with self.database.session() as session:
+            if await session.get(TrainingJobRow, job_id) is None:
+                raise _not_found(job_id)
+            rows = (
+                await session.scalars(
+                    select(TrainingTrialRow)
+                    .where(TrainingTrialRow.job_id == job_id)
+                    .order_by(TrainingTrialRow.number)
+                )
+            ).all()
+        return [
+            TrainingTrialRead(
+                number=row.number,
+                params=row.params,
+                state=cast(TrialState, row.state),
+                metrics=row.metrics or {},
+                value=row.value,
+                error=row.error,
+                worker=row.worker,
+                started_at=_utc(row.started_at),
+                finished_at=_utc(row.finished_at),
+                duration_seconds=row.duration_seconds,
+            )
+            for row in rows
+        ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from datetime import datetime
 
-from mlplatform.training.schemas import JobProgress, JobState, Page, TrainingJobRead
+from mlplatform.training.schemas import JobProgress, JobState, Page, TrainingJobRead, TrainingTrialRead
 
 
 class TrainingJobStore(ABC):
@@ -55,3 +55,11 @@ class TrainingJobStore(ABC):
         progress: JobProgress | None = None,
     ) -> bool:
         """queued or running → a terminal `state`; False (and no change) when the job had already finished."""
+
+    @abstractmethod
+    async def record_trials(self, job_id: str, trials: list[TrainingTrialRead]) -> None:
+        """Store trials of the job's search; a trial recorded again (same number) replaces the earlier one."""
+
+    @abstractmethod
+    async def list_trials(self, job_id: str) -> list[TrainingTrialRead]:
+        """The job's trials by number (`best` is left False: the service knows the metric)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mlplatform.db import Base
@@ -39,3 +39,23 @@ class TrainingJobRow(Base):
         Index("ix_training_jobs_state_created_at", "state", "created_at"),
         Index("ix_training_jobs_created_at", "created_at"),
     )
+
+
+class TrainingTrialRow(Base):
+    """One trial of a job's hyperparameter search."""
+
+    __tablename__ = "training_trials"
+
+    job_id: Mapped[str] = mapped_column(
+        String(26), ForeignKey("training_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16))
+    metrics: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)

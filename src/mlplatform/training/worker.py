@@ -132,6 +132,10 @@ def _codes(values: Any, classes: list[Any] | None) -> Any:
 
 
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:
+    if spec.get("search"):  # a search coordinates trials, each of them a run_job (so trials imports us)
+        from mlplatform.training.trials import run_search
+
+        return run_search(spec)
     reporter = Reporter(spec["progress_name"], spec["cancel_name"])
     task = Task(spec["task"])
     data = split(spec, task)

@@ -1,7 +1,7 @@
 """experiments: one row per experiment; the prediction log says which experiment chose each answer
 
 Revision ID: 0015
-Revises: 0011
+Revises: 0013
 Create Date: 2026-12-04
 
 A partial unique index keeps one running experiment per model on every instance.
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0015"
-down_revision = "0011"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
