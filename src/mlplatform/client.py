@@ -205,6 +205,11 @@ class Client:
     def training_job(self, job_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/api/ml/training-jobs/{job_id}"))
 
+    def training_trials(self, job_id: str, limit: int = 500, offset: int = 0) -> dict[str, Any]:
+        """The trials of a job's hyperparameter search, by number, the best one marked."""
+        params = {"limit": limit, "offset": offset}
+        return dict(self._call("GET", f"/api/ml/training-jobs/{job_id}/trials", params=params))
+
     def cancel_training_job(self, job_id: str) -> dict[str, Any]:
         return dict(self._call("POST", f"/api/ml/training-jobs/{job_id}/cancel"))
 

@@ -92,6 +92,13 @@ def test_train_follows_to_a_registered_version_and_jobs_lists_shows_and_cancels(
     shown = cli("jobs", "show", job_id).stdout
     assert "max_depth" in shown and "validation metrics" in shown and "features: a, b, c" in shown
 
+    space = '{"strategy": "grid", "metric": "accuracy", "space": {"max_depth": {"choice": [2, 3]}}}'
+    searched = cli(*train, "--model", "quick", "--param", "n_estimators=10", "--search", space, "--follow")
+    assert "succeeded: registered quick-v2-" in searched.stdout
+    search_id = searched.stdout.split("queued training job ")[1].split()[0]
+    shown_trials = cli("jobs", "trials", search_id).stdout
+    assert "2 trials" in shown_trials and "best" in shown_trials and '{"max_depth": 3}' in shown_trials
+
     refused = cli(*train, "--model", "bad", "--param", "not_a_parameter=1", code=1)
     assert "not_a_parameter" in refused.stderr and "not a parameter of xgboost" in refused.stderr
 

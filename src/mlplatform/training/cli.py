@@ -1,4 +1,4 @@
-"""`mlplatform train` (a live progress bar; Ctrl-C offers to cancel), `mlplatform jobs list|show|cancel`."""
+"""`mlplatform train` (live progress; Ctrl-C offers to cancel); `mlplatform jobs list|show|trials|cancel`."""
 
 from __future__ import annotations
 
@@ -248,3 +248,26 @@ def cancel(
     job = call_server(url, key, lambda c: c.cancel_training_job(job_id))
     state = "cancel requested" if job["state"] not in FINISHED else f"already {job['state']}"
     console.print(f"job {job_id}: {state}")
+
+
+@jobs_app.command("trials")
+def trials(
+    job_id: Annotated[str, typer.Argument(metavar="ID")], url: Url = DEFAULT_URL, key: Key = None
+) -> None:
+    """The trials of a job's hyperparameter search: parameters, metric, state, time; the best marked."""
+    page = call_server(url, key, lambda c: c.training_trials(job_id))
+    table = Table(title=f"{page['total']} trials")
+    for column in ("#", "params", "value", "state", "worker", "seconds", ""):
+        table.add_column(column)
+    for t in page["items"]:
+        seconds = "-" if t["duration_seconds"] is None else f"{t['duration_seconds']:.1f}"
+        table.add_row(
+            str(t["number"]),
+            escape(json.dumps(t["params"])),
+            _fmt(t["value"]),
+            t["state"],
+            escape(t["worker"] or "-"),
+            seconds,
+            "[bold green]best[/]" if t["best"] else escape((t["error"] or "")[:60]),
+        )
+    console.print(table)
