@@ -100,6 +100,8 @@ class ExperimentService:
     async def create(self, request: ExperimentCreate, *, actor: str) -> ExperimentRead:
         check_name(request.model, "model")
         check_shape(request)
+        if await self.registry.model_entry(request.model) is None:
+            raise _invalid("model", f"no model named {request.model!r}")
         canary = request.canary or (CanarySpec() if request.type == "canary" else None)
         variants: list[VariantRead] = []
         seen: dict[str, int] = {}
