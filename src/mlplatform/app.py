@@ -30,6 +30,7 @@ from mlplatform.datasets.sql_store import SqlDatasetStore
 from mlplatform.experiments import router as experiments_router
 from mlplatform.experiments.service import ExperimentService
 from mlplatform.experiments.sql_store import SqlExperimentStore
+from mlplatform.experiments.supervisor import ExperimentSupervisor
 from mlplatform.health import HealthService, Lifecycle
 from mlplatform.interpreter import freeze_heap, tune_for_serving
 from mlplatform.logging import configure_logging
@@ -163,7 +164,11 @@ def build_platform(settings: Settings) -> Platform:
     )
     checks = build_checks(settings, monitoring=monitoring, alerts=alerts, serving=serving, metrics=metrics)
     experiments = ExperimentService(
-        store=SqlExperimentStore(database), registry=registry, monitoring=monitoring, serving=serving
+        store=SqlExperimentStore(database),
+        registry=registry,
+        monitoring=monitoring,
+        serving=serving,
+        alerts=alerts,
     )
     registry.watcher.routes = experiments.routes  # running experiments split traffic in the snapshot
     return Platform(
@@ -186,6 +191,7 @@ def build_platform(settings: Settings) -> Platform:
         ),
         training=training,
         experiments=experiments,
+        supervisor=ExperimentSupervisor(experiments, interval=settings.ml.experiments.supervise_seconds),
     )
 
 
@@ -318,6 +324,7 @@ async def start_up(platform: Platform) -> None:
     platform.alerts.notifier.start()
     platform.check_scheduler.start()
     platform.training.start()
+    platform.supervisor.start()
     min_age = timedelta(seconds=platform.settings.ml.models.orphan_min_age_seconds)
     try:
         await platform.registry.sweep_orphans(min_age=min_age)
@@ -348,6 +355,7 @@ def create_app(settings: Settings) -> FastAPI:
                         await task
             steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
                 ("training jobs", platform.training.stop),
+                ("experiment supervisor", platform.supervisor.stop),
                 ("monitoring checks", platform.check_scheduler.stop),
                 ("alert notifications", platform.alerts.notifier.stop),
                 ("prediction logs", platform.serving.logs.stop),

@@ -8,6 +8,7 @@ from mlplatform.auth.service import AuthService
 from mlplatform.datasets.service import DatasetService
 from mlplatform.db import Database
 from mlplatform.experiments.service import ExperimentService
+from mlplatform.experiments.supervisor import ExperimentSupervisor
 from mlplatform.health import HealthService, Lifecycle
 from mlplatform.metrics import Metrics
 from mlplatform.monitoring.alerts.service import AlertService
@@ -40,3 +41,4 @@ class Platform:
     check_scheduler: CheckScheduler
     training: TrainingService
     experiments: ExperimentService
+    supervisor: ExperimentSupervisor

@@ -218,10 +218,17 @@ class MonitoringSettings(Section):
     _window = field_validator("check_window")(_check_window)
 
 
+class ExperimentsSettings(Section):
+    supervise_seconds: float = Field(
+        5.0, gt=0, le=3600, description="how often canaries are checked (step, roll back, promote)"
+    )
+
+
 class MlSettings(Section):
     models: ModelsSettings = ModelsSettings()
     predictions: PredictionsSettings = PredictionsSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    experiments: ExperimentsSettings = ExperimentsSettings()
 
 
 class ApiKeySettings(Section):

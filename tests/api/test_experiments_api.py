@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +13,19 @@ import httpx
 import numpy as np
 import pytest
 
+from mlplatform.clock import utcnow
 from tests.api.conftest import AppFactory, two_instances
 from tests.api.models import reference, upload
 from tests.api.test_monitoring_api import batch, logged, single
 
 
-async def two_versions(client: httpx.AsyncClient, tmp_path: Path, name: str = "churn") -> np.ndarray:
+async def two_versions(
+    client: httpx.AsyncClient, tmp_path: Path, name: str = "churn", second: str = "xgboost-ubj"
+) -> np.ndarray:
     ref = reference("xgboost-ubj", tmp_path)
     await upload(client, name, ref.path, ref.metadata)
-    await upload(client, name, ref.path, ref.metadata)
+    other = reference(second, tmp_path) if second != ref.label else ref
+    await upload(client, name, other.path, other.metadata)
     return ref.X
 
 
@@ -281,3 +286,110 @@ async def test_a_header_or_a_feature_keeps_a_caller_on_one_variant(
         seen.setdefault(user, set()).add(response.json()["variant"])
     assert all(len(variants) == 1 for variants in seen.values()), seen
     assert set().union(*seen.values()) == {"a", "b"}  # twenty callers: both variants are used
+
+
+def canary(**spec: Any) -> dict[str, Any]:
+    return {
+        "name": "v2 canary",
+        "model": "churn",
+        "type": "canary",
+        "variants": [v("stable", "1"), v("next", "2")],
+        "canary": {"steps": [50, 100], "step_min_samples": 20, "step_min_seconds": 0, **spec},
+    }
+
+
+async def test_a_canary_whose_version_fails_is_rolled_back_by_itself_with_an_alert_and_history(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    client, platform = await make_app(ml={"experiments": {"supervise-seconds": 0.1}})
+    X = await two_versions(client, tmp_path, second="lightgbm-text")  # another file: not cached locally
+    entry = platform.registry.resolve("churn/2")
+    await platform.artifacts.delete(entry.artifact_key)  # version 2 can no longer be loaded: it fails
+    for local in platform.serving.models.local_dir.glob(f"{entry.artifact_sha256}-*"):
+        local.unlink()  # nor found in this instance's copy of the artifacts
+    experiment = (await client.post("/api/ml/experiments", json=canary())).json()
+    failures = 0
+    async with asyncio.timeout(30):
+        while (await client.get(f"/api/ml/experiments/{experiment['id']}")).json()["state"] == "running":
+            response = await client.post(
+                "/api/ml/predict", json={"model": "churn", "features": X[failures % 50].tolist()}
+            )
+            failures += response.status_code >= 500
+            await asyncio.sleep(0.005)
+    ended = (await client.get(f"/api/ml/experiments/{experiment['id']}")).json()
+    assert ended["state"] == "rolled_back" and ended["ended_by"] == "experiment supervisor"
+    assert "error_rate" in ended["reason"] and [v["weight"] for v in ended["variants"]] == [100, 0]
+    assert failures >= 20
+    async with asyncio.timeout(5):  # the end reaches this instance's routing table through its event
+        while platform.registry.route("churn") is not None:
+            await asyncio.sleep(0.01)
+    after = [await single(client, "churn", X[i]) for i in range(20)]
+    assert all(a["experiment"] is None and a["version"].startswith("churn-v1-") for a in after)
+    async with asyncio.timeout(10):  # raised just after the experiment ended
+        while not (alerts := (await client.get("/api/ml/alerts", params={"model": "churn"})).json()["items"]):
+            await asyncio.sleep(0.05)
+    assert [a["rule"] for a in alerts] == ["CanaryRolledBack"] and alerts[0]["severity"] == "critical"
+    history = (await client.get("/api/ml/models/churn/history")).json()["items"]
+    rolled = [h for h in history if h["action"] == "canary_rolled_back"]
+    assert rolled and rolled[0]["actor"] == "experiment supervisor" and rolled[0]["details"]["reason"]
+
+
+async def test_a_healthy_canary_steps_up_and_moves_production_to_its_version(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    client, platform = await make_app()
+    X = await two_versions(client, tmp_path)
+    await client.post("/api/ml/models/churn/versions/1/stage", json={"stage": "production"})
+    experiment = (await client.post("/api/ml/experiments", json=canary())).json()
+    assert [v["weight"] for v in experiment["variants"]] == [50, 50]
+    assert await platform.experiments.supervise() == []  # no samples yet: it waits
+
+    async def traffic(n: int) -> None:
+        for i in range(n):
+            await single(client, "churn", X[i % 50], request_id=f"c-{i}-{n}")
+
+    await traffic(80)
+    async with asyncio.timeout(15):  # the log is written behind the answers
+        while not (done := await platform.experiments.supervise()):
+            await asyncio.sleep(0.1)
+    assert "step" in done[0]
+    stepped = (await client.get(f"/api/ml/experiments/{experiment['id']}")).json()
+    assert stepped["step"] == 1 and [v["weight"] for v in stepped["variants"]] == [0, 100]
+    await traffic(40)
+    async with asyncio.timeout(15):
+        while not (done := await platform.experiments.supervise()):
+            await asyncio.sleep(0.1)
+    assert "promote" in done[0]
+    finished = (await client.get(f"/api/ml/experiments/{experiment['id']}")).json()
+    assert finished["state"] == "promoted" and finished["winner"] == "next"
+    assert "production" in (await client.get("/api/ml/models/churn/versions/2")).json()["aliases"]
+    actions = [h["action"] for h in (await client.get("/api/ml/models/churn/history")).json()["items"]]
+    assert {"experiment_started", "canary_step", "experiment_promoted"} <= set(actions)
+
+
+async def test_an_alert_on_the_model_rolls_the_canary_back_and_max_duration_stops_an_ab_test(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    client, platform = await make_app()
+    await two_versions(client, tmp_path)
+    experiment = (await client.post("/api/ml/experiments", json=canary())).json()
+    await platform.alerts.store.fire(
+        rule="ModelAccuracyDegraded",
+        kind="accuracy_below",
+        model="churn",
+        severity="warning",
+        value=0.5,
+        threshold=0.8,
+        message="accuracy 0.5 below 0.8",
+        at=utcnow(),
+    )
+    done = await platform.experiments.supervise()
+    assert done and "alert ModelAccuracyDegraded" in done[0]
+    assert (await client.get(f"/api/ml/experiments/{experiment['id']}")).json()["state"] == "rolled_back"
+
+    timed = (await client.post("/api/ml/experiments", json=ab(max_duration_seconds=60))).json()
+    assert await platform.experiments.supervise() == []
+    later = utcnow() + timedelta(seconds=61)
+    assert "max duration" in (await platform.experiments.supervise(now=later))[0]
+    ended = (await client.get(f"/api/ml/experiments/{timed['id']}")).json()
+    assert ended["state"] == "stopped" and "max duration" in ended["reason"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import structlog
 
 from mlplatform.clock import utcnow
 from mlplatform.errors import Conflict, InvalidInput, NotFound
+from mlplatform.experiments.canary import guard as canary_guard
+from mlplatform.experiments.canary import next_move
 from mlplatform.experiments.results import ArmInput, results
 from mlplatform.experiments.schemas import (
     CanarySpec,
@@ -20,6 +23,8 @@ from mlplatform.experiments.schemas import (
 )
 from mlplatform.experiments.store import ExperimentStore
 from mlplatform.ids import new_id
+from mlplatform.monitoring.alerts.schemas import AlertState
+from mlplatform.monitoring.alerts.service import EVENT_KINDS, AlertService
 from mlplatform.monitoring.service import MonitoringService
 from mlplatform.registry.refs import check_name
 from mlplatform.registry.service import RegistryService
@@ -29,6 +34,8 @@ from mlplatform.serving.service import ServingService
 log = structlog.get_logger(__name__)
 WEIGHT_TOLERANCE = 1e-6
 PROMOTED_ALIAS = "production"
+SUPERVISOR = "experiment supervisor"
+FIRING = AlertState.FIRING
 
 
 def _invalid(field: str, problem: str) -> InvalidInput:
@@ -89,7 +96,9 @@ class ExperimentService:
         registry: RegistryService,
         monitoring: MonitoringService,
         serving: ServingService,
+        alerts: AlertService,
     ) -> None:
+        self.alerts = alerts
         self.store = store
         self.registry = registry
         self.monitoring = monitoring
@@ -197,6 +206,10 @@ class ExperimentService:
 
     async def results(self, experiment_id: str) -> ExperimentResults:
         experiment = await self.store.get(experiment_id)
+        return results(experiment, await self._arms(experiment))
+
+    async def _arms(self, experiment: ExperimentRead, since: datetime | None = None) -> list[ArmInput]:
+        """Each variant's data since the experiment (or `since`) began."""
         counts = self.serving.experiment_counts(experiment.id)
         arms = []
         for variant in experiment.variants:
@@ -205,14 +218,14 @@ class ExperimentService:
                 experiment=experiment.id,
                 variant=variant.name,
                 version_id=variant.version,
-                start=experiment.created_at,
+                start=since or experiment.created_at,
                 end=experiment.ended_at,
             )
             requests, errors = counts.get(variant.name, (0, 0))
             arms.append(
                 ArmInput(
                     variant=variant,
-                    requests=max(data.predictions, requests),
+                    requests=max(data.predictions, requests) if since is None else data.predictions,
                     errors=errors,
                     latencies=data.latencies,
                     recent=data.recent,
@@ -220,7 +233,93 @@ class ExperimentService:
                     actual=list(data.labelled.actual),
                 )
             )
-        return results(experiment, arms)
+        return arms
+
+    # --- supervising: canaries step, roll back or finish; every experiment ends at its max duration ------
+
+    async def supervise(self, now: datetime | None = None) -> list[str]:
+        """One pass over the running experiments; returns what it did (for the logs and tests). Safe on
+        every instance at once: each change is a conditional update that one instance wins."""
+        now = now or utcnow()
+        done = []
+        for experiment in await self.store.running():
+            try:
+                if (action := await self._supervise(experiment, now)) is not None:
+                    done.append(action)
+            except Exception:  # one experiment's trouble must not stop the others' supervision
+                log.exception("experiment supervision failed", experiment=experiment.id)
+        return done
+
+    async def _supervise(self, experiment: ExperimentRead, now: datetime) -> str | None:
+        limit = experiment.max_duration_seconds
+        if limit is not None and (now - experiment.created_at).total_seconds() >= limit:
+            reason = f"reached its max duration ({limit:g} s)"
+            await self.stop(experiment.id, actor=SUPERVISOR, reason=reason)
+            return f"{experiment.id}: stopped, {reason}"
+        if experiment.type != "canary":
+            return None
+        baseline, canary = await self._arms(experiment)
+        why = canary_guard(experiment, baseline, canary) or await self._alerted(experiment)
+        if why is not None:
+            await self.rollback(experiment, reason=why)
+            return f"{experiment.id}: rolled back, {why}"
+        step_arms = await self._arms(experiment, since=experiment.step_started_at)
+        decision = next_move(experiment, step_arms[1].requests, now)
+        if decision.action == "promote":
+            await self.promote(experiment.id, variant=canary.variant.name, actor=SUPERVISOR)
+        elif decision.action == "step":
+            await self._step(experiment, now, decision.reason)
+        return None if decision.action == "wait" else f"{experiment.id}: {decision.action}, {decision.reason}"
+
+    async def _alerted(self, experiment: ExperimentRead) -> str | None:
+        """An alert on the model that began while the canary ran (and is not our own rollback's)."""
+        page = await self.alerts.list_alerts(state=FIRING, model=experiment.model, limit=100, offset=0)
+        for alert in page.items:
+            if alert.kind not in EVENT_KINDS and alert.first_seen >= experiment.created_at:
+                return f"alert {alert.rule} fired on {experiment.model}: {alert.message}"
+        return None
+
+    async def _step(self, experiment: ExperimentRead, now: datetime, reason: str) -> None:
+        spec = experiment.canary or CanarySpec()
+        share = spec.steps[experiment.step + 1]
+        baseline, canary = experiment.variants
+        weights = [
+            baseline.model_copy(update={"weight": 100 - share}),
+            canary.model_copy(update={"weight": share}),
+        ]
+        if await self.store.set_weights(experiment.id, weights, step=experiment.step + 1, at=now):
+            await self._history(
+                experiment, "canary_step", SUPERVISOR, step=experiment.step + 1, percent=share
+            )
+            await self.registry.watcher.announce(experiment.model)
+            log.info("canary stepped", experiment=experiment.id, percent=share, reason=reason)
+
+    async def rollback(self, experiment: ExperimentRead, *, reason: str) -> None:
+        """All traffic back to the baseline, the experiment `rolled_back`, an alert and a history entry."""
+        baseline, canary = experiment.variants
+        weights = [baseline.model_copy(update={"weight": 100.0}), canary.model_copy(update={"weight": 0.0})]
+        default = await self.registry.resolve_fresh(experiment.model)
+        if default.id != baseline.version:  # once ended, the bare name would reach the canary: keep baseline
+            number = (await self.registry.resolve_fresh(baseline.version)).version
+            await self.registry.set_alias(experiment.model, PROMOTED_ALIAS, number, actor=SUPERVISOR)
+        ended = await self.store.end(
+            experiment.id, "rolled_back", at=utcnow(), by=SUPERVISOR, reason=reason, variants=weights
+        )
+        if not ended:
+            return  # another instance (or a person) ended it first
+        await self.registry.watcher.announce(experiment.model)
+        await self._history(
+            experiment, "canary_rolled_back", SUPERVISOR, reason=reason, version=canary.version
+        )
+        await self.alerts.raise_event(
+            rule="CanaryRolledBack",
+            kind="canary_rollback",
+            model=experiment.model,
+            severity="critical",
+            value=float(experiment.step),
+            message=f"canary {canary.version} of {experiment.model} rolled back: {reason}",
+        )
+        log.warning("canary rolled back", experiment=experiment.id, version=canary.version, reason=reason)
 
     # --- ending --------------------------------------------------------------------------------------------
 

@@ -126,13 +126,15 @@ class SqlExperimentStore(ExperimentStore):
             rows = (await session.scalars(query.order_by(ExperimentRow.model))).all()
         return [_read(r) for r in rows]
 
-    async def _update_running(self, experiment_id: str, values: dict[str, Any]) -> bool:
+    async def _update_running(
+        self, experiment_id: str, values: dict[str, Any], *, step: int | None = None
+    ) -> bool:
+        conditions = [ExperimentRow.id == experiment_id, ExperimentRow.state == "running"]
+        if step is not None:
+            conditions.append(ExperimentRow.step == step)
         async with self.database.session() as session, session.begin():
             changed = await session.scalar(
-                update(ExperimentRow)
-                .where(ExperimentRow.id == experiment_id, ExperimentRow.state == "running")
-                .values(**values)
-                .returning(ExperimentRow.id)
+                update(ExperimentRow).where(*conditions).values(**values).returning(ExperimentRow.id)
             )
             if changed is None and await session.get(ExperimentRow, experiment_id) is None:
                 raise _not_found(experiment_id)
@@ -142,7 +144,7 @@ class SqlExperimentStore(ExperimentStore):
         self, experiment_id: str, variants: list[VariantRead], *, step: int, at: datetime
     ) -> bool:
         values = {"variants": [v.model_dump() for v in variants], "step": step, "step_started_at": at}
-        return await self._update_running(experiment_id, values)
+        return await self._update_running(experiment_id, values, step=step - 1)
 
     async def end(
         self,

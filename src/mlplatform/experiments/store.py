@@ -37,7 +37,8 @@ class ExperimentStore(ABC):
     async def set_weights(
         self, experiment_id: str, variants: list[VariantRead], *, step: int, at: datetime
     ) -> bool:
-        """New weights (a canary's next step) of a running experiment."""
+        """A canary's next step: its weights, if the experiment still runs at step `step - 1` (so two
+        instances supervising at once move it one step, not two)."""
 
     @abstractmethod
     async def end(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
@@ -34,6 +35,9 @@ class RegistryWatcher:
         self.snapshot = RegistrySnapshot()
         self.listeners: list[Listener] = []
         self.routes: RouteSource | None = None
+        # Refreshes read the database, then replace the snapshot: one at a time, so an older read can never
+        # land after a newer one (an ended experiment's route coming back).
+        self._lock = asyncio.Lock()
         self.feed = ChangeFeed(
             cache=cache,
             channel=CHANNEL,
@@ -51,6 +55,11 @@ class RegistryWatcher:
         await self.feed.stop()
 
     async def reload(self) -> None:
+        async with self._lock:
+            changed = await self._reload()
+        await self._notify(changed)
+
+    async def _reload(self) -> set[str]:
         entries = await self.store.entries()
         routes = await self.routes(None) if self.routes is not None else {}
         changed = {
@@ -59,10 +68,15 @@ class RegistryWatcher:
             if entries.get(name) != self.snapshot.models.get(name)
         }
         self.snapshot = RegistrySnapshot(models=entries, loaded_at=time.time(), routes=routes)
-        await self._notify(changed)
+        return changed
 
     async def refresh(self, name: str) -> None:
         """Reload one model's entry now (after a local change, or on an event)."""
+        async with self._lock:
+            await self._refresh(name)
+        await self._notify({name})
+
+    async def _refresh(self, name: str) -> None:
         entry = await self.store.entry(name)
         found = await self.routes(name) if self.routes is not None else {}
         models, routes = dict(self.snapshot.models), dict(self.snapshot.routes)
@@ -75,7 +89,6 @@ class RegistryWatcher:
         else:
             routes.pop(name, None)
         self.snapshot = RegistrySnapshot(models=models, loaded_at=self.snapshot.loaded_at, routes=routes)
-        await self._notify({name})
 
     async def announce(self, name: str) -> None:
         """Apply a local change at once and tell every other instance."""

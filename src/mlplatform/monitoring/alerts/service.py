@@ -17,6 +17,7 @@ from mlplatform.monitoring.alerts.schemas import (
     AlertState,
     Page,
     RuleSource,
+    Severity,
 )
 from mlplatform.monitoring.alerts.store import AlertStore
 from mlplatform.settings import MonitoringSettings
@@ -24,6 +25,7 @@ from mlplatform.settings import MonitoringSettings
 log = structlog.get_logger(__name__)
 DEFAULT_ACCURACY_RULE = "ModelAccuracyDegraded"
 DEFAULT_DRIFT_RULE = "ModelDriftDetected"
+EVENT_KINDS = frozenset({"canary_rollback"})  # alerts raised by an event (`raise_event`), not by a rule
 
 
 def configured_rules(settings: MonitoringSettings) -> list[AlertRuleRead]:
@@ -134,6 +136,27 @@ class AlertService:
     async def acknowledge(self, *, alert_id: str, actor: str) -> AlertRead:
         return await self.store.acknowledge(alert_id, actor=actor, at=utcnow())
 
+    async def raise_event(
+        self, *, rule: str, kind: str, model: str, severity: Severity, value: float, message: str
+    ) -> AlertRead:
+        """An alert about something that happened (a canary rolled back), not a measured rule: it stays
+        firing until acknowledged, and is sent to the webhooks like any other."""
+        alert, new = await self.store.fire(
+            rule=rule,
+            kind=kind,
+            model=model,
+            severity=severity,
+            value=value,
+            threshold=0.0,
+            message=message,
+            at=utcnow(),
+        )
+        if new:
+            self.started_total.labels(model, severity).inc()
+            log.warning("alert firing", rule=rule, model=model, message=message)
+            self.notifier.notify(alert)
+        return alert
+
     async def evaluate(self, run: CheckRun) -> tuple[int, int]:
         """Fire or resolve every (rule, model) the run measured; resolve open alerts whose rule is gone or
         whose model has no deployed version any more. Returns (started, resolved)."""
@@ -170,6 +193,8 @@ class AlertService:
                 elif await self._resolve(rule.name, model, run):
                     resolved += 1
         for alert in await self.store.open_alerts():
+            if alert.kind in EVENT_KINDS:  # events are ended by acknowledging them, not by a check
+                continue
             if (alert.rule, alert.model) not in live and await self._resolve(alert.rule, alert.model, run):
                 resolved += 1
         return started, resolved
