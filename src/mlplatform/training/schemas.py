@@ -88,6 +88,9 @@ class TrainingJobRead(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     heartbeat_at: datetime | None = None
+    lease_owner: str | None = Field(None, description="the server instance following the job while it runs")
+    lease_expires_at: datetime | None = None
+    resumed_from: int | None = Field(None, description="the checkpoint round the latest run resumed from")
 
 
 class Page(BaseModel, Generic[T]):
