@@ -323,6 +323,8 @@ def create_app(settings: Settings) -> FastAPI:
         if not settings.security.api_keys.enabled:
             log.warning("API KEYS ARE DISABLED: every endpoint is open to anyone who can reach this server")
         starting = asyncio.create_task(start_up(platform))
+        # once the schema is there, the training reconciler resumes jobs that no instance follows
+        starting.add_done_callback(lambda done: None if done.cancelled() else platform.training.start())
         sampler = (
             asyncio.create_task(platform.metrics.run_sampler()) if platform.metrics.multiprocess else None
         )

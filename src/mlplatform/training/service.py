@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import io
 import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -20,8 +22,11 @@ from mlplatform.registry.refs import check_name
 from mlplatform.registry.schemas import VersionMetadata
 from mlplatform.registry.service import RegistryService, Upload
 from mlplatform.settings import StorageSettings
+from mlplatform.stores.artifacts import create_artifact_store
 from mlplatform.stores.jobs import DaskEngine
 from mlplatform.training.algorithms import ALGORITHMS, parameter_problems
+from mlplatform.training.checkpoints import delete_checkpoints
+from mlplatform.training.recovery import LeaseLost, Reconciler, instance_id, lost_run
 from mlplatform.training.schemas import (
     JobProgress,
     JobState,
@@ -33,6 +38,7 @@ from mlplatform.training.store import TrainingJobStore
 
 log = structlog.get_logger(__name__)
 POLL_SECONDS = 0.25  # progress is read from Dask this often; the cancel flag from the database every 4th time
+STOP_WAIT_SECONDS = 2.0  # a stopping instance waits this long for a run it stopped (boosting stops within it)
 _NUMERIC = re.compile(r"^(u?int\d+|float\d*|double|halffloat|bool)$")
 _CLASS_TYPES = re.compile(r"^(u?int\d+|bool|string|large_string)$")
 MAX_INT_CLASSES = 20  # an integer target with at most this many distinct possible values is a class label
@@ -58,6 +64,24 @@ def infer_task(column: ColumnRead) -> Task:
     return Task.REGRESSION
 
 
+@dataclass
+class _Following:
+    """What the instance following one run has seen of it: the latest report, and each run token."""
+
+    job: TrainingJobRead
+    seen: dict[str, Any] = field(default_factory=dict)
+    runs: list[str] = field(default_factory=list)
+    rerun: str | None = None  # why a new run token appeared: the previous run's worker died
+
+    def saw(self, latest: dict[str, Any]) -> None:
+        token = latest.get("run")
+        if token and token not in self.runs:
+            if self.runs:
+                self.rerun = f"worker {self.seen.get('worker') or 'unknown'} died while it trained"
+            self.runs.append(token)
+        self.seen = latest
+
+
 class TrainingService:
     def __init__(
         self,
@@ -74,6 +98,9 @@ class TrainingService:
         self.engine = engine
         self.storage = storage
         self.runs: dict[str, asyncio.Task[None]] = {}
+        self.instance = instance_id()  # the owner of the leases this instance takes
+        self.artifacts = create_artifact_store(storage)  # for the checkpoints (no I/O until used)
+        self.reconciler = Reconciler(store=store, settings=engine.settings, follow=self._follow)
 
     # --- submit -------------------------------------------------------------------------------------------
 
@@ -82,8 +109,7 @@ class TrainingService:
         job = await self._checked(request, actor=actor)
         await self.store.create(job)
         log.info("training job queued", job=job.id, model=job.model, algorithm=job.algorithm)
-        self.runs[job.id] = asyncio.create_task(self._run(job), name=f"training-{job.id}")
-        self.runs[job.id].add_done_callback(lambda _: self.runs.pop(job.id, None))
+        self._follow(job.id)
         return job
 
     async def _checked(self, request: TrainingJobCreate, *, actor: str) -> TrainingJobRead:
@@ -190,17 +216,54 @@ class TrainingService:
             "cancel_name": f"mlplatform-cancel-{job.id}",
         }
 
-    async def _run(self, job: TrainingJobRead) -> None:
-        try:
-            await self._run_on_dask(job)
-        except asyncio.CancelledError:  # the app is shutting down (resuming such jobs is not built yet)
-            await self._finish(job.id, "failed", error="the server stopped while the job ran")
-            raise
-        except Exception as exc:
-            log.exception("training job failed", job=job.id, model=job.model)
-            await self._finish(job.id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+    def _follow(self, job_id: str) -> None:
+        """Claim and run the job in the background (nothing when this instance already follows it)."""
+        if job_id in self.runs:
+            return
+        run = asyncio.create_task(self._run(job_id), name=f"training-{job_id}")
+        self.runs[job_id] = run
+        run.add_done_callback(lambda _: self.runs.pop(job_id, None))
 
-    async def _run_on_dask(self, job: TrainingJobRead) -> None:
+    def _lease_until(self) -> datetime:
+        return utcnow() + timedelta(seconds=self.engine.settings.lease_seconds)
+
+    async def _run(self, job_id: str) -> None:
+        """Claim the job's lease, then run it on Dask, once more for each run lost with its worker, up to
+        `jobs.max-attempts`. A graceful stop hands the job back to be resumed; a training error fails it."""
+        lease = self._lease_until()
+        job = await self.store.claim(job_id, owner=self.instance, at=utcnow(), lease_until=lease)
+        if job is None:
+            return  # another instance follows it, or it has ended
+        limit = self.engine.settings.max_attempts
+        try:
+            if job.cancel_requested:
+                await self._end(job.id, "cancelled")
+                return
+            if job.attempt > limit:  # its previous instances stopped answering while they followed it
+                reason = job.error or "the server instance following it stopped answering"
+                await self._end(job.id, "failed", error=f"gave up after {limit} attempts; last: {reason}")
+                return
+            while (lost := await self._run_on_dask(job)) is not None:
+                log.warning("training run lost", job=job.id, attempt=job.attempt, reason=lost)
+                if job.attempt >= limit:
+                    await self._end(job.id, "failed", error=f"gave up after {limit} attempts; last: {lost}")
+                    return
+                if await self.store.retry(job.id, owner=self.instance, at=utcnow(), error=lost) is None:
+                    raise LeaseLost
+                job = await self.store.get(job.id)
+        except asyncio.CancelledError:  # the app is stopping: hand the job over (its checkpoints stay)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.release(job_id, owner=self.instance))
+            log.info("training job handed back", job=job_id)
+            raise
+        except LeaseLost:
+            log.warning("training job taken over by another instance", job=job_id)
+        except Exception as exc:
+            log.exception("training job failed", job=job_id, model=job.model)
+            await self._end(job_id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+
+    async def _run_on_dask(self, job: TrainingJobRead) -> str | None:
+        """One run of the job as one Dask task, followed to its end; the reason when the run was lost."""
         import distributed
 
         from mlplatform.training.worker import run_job
@@ -208,47 +271,102 @@ class TrainingService:
         dd: Any = distributed  # untyped library
         dataset = await self.datasets.get(job.dataset)
         client = await self.engine.client()
-        if not await self.store.start(job.id, worker=None, at=utcnow()):
-            return  # cancelled while queued
         spec = self._spec(job, dataset)
+        spec.update(
+            progress_name=f"mlplatform-progress-{job.id}-{job.attempt}",
+            cancel_name=f"mlplatform-cancel-{job.id}-{job.attempt}",
+            checkpoint_every=self.engine.settings.checkpoint_every,
+        )
         progress = dd.Variable(spec["progress_name"], client=client)
         cancel = dd.Event(spec["cancel_name"], client=client)
+        # a run of an instance that died may still train: its attempt number was one less
+        await dd.Event(f"mlplatform-cancel-{job.id}-{job.attempt - 1}", client=client).set()
+        await cancel.clear()
         await progress.set({})  # set before the worker reports, so reading it never waits
-        future = client.submit(run_job, spec, key=f"training-{job.id}", pure=False)
+        future = client.submit(run_job, spec, key=f"training-{job.id}-{new_id()}", pure=False)
+        follow = _Following(job)
         try:
-            polls = 0
-            seen: Any = {}
-            while not future.done():
-                await asyncio.sleep(POLL_SECONDS)
-                polls += 1
-                seen = await self._report(job.id, progress, seen, beat=polls % 4 == 0)
-                if polls % 4 == 0 and (await self.store.get(job.id)).cancel_requested:
-                    await cancel.set()
-            await self._report(job.id, progress, seen, beat=False)
-            result: dict[str, Any] = await future
+            result = await self._follow_run(future, progress, cancel, follow)
+        except BaseException:
+            with contextlib.suppress(Exception):  # stop the task; the next run resumes from its checkpoint
+                await cancel.set()
+                await asyncio.wait_for(asyncio.shield(future), timeout=STOP_WAIT_SECONDS)
+            raise
         finally:
-            for cleanup in (future.cancel, progress.delete, cancel.clear):  # best effort: the job is over
-                with contextlib.suppress(Exception):
-                    await cleanup()
+            with contextlib.suppress(Exception):  # best effort: the run is over
+                await future.cancel()
+                await progress.delete()
+        if result is None or isinstance(result, str):
+            return result
+        with contextlib.suppress(Exception):
+            await cancel.clear()
         if result["status"] == "cancelled" or (await self.store.get(job.id)).cancel_requested:
-            await self._finish(job.id, "cancelled")
+            await self._end(job.id, "cancelled")
             log.info("training job cancelled", job=job.id)
-            return
+            return None
+        await self._report(job.id, None, follow, beat=True)  # still ours? then register
         version = await self._register(job, dataset, result)
-        await self._finish(job.id, "succeeded", metrics=result["metrics"], version_id=version)
+        await self._end(job.id, "succeeded", metrics=result["metrics"], version_id=version)
         log.info("training job succeeded", job=job.id, model=job.model, version=version)
+        return None
 
-    async def _report(self, job_id: str, progress: Any, seen: Any, *, beat: bool) -> Any:
-        """Record what the worker last reported when it changed; the heartbeat at least every second."""
-        latest = await progress.get()
-        if latest and (latest != seen or beat):
-            await self.store.report(
-                job_id, JobProgress.model_validate(latest["progress"]), worker=latest["worker"], at=utcnow()
-            )
-        elif beat:
-            current = await self.store.get(job_id)
-            await self.store.report(job_id, current.progress, worker=None, at=utcnow())
-        return latest
+    async def _follow_run(
+        self, future: Any, progress: Any, cancel: Any, follow: _Following
+    ) -> dict[str, Any] | str | None:
+        """Poll the run's progress until its task ends: its result, the reason it was lost, or None when the
+        job ended here (it ran out of attempts while Dask re-ran it)."""
+        settings = self.engine.settings
+        job_id = follow.job.id
+        beat_every = max(1, round(settings.heartbeat_seconds / POLL_SECONDS))
+        polls = 0
+        while not future.done():
+            await asyncio.sleep(POLL_SECONDS)
+            polls += 1
+            beat = polls % beat_every == 0
+            await self._report(job_id, progress, follow, beat=beat)
+            if follow.rerun is not None:  # Dask re-ran the task: its worker died
+                lost, follow.rerun = follow.rerun, None
+                if follow.job.attempt >= settings.max_attempts:
+                    await cancel.set()
+                    limit = settings.max_attempts
+                    await self._end(job_id, "failed", error=f"gave up after {limit} attempts; last: {lost}")
+                    return None
+                if await self.store.retry(job_id, owner=self.instance, at=utcnow(), error=lost) is None:
+                    raise LeaseLost
+                follow.job = await self.store.get(job_id)
+                log.warning("training run lost; Dask runs it again", job=job_id, attempt=follow.job.attempt)
+            if polls % 4 == 0 and (await self.store.get(job_id)).cancel_requested:
+                await cancel.set()
+        await self._report(job_id, progress, follow, beat=True)
+        try:
+            result: dict[str, Any] = await future
+        except Exception as exc:
+            if (reason := lost_run(exc)) is not None:
+                return reason
+            raise
+        return result
+
+    async def _report(self, job_id: str, progress: Any, follow: _Following, *, beat: bool) -> None:
+        """Record what the worker last reported (read from `progress`, the run's Variable) when it changed,
+        and renew the lease with each heartbeat; `LeaseLost` when the lease is no longer this instance's."""
+        latest = await progress.get() if progress is not None else None
+        changed = bool(latest) and latest != follow.seen
+        if not (changed or beat):
+            return
+        if changed and latest:
+            follow.saw(latest)
+        seen = follow.seen
+        renewed = await self.store.report(
+            job_id,
+            JobProgress.model_validate(seen["progress"]) if seen else follow.job.progress,
+            worker=seen.get("worker"),
+            at=utcnow(),
+            owner=self.instance,
+            lease_until=self._lease_until(),
+            resumed_from=seen.get("resumed_from"),
+        )
+        if not renewed:
+            raise LeaseLost
 
     async def _register(self, job: TrainingJobRead, dataset: DatasetRead, result: dict[str, Any]) -> str:
         columns = {c.name: c for c in dataset.columns}
@@ -271,15 +389,29 @@ class TrainingService:
         created = await self.registry.register(job.model, upload, actor=job.created_by)
         return created.id
 
-    async def _finish(self, job_id: str, state: JobState, **values: Any) -> None:
+    async def _end(self, job_id: str, state: JobState, **values: Any) -> None:
+        """The job's final state (while this instance holds its lease), then its checkpoints deleted."""
         progress = None
         if state == "succeeded":
             current = (await self.store.get(job_id)).progress
             progress = current.model_copy(update={"fraction": 1.0, "eta_seconds": 0.0})
-        await self.store.finish(job_id, state, at=utcnow(), progress=progress, **values)
+        await self.store.finish(job_id, state, at=utcnow(), progress=progress, owner=self.instance, **values)
+        await self._delete_checkpoints(job_id)
+
+    async def _delete_checkpoints(self, job_id: str) -> None:
+        try:
+            await delete_checkpoints(self.artifacts, job_id)
+        except Exception as exc:  # storage away: the job's state is what matters; say what is left behind
+            log.warning("training checkpoints not deleted", job=job_id, error=f"{type(exc).__name__}: {exc}")
+
+    def start(self) -> None:
+        """Start-up: begin looking for jobs that no instance follows (and resuming them)."""
+        self.reconciler.start()
 
     async def stop(self) -> None:
-        """Shutdown: stop following running jobs (each is marked failed), then close the Dask client."""
+        """Shutdown: stop the reconciler, hand every job this instance follows back (each stays running and
+        is resumed from its last checkpoint by the next instance), then close the Dask client."""
+        await self.reconciler.stop()
         runs = list(self.runs.values())
         for run in runs:
             run.cancel()
@@ -287,6 +419,7 @@ class TrainingService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await run
         await self.engine.close()
+        await self.artifacts.close()
 
     # --- reading and cancelling ---------------------------------------------------------------------------
 
@@ -303,6 +436,7 @@ class TrainingService:
         two for boosting, at the next chunk for forests). A finished job is returned unchanged."""
         job = await self.store.request_cancel(job_id)
         if job.state == "queued" and await self.store.finish(job_id, "cancelled", at=utcnow()):
+            await self._delete_checkpoints(job_id)
             job = await self.store.get(job_id)
         log.info("training job cancel requested", job=job_id, actor=actor, state=job.state)
         return job

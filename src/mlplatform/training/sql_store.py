@@ -206,7 +206,8 @@ class SqlTrainingJobStore(TrainingJobStore):
         return await self._transition(job_id, ["running"], values, *_held_by(owner))
 
     async def retry(self, job_id: str, *, owner: str, at: datetime, error: str) -> int | None:
-        values = {"attempt": TrainingJobRow.attempt + 1, "error": error, "heartbeat_at": at, "resumed_from": None}
+        values = {"attempt": TrainingJobRow.attempt + 1, "error": error, "heartbeat_at": at}
+        values["resumed_from"] = None
         if not await self._transition(job_id, ["running"], values, *_held_by(owner)):
             return None
         return (await self.get(job_id)).attempt

@@ -15,8 +15,8 @@ class TrainingJobStore(ABC):
     moves forward: `queued → running → succeeded | failed | cancelled`, or `queued → cancelled`; every
     transition is one conditional update, so two callers racing (a cancel and a finish) cannot both win, and
     the loser learns it from the returned False. `start` and `claim` count an attempt. `report` records
-    progress and the heartbeat of a running job only. Listings are newest first (`created_at`, then `id`, descending) and
-    `total` counts every match. Unknown ids raise `NotFound`.
+    progress and the heartbeat of a running job only. Listings are newest first (`created_at`, then `id`,
+    descending) and `total` counts every match. Unknown ids raise `NotFound`.
 
     Leases: one server instance at a time follows a running job (`lease_owner` until `lease_expires_at`).
     `claim` is the only way to take one, a single conditional update, so of two instances claiming at once
