@@ -73,13 +73,16 @@ class _Following:
     runs: list[str] = field(default_factory=list)
     rerun: str | None = None  # why a new run token appeared: the previous run's worker died
 
-    def saw(self, latest: dict[str, Any]) -> None:
+    def saw(self, latest: dict[str, Any]) -> bool:
+        """Take in a report; False when it is the first of a re-run, to record once the new attempt is."""
         token = latest.get("run")
         if token and token not in self.runs:
-            if self.runs:
-                self.rerun = f"worker {self.seen.get('worker') or 'unknown'} died while it trained"
             self.runs.append(token)
+            if len(self.runs) > 1:
+                self.rerun = f"worker {self.seen.get('worker') or 'unknown'} died while it trained"
+                return False
         self.seen = latest
+        return True
 
 
 class TrainingService:
@@ -327,7 +330,9 @@ class TrainingService:
             if follow.rerun is not None:  # Dask re-ran the task: its worker died
                 lost, follow.rerun = follow.rerun, None
                 if follow.job.attempt >= settings.max_attempts:
-                    await cancel.set()
+                    await cancel.set()  # and wait for the run to stop, so that no checkpoint comes after
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(asyncio.shield(future), timeout=STOP_WAIT_SECONDS)
                     limit = settings.max_attempts
                     await self._end(job_id, "failed", error=f"gave up after {limit} attempts; last: {lost}")
                     return None
@@ -353,8 +358,8 @@ class TrainingService:
         changed = bool(latest) and latest != follow.seen
         if not (changed or beat):
             return
-        if changed and latest:
-            follow.saw(latest)
+        if changed and latest and not follow.saw(latest):
+            return  # a re-run: its progress is recorded under the new attempt, at the next poll
         seen = follow.seen
         renewed = await self.store.report(
             job_id,
