@@ -38,6 +38,7 @@ from mlplatform.training.store import TrainingJobStore
 
 log = structlog.get_logger(__name__)
 POLL_SECONDS = 0.25  # progress is read from Dask this often; the cancel flag from the database every 4th time
+PROGRESS_READ_SECONDS = 5.0
 STOP_WAIT_SECONDS = 2.0  # a stopping instance waits this long for a run it stopped (boosting stops within it)
 _NUMERIC = re.compile(r"^(u?int\d+|float\d*|double|halffloat|bool)$")
 _CLASS_TYPES = re.compile(r"^(u?int\d+|bool|string|large_string)$")
@@ -282,8 +283,9 @@ class TrainingService:
         )
         progress = dd.Variable(spec["progress_name"], client=client)
         cancel = dd.Event(spec["cancel_name"], client=client)
-        # a run of an instance that died may still train: its attempt number was one less
-        await dd.Event(f"mlplatform-cancel-{job.id}-{job.attempt - 1}", client=client).set()
+        # a run followed by an instance that died may still train (Dask cannot stop a running task): stop it
+        for earlier in range(1, job.attempt):
+            await dd.Event(f"mlplatform-cancel-{job.id}-{earlier}", client=client).set()
         await cancel.clear()
         await progress.set({})  # set before the worker reports, so reading it never waits
         future = client.submit(run_job, spec, key=f"training-{job.id}-{new_id()}", pure=False)
@@ -354,7 +356,10 @@ class TrainingService:
     async def _report(self, job_id: str, progress: Any, follow: _Following, *, beat: bool) -> None:
         """Record what the worker last reported (read from `progress`, the run's Variable) when it changed,
         and renew the lease with each heartbeat; `LeaseLost` when the lease is no longer this instance's."""
-        latest = await progress.get() if progress is not None else None
+        latest = None
+        if progress is not None:
+            with contextlib.suppress(TimeoutError):  # the scheduler is slow or away: no news this time
+                latest = await progress.get(timeout=PROGRESS_READ_SECONDS)
         changed = bool(latest) and latest != follow.seen
         if not (changed or beat):
             return
