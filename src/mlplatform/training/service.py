@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import io
 import re
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,9 +25,9 @@ from mlplatform.stores.artifacts import create_artifact_store
 from mlplatform.stores.jobs import DaskEngine
 from mlplatform.training.algorithms import ALGORITHMS, parameter_problems
 from mlplatform.training.checkpoints import delete_checkpoints
-from mlplatform.training.recovery import LeaseLost, Reconciler, instance_id, lost_run
+from mlplatform.training.following import GaveUp, RunFollower
+from mlplatform.training.recovery import LeaseLost, Reconciler, instance_id
 from mlplatform.training.schemas import (
-    JobProgress,
     JobState,
     Page,
     TrainingJobCreate,
@@ -37,9 +36,6 @@ from mlplatform.training.schemas import (
 from mlplatform.training.store import TrainingJobStore
 
 log = structlog.get_logger(__name__)
-POLL_SECONDS = 0.25  # progress is read from Dask this often; the cancel flag from the database every 4th time
-PROGRESS_READ_SECONDS = 5.0
-STOP_WAIT_SECONDS = 2.0  # a stopping instance waits this long for a run it stopped (boosting stops within it)
 _NUMERIC = re.compile(r"^(u?int\d+|float\d*|double|halffloat|bool)$")
 _CLASS_TYPES = re.compile(r"^(u?int\d+|bool|string|large_string)$")
 MAX_INT_CLASSES = 20  # an integer target with at most this many distinct possible values is a class label
@@ -63,27 +59,6 @@ def infer_task(column: ColumnRead) -> Task:
     if integer and column.max - column.min < MAX_INT_CLASSES:  # type: ignore[operator]
         return Task.CLASSIFICATION
     return Task.REGRESSION
-
-
-@dataclass
-class _Following:
-    """What the instance following one run has seen of it: the latest report, and each run token."""
-
-    job: TrainingJobRead
-    seen: dict[str, Any] = field(default_factory=dict)
-    runs: list[str] = field(default_factory=list)
-    rerun: str | None = None  # why a new run token appeared: the previous run's worker died
-
-    def saw(self, latest: dict[str, Any]) -> bool:
-        """Take in a report; False when it is the first of a re-run, to record once the new attempt is."""
-        token = latest.get("run")
-        if token and token not in self.runs:
-            self.runs.append(token)
-            if len(self.runs) > 1:
-                self.rerun = f"worker {self.seen.get('worker') or 'unknown'} died while it trained"
-                return False
-        self.seen = latest
-        return True
 
 
 class TrainingService:
@@ -289,19 +264,28 @@ class TrainingService:
         await cancel.clear()
         await progress.set({})  # set before the worker reports, so reading it never waits
         future = client.submit(run_job, spec, key=f"training-{job.id}-{new_id()}", pure=False)
-        follow = _Following(job)
+        follower = RunFollower(
+            store=self.store,
+            settings=self.engine.settings,
+            owner=self.instance,
+            job=job,
+            future=future,
+            progress=progress,
+            cancel=cancel,
+        )
         try:
-            result = await self._follow_run(future, progress, cancel, follow)
+            result = await follower.until_done()
         except BaseException:
-            with contextlib.suppress(Exception):  # stop the task; the next run resumes from its checkpoint
-                await cancel.set()
-                await asyncio.wait_for(asyncio.shield(future), timeout=STOP_WAIT_SECONDS)
+            await follower.stop()  # the next run resumes from its checkpoint
             raise
         finally:
             with contextlib.suppress(Exception):  # best effort: the run is over
                 await future.cancel()
                 await progress.delete()
-        if result is None or isinstance(result, str):
+        if isinstance(result, GaveUp):
+            await self._end(job.id, "failed", error=result.reason)
+            return None
+        if isinstance(result, str):
             return result
         with contextlib.suppress(Exception):
             await cancel.clear()
@@ -309,74 +293,11 @@ class TrainingService:
             await self._end(job.id, "cancelled")
             log.info("training job cancelled", job=job.id)
             return None
-        await self._report(job.id, None, follow, beat=True)  # still ours? then register
+        await follower.report(beat=True, read=False)  # still ours? then register
         version = await self._register(job, dataset, result)
         await self._end(job.id, "succeeded", metrics=result["metrics"], version_id=version)
         log.info("training job succeeded", job=job.id, model=job.model, version=version)
         return None
-
-    async def _follow_run(
-        self, future: Any, progress: Any, cancel: Any, follow: _Following
-    ) -> dict[str, Any] | str | None:
-        """Poll the run's progress until its task ends: its result, the reason it was lost, or None when the
-        job ended here (it ran out of attempts while Dask re-ran it)."""
-        settings = self.engine.settings
-        job_id = follow.job.id
-        beat_every = max(1, round(settings.heartbeat_seconds / POLL_SECONDS))
-        polls = 0
-        while not future.done():
-            await asyncio.sleep(POLL_SECONDS)
-            polls += 1
-            beat = polls % beat_every == 0
-            await self._report(job_id, progress, follow, beat=beat)
-            if follow.rerun is not None:  # Dask re-ran the task: its worker died
-                lost, follow.rerun = follow.rerun, None
-                if follow.job.attempt >= settings.max_attempts:
-                    await cancel.set()  # and wait for the run to stop, so that no checkpoint comes after
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(asyncio.shield(future), timeout=STOP_WAIT_SECONDS)
-                    limit = settings.max_attempts
-                    await self._end(job_id, "failed", error=f"gave up after {limit} attempts; last: {lost}")
-                    return None
-                if await self.store.retry(job_id, owner=self.instance, at=utcnow(), error=lost) is None:
-                    raise LeaseLost
-                follow.job = await self.store.get(job_id)
-                log.warning("training run lost; Dask runs it again", job=job_id, attempt=follow.job.attempt)
-            if polls % 4 == 0 and (await self.store.get(job_id)).cancel_requested:
-                await cancel.set()
-        await self._report(job_id, progress, follow, beat=True)
-        try:
-            result: dict[str, Any] = await future
-        except Exception as exc:
-            if (reason := lost_run(exc)) is not None:
-                return reason
-            raise
-        return result
-
-    async def _report(self, job_id: str, progress: Any, follow: _Following, *, beat: bool) -> None:
-        """Record what the worker last reported (read from `progress`, the run's Variable) when it changed,
-        and renew the lease with each heartbeat; `LeaseLost` when the lease is no longer this instance's."""
-        latest = None
-        if progress is not None:
-            with contextlib.suppress(TimeoutError):  # the scheduler is slow or away: no news this time
-                latest = await progress.get(timeout=PROGRESS_READ_SECONDS)
-        changed = bool(latest) and latest != follow.seen
-        if not (changed or beat):
-            return
-        if changed and latest and not follow.saw(latest):
-            return  # a re-run: its progress is recorded under the new attempt, at the next poll
-        seen = follow.seen
-        renewed = await self.store.report(
-            job_id,
-            JobProgress.model_validate(seen["progress"]) if seen else follow.job.progress,
-            worker=seen.get("worker"),
-            at=utcnow(),
-            owner=self.instance,
-            lease_until=self._lease_until(),
-            resumed_from=seen.get("resumed_from"),
-        )
-        if not renewed:
-            raise LeaseLost
 
     async def _register(self, job: TrainingJobRead, dataset: DatasetRead, result: dict[str, Any]) -> str:
         columns = {c.name: c for c in dataset.columns}
