@@ -55,11 +55,12 @@ class WorkerCheckpoints:
 
     def latest(self) -> tuple[int, bytes] | None:
         """The newest checkpoint (its round and bytes), None when there is none."""
+        mine = folder(self.job_id)
         rounds = {
             number: info.key
-            for info in self._call(self._store.list(folder(self.job_id)))
-            if (number := round_of(info.key)) is not None
-        }
+            for info in self._call(self._store.list(mine))
+            if info.key.rpartition("/")[0] + "/" == mine and (number := round_of(info.key)) is not None
+        }  # a search's trials keep theirs in folders below the job's: not this run's
         if not rounds:
             return None
         newest = max(rounds)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -45,7 +46,10 @@ class RunFollower:
         future: Any,
         progress: Any,
         cancel: Any,
+        on_report: Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
+        """`on_report(latest, previous)` sees each new report of the worker before it is recorded (a search
+        stores its finished trials from it)."""
         self.store = store
         self.settings = settings
         self.owner = owner
@@ -53,6 +57,7 @@ class RunFollower:
         self.future = future
         self.progress = progress
         self.cancel = cancel
+        self.on_report = on_report
         self.seen: dict[str, Any] = {}
         self.runs: list[str] = []  # the run tokens seen: a new one is Dask running the task again
         self.rerun: str | None = None  # why a new run token appeared: the previous run's worker died
@@ -120,6 +125,8 @@ class RunFollower:
         changed = bool(latest) and latest != self.seen
         if not (changed or beat):
             return
+        if changed and latest and self.on_report is not None:
+            await self.on_report(latest, self.seen)
         if changed and latest and not self._saw(latest):
             return  # a re-run: its progress is recorded under the new attempt, at the next poll
         seen = self.seen
