@@ -97,6 +97,19 @@ class JobsSettings(Section):
     allow_insecure: bool = Field(
         False, description="outside development, allow a plain tcp:// scheduler that is not on loopback"
     )
+    checkpoint_every: int = Field(
+        25, ge=0, description="boosting rounds between checkpoints in storage (0: no checkpoints)"
+    )
+    max_attempts: int = Field(3, ge=1, le=100, description="runs of a job before a lost worker fails it")
+    lease_seconds: float = Field(
+        30.0, ge=2, description="a job whose instance has not renewed its lease this long is taken over"
+    )
+    heartbeat_seconds: float = Field(
+        2.0, gt=0, description="how often the instance following a job renews its lease and heartbeat"
+    )
+    reconcile_seconds: float = Field(
+        5.0, gt=0, description="how often every instance looks for jobs whose instance or worker died"
+    )
 
     @property
     def exposed(self) -> bool:
@@ -105,6 +118,12 @@ class JobsSettings(Section):
             return False
         host = self.scheduler.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]").lower()
         return not (host in ("localhost", "::1") or host.startswith("127."))
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeats(self) -> JobsSettings:
+        if self.lease_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError("lease-seconds must be at least twice heartbeat-seconds")
+        return self
 
     @field_validator("scheduler")
     @classmethod

@@ -175,3 +175,95 @@ async def test_trials_of_an_unknown_job_raise_not_found(store: SqlTrainingJobSto
         await store.list_trials("nope")
     with pytest.raises(NotFound):
         await store.record_trials("nope", [trial(0)])
+
+
+async def test_of_two_instances_claiming_a_queued_job_exactly_one_wins(store: SqlTrainingJobStore) -> None:
+    created = job()
+    await store.create(created)
+    now = utcnow()
+    lease = now + timedelta(seconds=30)
+    claims = await asyncio.gather(
+        *(store.claim(created.id, owner=f"instance-{i}", at=now, lease_until=lease) for i in range(2))
+    )
+    winners = [c for c in claims if c is not None]
+    assert len(winners) == 1
+    claimed = winners[0]
+    assert (claimed.state, claimed.attempt, claimed.lease_expires_at) == ("running", 1, lease)
+    loser = "instance-1" if claimed.lease_owner == "instance-0" else "instance-0"
+    assert await store.claim(created.id, owner=loser, at=now, lease_until=lease) is None
+    assert (await store.get(created.id)).lease_owner == claimed.lease_owner
+
+
+async def test_only_the_lease_holder_reports_retries_and_finishes(store: SqlTrainingJobStore) -> None:
+    created = job()
+    await store.create(created)
+    now = utcnow()
+    assert await store.claim(created.id, owner="a", at=now, lease_until=now + timedelta(seconds=30))
+    progress = JobProgress(fraction=0.3, current=3, total=10, unit="round")
+    later = now + timedelta(seconds=20)
+    assert not await store.report(created.id, progress, worker=None, at=later, owner="b", lease_until=later)
+    renewed = now + timedelta(seconds=60)
+    assert await store.report(
+        created.id, progress, worker="tcp://w:1", at=later, owner="a", lease_until=renewed, resumed_from=25
+    )
+    running = await store.get(created.id)
+    assert (running.progress, running.lease_expires_at, running.resumed_from) == (progress, renewed, 25)
+    assert await store.retry(created.id, owner="b", at=later, error="x") is None
+    assert await store.retry(created.id, owner="a", at=later, error="worker tcp://w:1 died") == 2
+    retried = await store.get(created.id)
+    assert (retried.attempt, retried.error, retried.resumed_from) == (2, "worker tcp://w:1 died", None)
+    assert not await store.finish(created.id, "succeeded", at=later, owner="b")
+    assert await store.finish(created.id, "succeeded", at=later, owner="a", version_id="churn-v1-x")
+    done = await store.get(created.id)
+    assert (done.state, done.error, done.lease_owner) == ("succeeded", None, None)
+    assert done.lease_expires_at is None
+    assert await store.claim(created.id, owner="b", at=later, lease_until=renewed) is None
+
+
+async def test_an_expired_lease_is_taken_over_and_the_old_holder_is_locked_out(
+    store: SqlTrainingJobStore,
+) -> None:
+    created = job()
+    await store.create(created)
+    now = utcnow()
+    first = await store.claim(created.id, owner="a", at=now, lease_until=now + timedelta(seconds=5))
+    assert first is not None and first.started_at == now
+    early = now + timedelta(seconds=4)
+    assert await store.stale(at=early, queued_before=now) == []
+    assert await store.claim(created.id, owner="b", at=early, lease_until=early) is None
+    expired = now + timedelta(seconds=6)
+    assert await store.stale(at=expired, queued_before=now) == [created.id]
+    taken = await store.claim(created.id, owner="b", at=expired, lease_until=expired + timedelta(seconds=30))
+    assert taken is not None and (taken.lease_owner, taken.attempt) == ("b", 2)
+    assert taken.started_at == now  # the job's start, not the run's
+    assert await store.stale(at=expired, queued_before=now) == []
+    assert not await store.report(created.id, taken.progress, worker=None, at=expired, owner="a")
+    assert not await store.release(created.id, owner="a")
+    assert not await store.finish(created.id, "failed", at=expired, owner="a", error="late")
+    assert (await store.get(created.id)).state == "running"
+
+
+async def test_a_released_job_is_resumed_under_the_same_attempt_number(store: SqlTrainingJobStore) -> None:
+    created = job()
+    await store.create(created)
+    now = utcnow()
+    lease = now + timedelta(seconds=30)
+    assert await store.claim(created.id, owner="a", at=now, lease_until=lease)
+    assert await store.release(created.id, owner="a")
+    released = await store.get(created.id)
+    assert (released.state, released.lease_owner, released.attempt) == ("running", None, 0)
+    assert await store.stale(at=now, queued_before=now) == [created.id]
+    resumed = await store.claim(created.id, owner="b", at=now, lease_until=lease)
+    assert resumed is not None and (resumed.attempt, resumed.lease_owner) == (1, "b")
+
+
+async def test_stale_lists_queued_jobs_nobody_claimed_and_never_finished_ones(
+    store: SqlTrainingJobStore,
+) -> None:
+    old, new, done = job(minutes=-10), job(), job(minutes=-20)
+    for item in (old, new, done):
+        await store.create(item)
+    await store.finish(done.id, "cancelled", at=utcnow())
+    now = utcnow()
+    assert await store.stale(at=now, queued_before=now - timedelta(minutes=1)) == [old.id]
+    assert await store.stale(at=now, queued_before=now + timedelta(minutes=1), limit=1) == [old.id]

@@ -108,3 +108,82 @@ def start_server(tmp_path: Path) -> Iterator[object]:
     yield start
     for server in started:
         server.terminate()
+
+
+DASK = str(Path(sys.executable).parent / "dask")
+
+
+@dataclass
+class DaskCluster:
+    """A `dask scheduler` and its `dask worker` processes (no nanny: a killed worker stays dead), all on
+    127.0.0.1. `workers` maps each worker's address (what a job records as its `worker`) to its process."""
+
+    address: str
+    log_dir: Path
+    scheduler: subprocess.Popen[bytes]
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start_worker(self) -> str:
+        """One more worker (1 thread); its address once the scheduler knows it."""
+        from distributed import Client
+
+        port = free_port()
+        address = f"tcp://127.0.0.1:{port}"
+        with (self.log_dir / f"worker-{port}.log").open("wb") as log:
+            self.workers[address] = subprocess.Popen(
+                [DASK, "worker", self.address, "--host", "127.0.0.1", "--worker-port", str(port)]
+                + ["--nthreads", "1", "--no-nanny", "--no-dashboard", "--name", f"worker-{port}"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        with Client(self.address, timeout=60) as client:
+            deadline = time.monotonic() + 60
+            while address not in client.scheduler_info(n_workers=-1)["workers"]:
+                assert self.workers[address].poll() is None, self.output(address)
+                assert time.monotonic() < deadline, f"worker {address} did not join:\n{self.output(address)}"
+                time.sleep(0.1)
+        return address
+
+    def pid(self, address: str) -> int:
+        return self.workers[address].pid
+
+    def kill(self, address: str) -> None:
+        """SIGKILL the worker at `address` (as a crashed machine would go)."""
+        process = self.workers.pop(address)
+        process.kill()
+        process.wait()
+
+    def output(self, address: str) -> str:
+        port = address.rsplit(":", 1)[1]
+        return (self.log_dir / f"worker-{port}.log").read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        for process in [*self.workers.values(), self.scheduler]:
+            process.terminate()
+        for process in [*self.workers.values(), self.scheduler]:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
+    """A real Dask cluster of separate processes: a scheduler and two single-threaded workers. A test that
+    kills a worker starts a replacement (`start_worker`), so the next test finds two again."""
+    log_dir = tmp_path_factory.mktemp("dask")
+    port = free_port()
+    with (log_dir / "scheduler.log").open("wb") as log:
+        scheduler = subprocess.Popen(
+            [DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    cluster = DaskCluster(address=f"tcp://127.0.0.1:{port}", log_dir=log_dir, scheduler=scheduler)
+    try:
+        cluster.start_worker()
+        cluster.start_worker()
+        yield cluster
+    finally:
+        cluster.stop()

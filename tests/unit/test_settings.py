@@ -199,6 +199,22 @@ def test_jobs_scheduler_is_local_or_a_dask_address() -> None:
         JobsSettings(scheduler="http://dask:8786")
 
 
+def test_jobs_recovery_settings_come_from_the_environment_and_a_lease_outlives_its_heartbeats(
+    tmp_path: Path,
+) -> None:
+    from pydantic import ValidationError
+
+    from mlplatform.settings import JobsSettings
+
+    environ = {"MLPLATFORM_JOBS__CHECKPOINT_EVERY": "50", "MLPLATFORM_JOBS__MAX_ATTEMPTS": "5"}
+    jobs = load_settings(environ=environ, config_dir=tmp_path).jobs
+    assert (jobs.checkpoint_every, jobs.max_attempts, jobs.lease_seconds) == (50, 5, 30.0)
+    with pytest.raises(ValidationError, match="lease-seconds must be at least twice heartbeat-seconds"):
+        JobsSettings(lease_seconds=3, heartbeat_seconds=2)
+    with pytest.raises(ValidationError):
+        JobsSettings(max_attempts=0)
+
+
 @pytest.mark.parametrize(
     ("scheduler", "allowed"),
     [

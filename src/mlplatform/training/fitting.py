@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 from mlplatform.formats.base import Task
 from mlplatform.training.algorithms import ALGORITHMS, estimator_class
+from mlplatform.training.checkpoints import WorkerCheckpoints, checkpoints_for
 from mlplatform.training.progress import JobCancelled, Reporter
 
 CHUNKS = 10  # forests and sklearn boosting grow in this many warm-started steps
@@ -30,9 +31,11 @@ def fit(
     params = dict(spec["hyperparameters"])
     estimator_type = estimator_class(spec["algorithm"], task)
     if algorithm.library == "xgboost":
-        return _fit_xgboost(estimator_type, params, reporter, X_train, y_train, X_val, y_val)
+        with checkpoints_for(spec, "ubj") as saved:
+            return _fit_xgboost(estimator_type, params, reporter, X_train, y_train, X_val, y_val, saved)
     if algorithm.library == "lightgbm":
-        return _fit_lightgbm(estimator_type, params, reporter, X_train, y_train, X_val, y_val)
+        with checkpoints_for(spec, "txt") as saved:
+            return _fit_lightgbm(estimator_type, params, reporter, X_train, y_train, X_val, y_val, saved)
     model = estimator_type(**params)
     rounds = algorithm.rounds or ""
     total = int(model.get_params()[rounds]) if rounds else 0
@@ -60,10 +63,16 @@ def _fit_xgboost(
     y_train: npt.NDArray[Any],
     X_val: npt.NDArray[Any],
     y_val: npt.NDArray[Any],
+    checkpoints: WorkerCheckpoints | None = None,
 ) -> Any:
     import xgboost
 
     total = int(params.get("n_estimators") or 100)
+    done, start = 0, None
+    if checkpoints is not None and (saved := checkpoints.latest()) is not None and saved[0] < total:
+        done, start = saved[0], xgboost.Booster()
+        start.load_model(bytearray(saved[1]))
+        reporter.resume(done)
 
     class Progress(xgboost.callback.TrainingCallback):
         def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
@@ -71,12 +80,16 @@ def _fit_xgboost(
             for data in evals_log.values():
                 for metric_name, values in data.items():
                     name, value = metric_name, float(values[-1])
-            reporter.update(epoch + 1, total, "round", name, value)
+            rounds = done + epoch + 1  # xgboost counts the rounds of this call only
+            reporter.update(rounds, total, "round", name, value)
+            if checkpoints is not None and checkpoints.due(rounds, total):
+                checkpoints.save(rounds, bytes(model.save_raw("ubj")))
             return reporter.cancel_asked()
 
     params.setdefault("n_jobs", 1)
+    params["n_estimators"] = total - done  # a resumed run does the remaining rounds only
     model = estimator_type(**params, callbacks=[Progress()])
-    model.fit(X_train, y_train, eval_set=[(X_val, y_val)], verbose=False)
+    model.fit(X_train, y_train, eval_set=[(X_val, y_val)], verbose=False, xgb_model=start)
     if reporter.cancel_asked():
         raise JobCancelled
     return model
@@ -90,21 +103,32 @@ def _fit_lightgbm(
     y_train: npt.NDArray[Any],
     X_val: npt.NDArray[Any],
     y_val: npt.NDArray[Any],
+    checkpoints: WorkerCheckpoints | None = None,
 ) -> Any:
+    import lightgbm
+
     total = int(params.get("n_estimators") or 100)
+    done, start = 0, None
+    if checkpoints is not None and (saved := checkpoints.latest()) is not None and saved[0] < total:
+        done, start = saved[0], lightgbm.Booster(model_str=saved[1].decode())
+        reporter.resume(done)
 
     def progress(env: Any) -> None:
         name, value = None, None
         if env.evaluation_result_list:
             _, name, value, _ = env.evaluation_result_list[0][:4]
-        reporter.update(env.iteration + 1, total, "round", name, value)
+        rounds = env.iteration + 1  # lightgbm counts from the initial model's rounds
+        reporter.update(rounds, total, "round", name, value)
+        if checkpoints is not None and checkpoints.due(rounds, total):
+            checkpoints.save(rounds, env.model.model_to_string().encode())
         if reporter.cancel_asked():
             raise JobCancelled
 
     params.setdefault("n_jobs", 1)
     params.setdefault("verbose", -1)
+    params["n_estimators"] = total - done  # a resumed run does the remaining rounds only
     model = estimator_type(**params)
-    model.fit(X_train, y_train, eval_set=[(X_val, y_val)], callbacks=[progress])
+    model.fit(X_train, y_train, eval_set=[(X_val, y_val)], callbacks=[progress], init_model=start)
     return model
 
 

@@ -7,6 +7,7 @@ the one and sets the other, so neither waits on the other.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,15 @@ class Reporter:
         self.reported = 0.0
         self.checked = 0.0
         self.cancelled = False
+        # Dask re-runs a task whose worker died: a new token tells the API process that a new run began.
+        self.run = uuid.uuid4().hex
+        self.resumed_from: int | None = None
+        self.first = 0  # rounds done before this run (its ETA counts only its own rounds)
+
+    def resume(self, current: int) -> None:
+        """This run continues a checkpoint holding `current` rounds."""
+        self.resumed_from = self.first = current
+        self.began = time.monotonic()
 
     def update(
         self, current: int, total: int, unit: str, metric_name: str | None = None, metric: float | None = None
@@ -42,6 +52,7 @@ class Reporter:
         self.reported = now
         fraction = min(current / total, 1.0) if total else 1.0
         elapsed = now - self.began
+        done = (current - self.first) / total if total else 0.0
         progress = {
             "fraction": fraction,
             "current": current,
@@ -49,9 +60,11 @@ class Reporter:
             "unit": unit,
             "metric_name": metric_name,
             "metric": float(metric) if metric is not None and np.isfinite(metric) else None,
-            "eta_seconds": elapsed / fraction * (1 - fraction) if fraction > 0 else None,
+            "eta_seconds": elapsed / done * (1 - fraction) if done > 0 else None,
         }
-        self.variable.set({"worker": self.worker, "progress": progress})
+        self.variable.set(
+            {"worker": self.worker, "run": self.run, "resumed_from": self.resumed_from, "progress": progress}
+        )
 
     def cancel_asked(self) -> bool:
         now = time.monotonic()

@@ -181,6 +181,9 @@ class TrainingJobRead(BaseModel):
     finished_at: datetime | None = None
     heartbeat_at: datetime | None = None
     search: SearchSpec | None = None
+    lease_owner: str | None = Field(None, description="the server instance following the job while it runs")
+    lease_expires_at: datetime | None = None
+    resumed_from: int | None = Field(None, description="the checkpoint round the latest run resumed from")
 
 
 class Page(BaseModel, Generic[T]):

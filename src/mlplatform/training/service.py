@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import re
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -20,11 +21,14 @@ from mlplatform.registry.refs import check_name
 from mlplatform.registry.schemas import VersionMetadata
 from mlplatform.registry.service import RegistryService, Upload
 from mlplatform.settings import StorageSettings
+from mlplatform.stores.artifacts import create_artifact_store
 from mlplatform.stores.jobs import DaskEngine
 from mlplatform.training.algorithms import ALGORITHMS, parameter_problems
+from mlplatform.training.checkpoints import delete_checkpoints
+from mlplatform.training.following import GaveUp, RunFollower
 from mlplatform.training.metrics import TrainingMetrics
+from mlplatform.training.recovery import LeaseLost, Reconciler, instance_id
 from mlplatform.training.schemas import (
-    JobProgress,
     JobState,
     Page,
     TrainingJobCreate,
@@ -35,7 +39,6 @@ from mlplatform.training.search import DEFAULT_METRIC, best_trial, checked_searc
 from mlplatform.training.store import TrainingJobStore
 
 log = structlog.get_logger(__name__)
-POLL_SECONDS = 0.25  # progress is read from Dask this often; the cancel flag from the database every 4th time
 _NUMERIC = re.compile(r"^(u?int\d+|float\d*|double|halffloat|bool)$")
 _CLASS_TYPES = re.compile(r"^(u?int\d+|bool|string|large_string)$")
 _STRING = re.compile(r"^(string|large_string|string_view)$")  # categorical features, encoded by the job
@@ -106,6 +109,9 @@ class TrainingService:
         self.storage = storage
         self.metrics = metrics
         self.runs: dict[str, asyncio.Task[None]] = {}
+        self.instance = instance_id()  # the owner of the leases this instance takes
+        self.artifacts = create_artifact_store(storage)  # for the checkpoints (no I/O until used)
+        self.reconciler = Reconciler(store=store, settings=engine.settings, follow=self._follow)
 
     # --- submit -------------------------------------------------------------------------------------------
 
@@ -116,8 +122,7 @@ class TrainingService:
         with contextlib.suppress(Exception):
             await self.metrics.refresh(self.store)
         log.info("training job queued", job=job.id, model=job.model, algorithm=job.algorithm)
-        self.runs[job.id] = asyncio.create_task(self._run(job), name=f"training-{job.id}")
-        self.runs[job.id].add_done_callback(lambda _: self.runs.pop(job.id, None))
+        self._follow(job.id)
         return job
 
     async def _checked(self, request: TrainingJobCreate, *, actor: str) -> TrainingJobRead:
@@ -293,17 +298,54 @@ class TrainingService:
             "search": job.search.model_dump(by_alias=True) if job.search else None,
         }
 
-    async def _run(self, job: TrainingJobRead) -> None:
-        try:
-            await self._run_on_dask(job)
-        except asyncio.CancelledError:  # the app is shutting down (resuming such jobs is not built yet)
-            await self._finish(job.id, "failed", error="the server stopped while the job ran")
-            raise
-        except Exception as exc:
-            log.exception("training job failed", job=job.id, model=job.model)
-            await self._finish(job.id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+    def _follow(self, job_id: str) -> None:
+        """Claim and run the job in the background (nothing when this instance already follows it)."""
+        if job_id in self.runs:
+            return
+        run = asyncio.create_task(self._run(job_id), name=f"training-{job_id}")
+        self.runs[job_id] = run
+        run.add_done_callback(lambda _: self.runs.pop(job_id, None))
 
-    async def _run_on_dask(self, job: TrainingJobRead) -> None:
+    def _lease_until(self) -> datetime:
+        return utcnow() + timedelta(seconds=self.engine.settings.lease_seconds)
+
+    async def _run(self, job_id: str) -> None:
+        """Claim the job's lease, then run it on Dask, once more for each run lost with its worker, up to
+        `jobs.max-attempts`. A graceful stop hands the job back to be resumed; a training error fails it."""
+        lease = self._lease_until()
+        job = await self.store.claim(job_id, owner=self.instance, at=utcnow(), lease_until=lease)
+        if job is None:
+            return  # another instance follows it, or it has ended
+        limit = self.engine.settings.max_attempts
+        try:
+            if job.cancel_requested:
+                await self._end(job.id, "cancelled")
+                return
+            if job.attempt > limit:  # its previous instances stopped answering while they followed it
+                reason = job.error or "the server instance following it stopped answering"
+                await self._end(job.id, "failed", error=f"gave up after {limit} attempts; last: {reason}")
+                return
+            while (lost := await self._run_on_dask(job)) is not None:
+                log.warning("training run lost", job=job.id, attempt=job.attempt, reason=lost)
+                if job.attempt >= limit:
+                    await self._end(job.id, "failed", error=f"gave up after {limit} attempts; last: {lost}")
+                    return
+                if await self.store.retry(job.id, owner=self.instance, at=utcnow(), error=lost) is None:
+                    raise LeaseLost
+                job = await self.store.get(job.id)
+        except asyncio.CancelledError:  # the app is stopping: hand the job over (its checkpoints stay)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.release(job_id, owner=self.instance))
+            log.info("training job handed back", job=job_id)
+            raise
+        except LeaseLost:
+            log.warning("training job taken over by another instance", job=job_id)
+        except Exception as exc:
+            log.exception("training job failed", job=job_id, model=job.model)
+            await self._end(job_id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+
+    async def _run_on_dask(self, job: TrainingJobRead) -> str | None:
+        """One run of the job as one Dask task, followed to its end; the reason when the run was lost."""
         import distributed
 
         from mlplatform.training.worker import run_job
@@ -311,48 +353,55 @@ class TrainingService:
         dd: Any = distributed  # untyped library
         dataset = await self.datasets.get(job.dataset)
         client = await self.engine.client()
-        if not await self.store.start(job.id, worker=None, at=utcnow()):
-            return  # cancelled while queued
         spec = self._spec(job, dataset, await self._validation_source(job))
+        spec.update(
+            progress_name=f"mlplatform-progress-{job.id}-{job.attempt}",
+            cancel_name=f"mlplatform-cancel-{job.id}-{job.attempt}",
+            checkpoint_every=self.engine.settings.checkpoint_every,
+        )
         progress = dd.Variable(spec["progress_name"], client=client)
         cancel = dd.Event(spec["cancel_name"], client=client)
+        # a run followed by an instance that died may still train (Dask cannot stop a running task): stop it
+        for earlier in range(1, job.attempt):
+            await dd.Event(f"mlplatform-cancel-{job.id}-{earlier}", client=client).set()
+        await cancel.clear()
         await progress.set({})  # set before the worker reports, so reading it never waits
-        future = client.submit(run_job, spec, key=f"training-{job.id}", pure=False)
+        future = client.submit(run_job, spec, key=f"training-{job.id}-{new_id()}", pure=False)
+        follower = RunFollower(
+            store=self.store,
+            settings=self.engine.settings,
+            owner=self.instance,
+            job=job,
+            future=future,
+            progress=progress,
+            cancel=cancel,
+            on_report=lambda latest, previous: self._record_trials(job.id, latest, previous),
+        )
         try:
-            polls = 0
-            seen: Any = {}
-            while not future.done():
-                await asyncio.sleep(POLL_SECONDS)
-                polls += 1
-                seen = await self._report(job.id, progress, seen, beat=polls % 4 == 0)
-                if polls % 4 == 0 and (await self.store.get(job.id)).cancel_requested:
-                    await cancel.set()
-            await self._report(job.id, progress, seen, beat=False)
-            result: dict[str, Any] = await future
+            result = await follower.until_done()
+        except BaseException:
+            await follower.stop()  # the next run resumes from its checkpoint
+            raise
         finally:
-            for cleanup in (future.cancel, progress.delete, cancel.clear):  # best effort: the job is over
-                with contextlib.suppress(Exception):
-                    await cleanup()
+            with contextlib.suppress(Exception):  # best effort: the run is over
+                await future.cancel()
+                await progress.delete()
+        if isinstance(result, GaveUp):
+            await self._end(job.id, "failed", error=result.reason)
+            return None
+        if isinstance(result, str):
+            return result
+        with contextlib.suppress(Exception):
+            await cancel.clear()
         if result["status"] == "cancelled" or (await self.store.get(job.id)).cancel_requested:
-            await self._finish(job.id, "cancelled")
+            await self._end(job.id, "cancelled")
             log.info("training job cancelled", job=job.id)
-            return
+            return None
+        await follower.report(beat=True, read=False)  # still ours? then register
         version = await self._register(job, dataset, result)
-        await self._finish(job.id, "succeeded", metrics=result["metrics"], version_id=version)
+        await self._end(job.id, "succeeded", metrics=result["metrics"], version_id=version)
         log.info("training job succeeded", job=job.id, model=job.model, version=version)
-
-    async def _report(self, job_id: str, progress: Any, seen: Any, *, beat: bool) -> Any:
-        """Record what the worker last reported when it changed; the heartbeat at least every second."""
-        latest = await progress.get()
-        await self._record_trials(job_id, latest, seen)
-        if latest and (latest != seen or beat):
-            await self.store.report(
-                job_id, JobProgress.model_validate(latest["progress"]), worker=latest["worker"], at=utcnow()
-            )
-        elif beat:
-            current = await self.store.get(job_id)
-            await self.store.report(job_id, current.progress, worker=None, at=utcnow())
-        return latest
+        return None
 
     async def _record_trials(self, job_id: str, latest: Any, seen: Any) -> None:
         """A search's worker reports every finished trial with its progress: store the ones not seen yet."""
@@ -393,13 +442,17 @@ class TrainingService:
         created = await self.registry.register(job.model, upload, actor=job.created_by)
         return created.id
 
-    async def _finish(self, job_id: str, state: JobState, **values: Any) -> None:
+    async def _end(self, job_id: str, state: JobState, **values: Any) -> None:
+        """The job's final state (while this instance holds its lease), then its checkpoints deleted."""
         progress = None
         if state == "succeeded":
             current = (await self.store.get(job_id)).progress
             progress = current.model_copy(update={"fraction": 1.0, "eta_seconds": 0.0})
-        if await self.store.finish(job_id, state, at=utcnow(), progress=progress, **values):
+        if await self.store.finish(
+            job_id, state, at=utcnow(), progress=progress, owner=self.instance, **values
+        ):
             await self._count(job_id)
+        await self._delete_checkpoints(job_id)
 
     async def _count(self, job_id: str) -> None:
         """A job this instance ended: its duration, and the counts by state now (not at the next refresh)."""
@@ -407,13 +460,22 @@ class TrainingService:
             self.metrics.finished(await self.store.get(job_id))
             await self.metrics.refresh(self.store)
 
+    async def _delete_checkpoints(self, job_id: str) -> None:
+        try:
+            await delete_checkpoints(self.artifacts, job_id)
+        except Exception as exc:  # storage away: the job's state is what matters; say what is left behind
+            log.warning("training checkpoints not deleted", job=job_id, error=f"{type(exc).__name__}: {exc}")
+
     def start(self) -> None:
-        """Background work that starts with the app: the job counts by state."""
+        """Start-up: the job counts by state; looking for jobs no instance follows (to resume them)."""
         self.metrics.start(self.store)
+        self.reconciler.start()
 
     async def stop(self) -> None:
-        """Shutdown: stop following running jobs (each is marked failed), then close the Dask client."""
+        """Shutdown: stop the reconciler, hand every job this instance follows back (each stays running and
+        is resumed from its last checkpoint by the next instance), then close the Dask client."""
         await self.metrics.stop()
+        await self.reconciler.stop()
         runs = list(self.runs.values())
         for run in runs:
             run.cancel()
@@ -421,6 +483,7 @@ class TrainingService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await run
         await self.engine.close()
+        await self.artifacts.close()
 
     # --- reading and cancelling ---------------------------------------------------------------------------
 
@@ -447,6 +510,7 @@ class TrainingService:
         job = await self.store.request_cancel(job_id)
         if job.state == "queued" and await self.store.finish(job_id, "cancelled", at=utcnow()):
             await self._count(job_id)
+            await self._delete_checkpoints(job_id)
             job = await self.store.get(job_id)
         log.info("training job cancel requested", job=job_id, actor=actor, state=job.state)
         return job

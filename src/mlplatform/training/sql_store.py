@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 
 from mlplatform.clock import as_utc
 from mlplatform.db import Database
@@ -58,6 +58,9 @@ def _read(row: TrainingJobRow) -> TrainingJobRead:
         finished_at=_utc(row.finished_at),
         heartbeat_at=_utc(row.heartbeat_at),
         search=SearchSpec.model_validate(spec["search"]) if spec.get("search") else None,
+        lease_owner=row.lease_owner,
+        lease_expires_at=_utc(row.lease_expires_at),
+        resumed_from=row.resumed_from,
     )
 
 
@@ -98,6 +101,9 @@ class SqlTrainingJobStore(TrainingJobStore):
             started_at=job.started_at,
             finished_at=job.finished_at,
             heartbeat_at=job.heartbeat_at,
+            lease_owner=job.lease_owner,
+            lease_expires_at=job.lease_expires_at,
+            resumed_from=job.resumed_from,
         )
         async with self.database.session() as session, session.begin():
             session.add(row)
@@ -130,11 +136,13 @@ class SqlTrainingJobStore(TrainingJobStore):
             ).all()
         return Page(items=[_read(r) for r in rows], total=total, limit=limit, offset=offset)
 
-    async def _transition(self, job_id: str, states: list[str], values: dict[str, Any]) -> bool:
+    async def _transition(
+        self, job_id: str, states: list[str], values: dict[str, Any], *where: ColumnElement[bool]
+    ) -> bool:
         async with self.database.session() as session, session.begin():
             changed = await session.scalar(
                 update(TrainingJobRow)
-                .where(TrainingJobRow.id == job_id, TrainingJobRow.state.in_(states))
+                .where(TrainingJobRow.id == job_id, TrainingJobRow.state.in_(states), *where)
                 .values(**values)
                 .returning(TrainingJobRow.id)
             )
@@ -155,11 +163,76 @@ class SqlTrainingJobStore(TrainingJobStore):
             },
         )
 
-    async def report(self, job_id: str, progress: JobProgress, *, worker: str | None, at: datetime) -> bool:
+    async def report(
+        self,
+        job_id: str,
+        progress: JobProgress,
+        *,
+        worker: str | None,
+        at: datetime,
+        owner: str | None = None,
+        lease_until: datetime | None = None,
+        resumed_from: int | None = None,
+    ) -> bool:
         values: dict[str, Any] = {"progress": progress.model_dump(), "heartbeat_at": at}
         if worker is not None:
             values["worker"] = worker
-        return await self._transition(job_id, ["running"], values)
+        if lease_until is not None:
+            values["lease_expires_at"] = lease_until
+        if resumed_from is not None:
+            values["resumed_from"] = resumed_from
+        return await self._transition(job_id, ["running"], values, *_held_by(owner))
+
+    async def claim(
+        self, job_id: str, *, owner: str, at: datetime, lease_until: datetime
+    ) -> TrainingJobRead | None:
+        free = or_(
+            TrainingJobRow.state == "queued",
+            and_(
+                TrainingJobRow.state == "running",
+                or_(TrainingJobRow.lease_owner.is_(None), TrainingJobRow.lease_expires_at < at),
+            ),
+        )
+        values = {
+            "state": "running",
+            "attempt": TrainingJobRow.attempt + 1,
+            "lease_owner": owner,
+            "lease_expires_at": lease_until,
+            "started_at": func.coalesce(TrainingJobRow.started_at, at),
+            "heartbeat_at": at,
+            "resumed_from": None,
+        }
+        if not await self._transition(job_id, ["queued", "running"], values, free):
+            return None
+        return await self.get(job_id)
+
+    async def release(self, job_id: str, *, owner: str) -> bool:
+        values = {"lease_owner": None, "lease_expires_at": None, "attempt": TrainingJobRow.attempt - 1}
+        return await self._transition(job_id, ["running"], values, *_held_by(owner))
+
+    async def retry(self, job_id: str, *, owner: str, at: datetime, error: str) -> int | None:
+        values = {"attempt": TrainingJobRow.attempt + 1, "error": error, "heartbeat_at": at}
+        values["resumed_from"] = None
+        if not await self._transition(job_id, ["running"], values, *_held_by(owner)):
+            return None
+        return (await self.get(job_id)).attempt
+
+    async def stale(self, *, at: datetime, queued_before: datetime, limit: int = 100) -> list[str]:
+        unfollowed = or_(
+            and_(
+                TrainingJobRow.state == "running",
+                or_(TrainingJobRow.lease_owner.is_(None), TrainingJobRow.lease_expires_at < at),
+            ),
+            and_(TrainingJobRow.state == "queued", TrainingJobRow.created_at < queued_before),
+        )
+        async with self.database.session() as session:
+            ids = await session.scalars(
+                select(TrainingJobRow.id)
+                .where(unfollowed)
+                .order_by(TrainingJobRow.created_at, TrainingJobRow.id)
+                .limit(limit)
+            )
+            return list(ids)
 
     async def request_cancel(self, job_id: str) -> TrainingJobRead:
         await self._transition(job_id, ["queued", "running"], {"cancel_requested": True})
@@ -175,17 +248,25 @@ class SqlTrainingJobStore(TrainingJobStore):
         error: str | None = None,
         version_id: str | None = None,
         progress: JobProgress | None = None,
+        owner: str | None = None,
     ) -> bool:
         if state not in TERMINAL:
             raise ValueError(f"{state!r} is not a final state")
-        values: dict[str, Any] = {"state": state, "finished_at": at, "heartbeat_at": at, "error": error}
+        values: dict[str, Any] = {
+            "state": state,
+            "finished_at": at,
+            "heartbeat_at": at,
+            "error": error,
+            "lease_owner": None,
+            "lease_expires_at": None,
+        }
         if metrics is not None:
             values["metrics"] = metrics
         if version_id is not None:
             values["version_id"] = version_id
         if progress is not None:
             values["progress"] = progress.model_dump()
-        return await self._transition(job_id, ["queued", "running"], values)
+        return await self._transition(job_id, ["queued", "running"], values, *_held_by(owner))
 
     async def record_trials(self, job_id: str, trials: list[TrainingTrialRead]) -> None:
         if not trials:
@@ -238,3 +319,7 @@ class SqlTrainingJobStore(TrainingJobStore):
             )
             for row in rows
         ]
+
+
+def _held_by(owner: str | None) -> list[ColumnElement[bool]]:
+    return [] if owner is None else [TrainingJobRow.lease_owner == owner]

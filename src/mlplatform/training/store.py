@@ -14,9 +14,14 @@ class TrainingJobStore(ABC):
     Contract: `create` inserts the job exactly as given (the service chose the id and the time). A job only
     moves forward: `queued → running → succeeded | failed | cancelled`, or `queued → cancelled`; every
     transition is one conditional update, so two callers racing (a cancel and a finish) cannot both win, and
-    the loser learns it from the returned False. `start` counts an attempt. `report` records progress and the
-    heartbeat of a running job only. Listings are newest first (`created_at`, then `id`, descending) and
-    `total` counts every match. Unknown ids raise `NotFound`.
+    the loser learns it from the returned False. `start` and `claim` count an attempt. `report` records
+    progress and the heartbeat of a running job only. Listings are newest first (`created_at`, then `id`,
+    descending) and `total` counts every match. Unknown ids raise `NotFound`.
+
+    Leases: one server instance at a time follows a running job (`lease_owner` until `lease_expires_at`).
+    `claim` is the only way to take one, a single conditional update, so of two instances claiming at once
+    exactly one wins, even on PostgreSQL. Calls given an `owner` change the job only while that owner holds
+    its lease; an instance that lost it learns so from the returned False and must stop following the job.
     """
 
     @abstractmethod
@@ -35,8 +40,44 @@ class TrainingJobStore(ABC):
         """queued → running (attempt + 1, started and heartbeat at `at`); False when the job is not queued."""
 
     @abstractmethod
-    async def report(self, job_id: str, progress: JobProgress, *, worker: str | None, at: datetime) -> bool:
-        """Progress and heartbeat of a running job; False when it is not running."""
+    async def report(
+        self,
+        job_id: str,
+        progress: JobProgress,
+        *,
+        worker: str | None,
+        at: datetime,
+        owner: str | None = None,
+        lease_until: datetime | None = None,
+        resumed_from: int | None = None,
+    ) -> bool:
+        """Progress and heartbeat of a running job (with `owner`: only while it holds the lease, which then
+        runs until `lease_until`); False when it is not running or the lease is someone else's."""
+
+    @abstractmethod
+    async def claim(
+        self, job_id: str, *, owner: str, at: datetime, lease_until: datetime
+    ) -> TrainingJobRead | None:
+        """Take the lease of a queued job, or of a running one whose lease expired before `at` or was
+        released: it is then running (attempt + 1, heartbeat at `at`, `resumed_from` cleared) and followed
+        by `owner` until `lease_until`. None when another instance holds it or the job has finished."""
+
+    @abstractmethod
+    async def release(self, job_id: str, *, owner: str) -> bool:
+        """Hand a running job back (a graceful stop): the lease is cleared and the interrupted run is not
+        counted as an attempt (attempt - 1), so the next `claim` resumes it under the same number.
+        The state stays `running`. False when `owner` did not hold the lease."""
+
+    @abstractmethod
+    async def retry(self, job_id: str, *, owner: str, at: datetime, error: str) -> int | None:
+        """Record that the run of a job was lost (its worker died) and that another begins: attempt + 1,
+        `error` the reason (kept while the job runs, replaced when it finishes). Returns the new attempt
+        number; None when `owner` does not hold the lease."""
+
+    @abstractmethod
+    async def stale(self, *, at: datetime, queued_before: datetime, limit: int = 100) -> list[str]:
+        """Ids of jobs nobody follows: running with a lease expired before `at` or released, and queued
+        since before `queued_before` (the instance that queued them did not claim them), oldest first."""
 
     @abstractmethod
     async def request_cancel(self, job_id: str) -> TrainingJobRead:
@@ -53,8 +94,10 @@ class TrainingJobStore(ABC):
         error: str | None = None,
         version_id: str | None = None,
         progress: JobProgress | None = None,
+        owner: str | None = None,
     ) -> bool:
-        """queued or running → a terminal `state`; False (and no change) when the job had already finished."""
+        """queued or running → a terminal `state` (the lease cleared); False (and no change) when the job had
+        already finished, or, with `owner`, when that owner does not hold the lease."""
 
     @abstractmethod
     async def record_trials(self, job_id: str, trials: list[TrainingTrialRead]) -> None:

@@ -33,11 +33,15 @@ class TrainingJobRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)  # the instance following it
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    resumed_from: Mapped[int | None] = mapped_column(Integer, nullable=True)  # checkpoint round, latest run
 
     __table_args__ = (
         Index("ix_training_jobs_model_created_at", "model", "created_at"),
         Index("ix_training_jobs_state_created_at", "state", "created_at"),
         Index("ix_training_jobs_created_at", "created_at"),
+        Index("ix_training_jobs_state_lease_expires_at", "state", "lease_expires_at"),
     )
 
 

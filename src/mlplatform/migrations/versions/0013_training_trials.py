@@ -1,7 +1,7 @@
 """training trials: one row per trial of a job's hyperparameter search
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-04
 
 A job's `spec` keeps its search (strategy, space, trials, metric, parallel, seed); each trial it ran is a
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0011"  # the lead re-chains this onto 0012 (training recovery) when merging
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
