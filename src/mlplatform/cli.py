@@ -19,6 +19,7 @@ from mlplatform.cliutil import fail, settings_or_exit
 from mlplatform.config import redacted
 from mlplatform.datasets.cli import datasets_app
 from mlplatform.doctor import check_backends, check_libraries
+from mlplatform.experiments.cli import experiments_app
 from mlplatform.logging import configure_logging
 from mlplatform.monitoring.cli import feedback_app, monitor_app
 from mlplatform.registry.cli import models_app
@@ -43,6 +44,7 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(experiments_app, name="experiments")
 app.command("train")(train)
 console = Console()
 

@@ -236,3 +236,28 @@ class Client:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"training job {job_id} still {job['state']} after {timeout} s")
             time.sleep(poll_seconds)
+
+    def create_experiment(self, **body: Any) -> dict[str, Any]:
+        """Start an experiment (`name`, `model`, `type`, `variants`, … as the API takes them)."""
+        return dict(self._call("POST", "/api/ml/experiments", json=body))
+
+    def experiments(
+        self, model: str | None = None, state: str | None = None, limit: int = 100, offset: int = 0
+    ) -> dict[str, Any]:
+        params = {k: v for k, v in (("model", model), ("state", state)) if v is not None}
+        return dict(
+            self._call("GET", "/api/ml/experiments", params={**params, "limit": limit, "offset": offset})
+        )
+
+    def experiment(self, experiment_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/api/ml/experiments/{experiment_id}"))
+
+    def experiment_results(self, experiment_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/api/ml/experiments/{experiment_id}/results"))
+
+    def promote_experiment(self, experiment_id: str, variant: str | None = None) -> dict[str, Any]:
+        body = {} if variant is None else {"variant": variant}
+        return dict(self._call("POST", f"/api/ml/experiments/{experiment_id}/promote", json=body))
+
+    def stop_experiment(self, experiment_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/api/ml/experiments/{experiment_id}/stop"))
