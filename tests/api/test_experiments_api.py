@@ -137,7 +137,7 @@ async def test_shadow_traffic_leaves_answers_alone_and_logs_the_shadow(
     make_app: AppFactory, tmp_path: Path
 ) -> None:
     client, platform = await make_app()
-    X = await two_versions(client, tmp_path)
+    X = await two_versions(client, tmp_path, second="lightgbm-text")
     before = [await single(client, "churn/1", X[i]) for i in range(30)]
     body = {
         "name": "shadow v2",
@@ -155,6 +155,11 @@ async def test_shadow_traffic_leaves_answers_alone_and_logs_the_shadow(
     assert len(shadowed) == 30 and all(e["version"].startswith("churn-v2-") for e in shadowed)
     results = (await client.get(f"/api/ml/experiments/{experiment['id']}/results")).json()
     assert [v["requests"] for v in results["variants"]] == [30, 30]
+    live, shadow = results["variants"]
+    twin = [await single(client, "churn/2", X[i]) for i in range(30)]  # what the shadow answers alone
+    expected = sum(a["prediction"] == b["prediction"] for a, b in zip(answers, twin, strict=True)) / 30
+    assert live["agreement"] is None and shadow["agreement"]["value"] == pytest.approx(expected)
+    assert shadow["agreement"]["low"] <= expected <= shadow["agreement"]["high"]
 
 
 async def bad(client: httpx.AsyncClient, body: dict[str, Any]) -> str:

@@ -35,6 +35,7 @@ class ArmInput:
     recent: list[Any]
     predicted: list[Any]
     actual: list[Any]
+    shadow: tuple[int, int, float | None] | None = None  # rows compared, agreed, mean |difference|
 
 
 def _number(value: Any) -> float | None:
@@ -102,6 +103,11 @@ def variant_results(arm: ArmInput, metric: str, alpha: float) -> VariantResults:
             correct = stats.Proportion(hits, len(arm.predicted))
             metrics["accuracy"] = _estimate(correct.rate, stats.wilson_interval(correct, alpha))
     values = Counter(str(v) for v in arm.recent).most_common(TOP_VALUES)
+    agreement, difference = None, None
+    if arm.shadow is not None:
+        compared, agreed, difference = arm.shadow
+        same = stats.Proportion(agreed, compared)
+        agreement = _estimate(same.rate, stats.wilson_interval(same, alpha))
     return VariantResults(
         name=arm.variant.name,
         version=arm.variant.version,
@@ -113,6 +119,8 @@ def variant_results(arm: ArmInput, metric: str, alpha: float) -> VariantResults:
         predictions=dict(values),
         labelled=len(arm.predicted),
         metrics=metrics,
+        agreement=agreement,
+        mean_abs_difference=difference,
     )
 
 

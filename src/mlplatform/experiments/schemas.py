@@ -144,6 +144,13 @@ class VariantResults(BaseModel):
     predictions: dict[str, int] = Field(description="the newest predictions' values and counts (top 20)")
     labelled: int
     metrics: dict[str, Estimate] = Field(description="accuracy, or mae and rmse, from feedback")
+    agreement: Estimate | None = Field(
+        None,
+        description="a shadow's: the share of mirrored rows it answered as the answer given (this instance)",
+    )
+    mean_abs_difference: float | None = Field(
+        None, description="a shadow's, for numeric answers: the mean |shadow − answer given| (this instance)"
+    )
 
 
 class Comparison(BaseModel):

@@ -211,6 +211,7 @@ class ExperimentService:
     async def _arms(self, experiment: ExperimentRead, since: datetime | None = None) -> list[ArmInput]:
         """Each variant's data since the experiment (or `since`) began."""
         counts = self.serving.experiment_counts(experiment.id)
+        agreement = self.serving.shadow_agreement(experiment.id)
         arms = []
         for variant in experiment.variants:
             data = await self.monitoring.arm(
@@ -231,6 +232,7 @@ class ExperimentService:
                     recent=data.recent,
                     predicted=list(data.labelled.predicted),
                     actual=list(data.labelled.actual),
+                    shadow=agreement.get(variant.name) if experiment.type == "shadow" else None,
                 )
             )
         return arms

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from mlplatform.metrics import Metrics, Reading
@@ -157,6 +158,8 @@ class ExperimentMetrics:
             registry=registry,
         )
         self.counts: dict[tuple[str, str], list[int]] = {}  # (experiment, variant) → [requests, errors]
+        # (experiment, shadow variant) → [rows compared, agreed, sum of |shadow − primary|, numeric rows]
+        self.shadow: dict[tuple[str, str], list[float]] = {}
         self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def observe(self, arm: tuple[str, str], latency_ms: float, count: int = 1) -> None:
@@ -171,6 +174,29 @@ class ExperimentMetrics:
     def failed(self, arm: tuple[str, str]) -> None:
         self.errors.labels(*arm).inc()
         self.counts.setdefault(arm, [0, 0])[1] += 1
+
+    def compare(self, arm: tuple[str, str], primary: np.ndarray, shadow: np.ndarray) -> None:
+        """How the shadow's answers compare with the answers given: equal labels or values, and for numbers
+        the absolute difference."""
+        if len(primary) != len(shadow):
+            return
+        found = self.shadow.setdefault(arm, [0.0, 0.0, 0.0, 0.0])
+        found[0] += len(primary)
+        if primary.dtype.kind in "fiu" and shadow.dtype.kind in "fiu":
+            difference = np.abs(primary.astype(np.float64) - shadow.astype(np.float64))
+            found[1] += float(np.count_nonzero(difference <= 1e-9 * np.maximum(1.0, np.abs(primary))))
+            found[2] += float(difference.sum())
+            found[3] += len(primary)
+        else:
+            found[1] += float(np.count_nonzero(primary.astype(str) == shadow.astype(str)))
+
+    def agreement(self, experiment: str) -> dict[str, tuple[int, int, float | None]]:
+        """This instance's (compared, agreed, mean |difference| or None) per shadow variant."""
+        return {
+            variant: (int(n), int(same), total / numeric if numeric else None)
+            for (exp, variant), (n, same, total, numeric) in self.shadow.items()
+            if exp == experiment
+        }
 
     def of(self, experiment: str) -> dict[str, tuple[int, int]]:
         """This instance's (requests, errors) per variant of the experiment."""

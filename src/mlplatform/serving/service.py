@@ -178,6 +178,10 @@ class ServingService:
         variant = route.pick(key(route))
         return self.registry.variant_entry(model, variant), (route.experiment, variant.name), route
 
+    def shadow_agreement(self, experiment: str) -> dict[str, tuple[int, int, float | None]]:
+        """This instance's (rows compared, agreed, mean |difference|) per shadow variant."""
+        return self.metrics.experiments.agreement(experiment)
+
     def experiment_counts(self, experiment: str) -> dict[str, tuple[int, int]]:
         """This instance's (requests, errors) per variant of the experiment."""
         return self.metrics.experiments.of(experiment)
@@ -189,8 +193,10 @@ class ServingService:
         entry: VersionEntry,
         matrix: np.ndarray,
         request_id: str | None,
+        primary: np.ndarray,
     ) -> None:
-        """Queue the request for the shadow after the answer: never waits, drops (and counts) when full."""
+        """Queue the request for the shadow after the answer: never waits, drops (and counts) when full.
+        `primary` is what the answer said, to count how often the shadow agrees."""
         if route is None or route.shadow is None or not route.mirrored(key):
             return
         shadow = route.shadow
@@ -198,7 +204,7 @@ class ServingService:
             target = self.registry.variant_entry(entry.name, shadow)
         except NotFound:
             return
-        self.shadows.submit(ShadowJob(target, (route.experiment, shadow.name), matrix, request_id))
+        self.shadows.submit(ShadowJob(target, (route.experiment, shadow.name), matrix, request_id, primary))
 
     async def run_shadow(self, job: ShadowJob) -> None:
         """One mirrored request on the shadow version: logged and counted under its variant, never raised."""
@@ -214,6 +220,7 @@ class ServingService:
             return
         latency_ms = (time.perf_counter() - started) * 1000
         self.metrics.experiments.observe(job.arm, latency_ms, count=len(job.matrix))
+        self.metrics.experiments.compare(job.arm, job.primary, raw.values)
         self._log_block(job.entry, new_block(), job.matrix, raw, job.request_id, latency_ms, job.arm)
 
     # --- single predictions -----------------------------------------------------------------------------
@@ -241,7 +248,8 @@ class ServingService:
             if key is not None:
                 await self.predictions.put(key, answer, answer["confidence"])
             if route is not None and route.shadow is not None:
-                self._mirror(route, sticky_key(route, request, header), entry, matrix, request.request_id)
+                key = sticky_key(route, request, header)
+                self._mirror(route, key, entry, matrix, request.request_id, raw.values)
             return self._respond(entry, row, answer, request, started, arm=arm)
         except InvalidInput:
             raise
@@ -384,7 +392,10 @@ class ServingService:
         for first_id, chunk, raw in chunks:
             self._log_block(entry, first_id, chunk, raw, request.request_id, latency_ms, arm)
         if route is not None and route.shadow is not None:
-            self._mirror(route, sticky_key(route, single, header), entry, matrix, request.request_id)
+            answered = np.concatenate([raw.values for _, _, raw in chunks])
+            self._mirror(
+                route, sticky_key(route, single, header), entry, matrix, request.request_id, answered
+            )
         return {
             "model": entry.name,
             "version": entry.id,
@@ -470,7 +481,7 @@ class ServingService:
             self._log_block(entry, new_block(), matrix[begin:end], block, request_id, latency_ms, arm)
         if route is not None and route.shadow is not None:
             key = sticky_key(route, PredictInput(entry.name, [], request_id), header)
-            self._mirror(route, key, entry, matrix, request_id)
+            self._mirror(route, key, entry, matrix, request_id, raw.values)
         return raw
 
 

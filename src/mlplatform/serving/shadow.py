@@ -27,6 +27,7 @@ class ShadowJob:
     arm: tuple[str, str]  # (experiment, the shadow variant's name)
     matrix: np.ndarray
     request_id: str | None
+    primary: np.ndarray  # what the answer said, row by row
 
 
 class ShadowQueue:
