@@ -49,6 +49,7 @@ CHECK_ROWS = 200
 MIN_AGREEMENT = 0.99
 BUSY_LOAD = 1.0  # 1-minute load average above which the box is not quiet enough to trust the numbers
 COUNTERS = (
+    "ml_experiment_shadow_dropped",
     "ml_predictions",
     "ml_predictions_errors",
     "ml_predictions_fallback",
@@ -649,12 +650,11 @@ def measure(
 
 
 def run_load(
-    servers: Sequence[Server], specs: Sequence[ModelSpec], profile: Profile, bodies: Bodies
+    servers: Sequence[Server], specs: Sequence[ModelSpec], profile: Profile, bodies: Bodies, wrk: Wrk
 ) -> list[Measurement]:
     plan = [Scenario(spec, kind, c) for spec in specs for kind in KINDS for c in profile.levels(kind)]
     runs = sum(server.measured[s.kind] == s.kind for s in plan for server in servers)
     results: list[Measurement] = []
-    wrk = Wrk()
     for step, scenario in enumerate(plan):
         spec, kind, c = scenario.spec, scenario.kind, scenario.connections
         for server in servers if step % 2 == 0 else servers[::-1]:  # neither server always goes first
@@ -671,6 +671,96 @@ def run_load(
             )
             console.print(progress + (f"  [red]{m.errors} errors[/]" if m.errors else ""), soft_wrap=True)
     return results
+
+
+# ------------------------------------------------------------------------------------- experiments' cost
+
+EXPERIMENT_SETUPS = ("no experiment", "A/B test 50/50", "shadow 100 %", "no experiment again")
+
+
+def experiment_overhead(
+    server: Mlplatform,
+    spec: ModelSpec,
+    profile: Profile,
+    bodies: Bodies,
+    wrk: Wrk,
+    servers: Sequence[Server],
+) -> list[tuple[str, Measurement, float]]:
+    """Single rows at 8 connections on mlplatform with no experiment, an A/B test between two versions (the
+    same model twice, so only the routing differs), 100 % shadow traffic, and none again (the drift of the
+    box): (setup, measurement, shadow requests dropped)."""
+    admin = {"X-API-Key": server.admin_key}
+    server.register(spec, server.artifacts[spec.key], admin)  # version 2: the same model
+    target = server.target(spec, SINGLE, bodies[(server.key, spec.key, SINGLE)])
+    scenario = Scenario(spec, SINGLE, 8)
+    idle = [other for other in servers if other is not server]
+    url = f"{server.url}/api/ml/experiments"
+    bodies_for = {
+        "A/B test 50/50": {
+            "type": "ab",
+            "variants": [
+                {"name": "a", "version": "1", "weight": 50},
+                {"name": "b", "version": "2", "weight": 50},
+            ],
+        },
+        "shadow 100 %": {
+            "type": "shadow",
+            "variants": [{"name": "live", "version": "1"}, {"name": "shadow", "version": "2", "weight": 100}],
+        },
+    }
+    found = []
+    running: str | None = None
+    for setup in EXPERIMENT_SETUPS:
+        if running is not None:
+            expect(httpx.post(f"{url}/{running}/stop", headers=admin, timeout=30))
+            running = None
+        if setup in bodies_for:
+            body = {"name": setup, "model": spec.name, **bodies_for[setup]}
+            running = expect(httpx.post(url, json=body, headers=admin, timeout=30), 201)["id"]
+        time.sleep(0.5)  # the routing table is refreshed through an event: well under this
+        dropped = server.counters().get("ml_experiment_shadow_dropped", 0.0)
+        wrk.run(target, 8, profile.warmup_seconds)
+        m = measure(wrk, target, server, idle, scenario, profile.seconds)
+        dropped = server.counters().get("ml_experiment_shadow_dropped", 0.0) - dropped
+        found.append((setup, m, dropped))
+        console.print(
+            f"  {spec.key:<8} {setup:<20} {m.requests_per_s:>8,.0f} req/s  p99 {m.latency_ms['p99']:>6.2f} ms"
+            f"  CPU {m.server_cpu_us_per_request:>6,.0f} µs/req"
+        )
+    if running is not None:
+        expect(httpx.post(f"{url}/{running}/stop", headers=admin, timeout=30))
+    return found
+
+
+def overhead_report(found: Sequence[tuple[str, Measurement, float]]) -> Report:
+    base = [m.server_cpu_us_per_request for setup, m, _ in found if setup.startswith("no experiment")]
+    reference = float(np.mean(base)) if base else float("nan")
+    rows = []
+    for setup, m, dropped in found:
+        extra = m.server_cpu_us_per_request / reference - 1
+        target = ""
+        if setup.startswith("A/B"):
+            target = "≤ +5 %" + (" ✓" if extra <= 0.05 else " ✗")
+        rows.append(
+            [
+                setup,
+                f"{m.requests_per_s:,.0f}",
+                f"{m.latency_ms['p99']:.2f}",
+                f"{m.server_cpu_us_per_request:,.0f}",
+                f"{100 * extra:+.1f} %",
+                f"{dropped:,.0f}",
+                target,
+            ]
+        )
+    model = found[0][1].model if found else ""
+    note = (
+        "CPU against the mean of the two runs without an experiment. The shadow's CPU includes its own"
+        " predictions (made after each answer, off the answer's path): about one more model call per request."
+    )
+    columns = ("setup", "req/s", "p99 ms", "CPU µs/req", "CPU vs none", "shadow dropped", "target")
+    return Report(
+        f"Experiments on the predict path — {model}, single row, 8 connections", columns, rows, note
+    )
 
 
 # ---------------------------------------------------------------------------------------------- reporting
@@ -934,11 +1024,13 @@ def publish(
     results: list[Measurement],
     profile: Profile,
     specs: Sequence[ModelSpec],
+    *extra: Report,
 ) -> None:
     reports = [environment_report(env), agreement_report(checks)]
     for spec in specs:
         reports += [scenario_report(results, spec, kind, profile.levels(kind)) for kind in KINDS]
     reports.append(summary_report(results, specs))
+    reports += extra
     for report in reports:
         console.print(to_rich(report))
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -977,14 +1069,15 @@ def bench(args: argparse.Namespace, work: Path) -> None:
         console.print(
             f"measuring: {runs} runs, about {runs * (profile.seconds + profile.warmup_seconds + 1)} s"
         )
-        results = run_load(servers, specs, profile, bodies)
-        for server in servers:
-            if isinstance(server, Mlplatform):
-                env["mlplatform counters at the end"] = server.counters()
+        wrk = Wrk()
+        results = run_load(servers, specs, profile, bodies, wrk)
+        ours = next(server for server in servers if isinstance(server, Mlplatform))
+        overhead = experiment_overhead(ours, specs[0], profile, bodies, wrk, servers)
+        env["mlplatform counters at the end"] = ours.counters()
     env["load average at end"] = load_average()
     steal = [m.steal_percent for m in results]
     env["CPU steal during the runs"] = f"{min(steal):.1f}–{max(steal):.1f} % (mean {np.mean(steal):.1f} %)"
-    publish(env, checks, results, profile, specs)
+    publish(env, checks, results, profile, specs, overhead_report(overhead))
 
 
 def in_work_folder(prefix: str, keep: bool, run: Callable[[Path], None]) -> None:
