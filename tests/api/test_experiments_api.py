@@ -161,6 +161,15 @@ async def test_shadow_traffic_leaves_answers_alone_and_logs_the_shadow(
     assert live["agreement"] is None and shadow["agreement"]["value"] == pytest.approx(expected)
     assert shadow["agreement"]["low"] <= expected <= shadow["agreement"]["high"]
 
+    # labels sent for the answers given label the shadow's predictions too: its accuracy is the delta
+    truth = [{"prediction_id": a["prediction_id"], "actual": a["prediction"]} for a in answers]
+    assert (await client.post("/api/ml/feedback", json=truth)).status_code == 200
+    results = (await client.get(f"/api/ml/experiments/{experiment['id']}/results")).json()
+    live, shadow = results["variants"]
+    assert live["metrics"]["accuracy"]["value"] == 1.0 and shadow["labelled"] == 30
+    assert shadow["metrics"]["accuracy"]["value"] == pytest.approx(expected)
+    assert results["comparisons"][0]["variant"] == "shadow"
+
 
 async def bad(client: httpx.AsyncClient, body: dict[str, Any]) -> str:
     response = await client.post("/api/ml/experiments", json=body)
@@ -398,3 +407,38 @@ async def test_an_alert_on_the_model_rolls_the_canary_back_and_max_duration_stop
     assert "max duration" in (await platform.experiments.supervise(now=later))[0]
     ended = (await client.get(f"/api/ml/experiments/{timed['id']}")).json()
     assert ended["state"] == "stopped" and "max duration" in ended["reason"]
+
+
+async def test_a_stuck_shadow_neither_holds_answers_nor_queues_without_bound(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    client, platform = await make_app(ml={"predictions": {"shadow-queue-size": 5}})
+    X = await two_versions(client, tmp_path)
+    body = {
+        "name": "stuck",
+        "model": "churn",
+        "type": "shadow",
+        "variants": [v("live", "1"), v("shadow", "2", 100)],
+    }
+    experiment = (await client.post("/api/ml/experiments", json=body)).json()
+    gate = asyncio.Event()
+    run = platform.serving.shadows.run
+
+    async def stuck(job: Any) -> None:  # the shadow's worker waits until the gate opens
+        await gate.wait()
+        await run(job)
+
+    platform.serving.shadows.run = stuck
+    answers = [await single(client, "churn", X[i]) for i in range(20)]  # every answer while it is stuck
+    assert {a["variant"] for a in answers} == {"live"}
+    text = (await client.get("/actuator/prometheus")).text
+    dropped = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("ml_experiment_shadow_dropped_total{") and experiment["id"] in line
+    )
+    assert dropped >= 20 - 5 - 1  # five wait in the queue, one in the stuck worker
+    gate.set()
+    await platform.serving.shadows.join()
+    logs = await logged(client, "churn", 20 + 20 - int(dropped))
+    assert len([e for e in logs if e["variant"] == "shadow"]) == 20 - dropped

@@ -212,7 +212,8 @@ class ExperimentService:
         """Each variant's data since the experiment (or `since`) began."""
         counts = self.serving.experiment_counts(experiment.id)
         agreement = self.serving.shadow_agreement(experiment.id)
-        arms = []
+        arms: list[ArmInput] = []
+        labels: dict[str, Any] = {}  # a shadow's labels are those of the answers it was mirrored from
         for variant in experiment.variants:
             data = await self.monitoring.arm(
                 model=experiment.model,
@@ -223,6 +224,16 @@ class ExperimentService:
                 end=experiment.ended_at,
             )
             requests, errors = counts.get(variant.name, (0, 0))
+            predicted, actual = list(data.labelled.predicted), list(data.labelled.actual)
+            if experiment.type == "shadow" and arms:
+                pairs = [
+                    (value, labels[request])
+                    for value, request in zip(data.recent, data.recent_requests, strict=True)
+                    if request in labels
+                ]
+                predicted, actual = [p for p, _ in pairs], [a for _, a in pairs]
+            else:
+                labels = dict(zip(data.labelled.prediction_ids, data.labelled.actual, strict=True))
             arms.append(
                 ArmInput(
                     variant=variant,
@@ -230,8 +241,8 @@ class ExperimentService:
                     errors=errors,
                     latencies=data.latencies,
                     recent=data.recent,
-                    predicted=list(data.labelled.predicted),
-                    actual=list(data.labelled.actual),
+                    predicted=predicted,
+                    actual=actual,
                     shadow=agreement.get(variant.name) if experiment.type == "shadow" else None,
                 )
             )

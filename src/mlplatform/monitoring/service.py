@@ -64,6 +64,7 @@ class ArmData:
     predictions: int
     latencies: list[float]  # ms, per request (a batch counts once), the newest
     recent: list[Any]  # the newest predicted values
+    recent_requests: list[str | None]  # and the request_id each was logged with
     labelled: LabelledPredictions
 
 
@@ -313,7 +314,8 @@ class MonitoringService:
         labelled = await self.store.labelled(
             model=model, version=version_id, start=start, end=end, limit=MAX_LABELLED
         )
-        return ArmData(count, latencies, [entry.prediction for entry in logged], labelled)
+        values, requests = [e.prediction for e in logged], [e.request_id for e in logged]
+        return ArmData(count, latencies, values, requests, labelled)
 
     # --- drift: reference samples ------------------------------------------------------------------------
 

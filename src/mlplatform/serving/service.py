@@ -247,10 +247,11 @@ class ServingService:
             answer = first_answer(raw, entry.description.classes)
             if key is not None:
                 await self.predictions.put(key, answer, answer["confidence"])
-            if route is not None and route.shadow is not None:
-                key = sticky_key(route, request, header)
-                self._mirror(route, key, entry, matrix, request.request_id, raw.values)
-            return self._respond(entry, row, answer, request, started, arm=arm)
+            answered = self._respond(entry, row, answer, request, started, arm=arm)
+            if route is not None and route.shadow is not None:  # logged with the answer's id: its labels
+                sticky = sticky_key(route, request, header)  # pair the shadow's prediction with them
+                self._mirror(route, sticky, entry, matrix, answered["prediction_id"], raw.values)
+            return answered
         except InvalidInput:
             raise
         except Exception:

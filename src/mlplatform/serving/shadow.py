@@ -26,6 +26,8 @@ class ShadowJob:
     entry: VersionEntry  # the shadow version
     arm: tuple[str, str]  # (experiment, the shadow variant's name)
     matrix: np.ndarray
+    # what the shadow's log carries as request_id: for a single prediction the id of the answer given (so
+    # the feedback on that answer labels the shadow's too), for a batch the request's own id
     request_id: str | None
     primary: np.ndarray  # what the answer said, row by row
 
