@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, status
 
 from mlplatform.api.body import ContractRoute
 from mlplatform.api.deps import PlatformDep, require
+from mlplatform.api.openapi import errors
 from mlplatform.auth.schemas import Permission, Principal
 from mlplatform.bounds import Offset
 from mlplatform.experiments.schemas import (
@@ -29,7 +30,7 @@ def actor(principal: Principal) -> str:
     return f"{principal.owner} ({principal.key_id})"
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=errors(409))
 async def create_experiment(
     body: ExperimentCreate, platform: PlatformDep, principal: Writer
 ) -> ExperimentRead:
@@ -60,7 +61,7 @@ async def experiment_results(experiment_id: str, platform: PlatformDep, _: Reade
     return await platform.experiments.results(experiment_id)
 
 
-@router.post("/{experiment_id}/promote")
+@router.post("/{experiment_id}/promote", responses=errors(409))
 async def promote_experiment(
     experiment_id: str, body: PromoteRequest, platform: PlatformDep, principal: Writer
 ) -> ExperimentRead:
@@ -68,7 +69,7 @@ async def promote_experiment(
     return await platform.experiments.promote(experiment_id, variant=body.variant, actor=actor(principal))
 
 
-@router.post("/{experiment_id}/stop")
+@router.post("/{experiment_id}/stop", responses=errors(409))
 async def stop_experiment(experiment_id: str, platform: PlatformDep, principal: Writer) -> ExperimentRead:
     """End the experiment; traffic goes back to the model's default version."""
     return await platform.experiments.stop(experiment_id, actor=actor(principal))

@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from mlplatform.api.body import ContractRoute, loads, validate
 from mlplatform.api.deps import PlatformDep, require
+from mlplatform.api.openapi import errors
 from mlplatform.auth.schemas import Permission, Principal
 from mlplatform.bounds import Offset, VersionNumber
 from mlplatform.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
@@ -146,7 +147,7 @@ async def reference(name: str, version: VersionNumber, platform: PlatformDep, _:
     return await platform.monitoring.reference(model=name, version=version)
 
 
-@router.post("/models/{name}/drift-check", response_model=DriftReportRead)
+@router.post("/models/{name}/drift-check", response_model=DriftReportRead, responses=errors(409))
 async def drift_check(
     name: str,
     platform: PlatformDep,
