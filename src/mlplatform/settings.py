@@ -97,6 +97,12 @@ class JobsSettings(Section):
     allow_insecure: bool = Field(
         False, description="outside development, allow a plain tcp:// scheduler that is not on loopback"
     )
+    distributed_threshold_rows: int = Field(
+        5_000_000,
+        ge=1,
+        description="XGBoost and LightGBM jobs on a Parquet dataset past this many rows train across every "
+        "worker (xgboost.dask / lightgbm.dask), unless the job says `distributed`",
+    )
 
     @property
     def exposed(self) -> bool:

@@ -22,6 +22,7 @@ from mlplatform.registry.service import RegistryService, Upload
 from mlplatform.settings import StorageSettings
 from mlplatform.stores.jobs import DaskEngine
 from mlplatform.training.algorithms import ALGORITHMS, parameter_problems
+from mlplatform.training.distributed import wants_distributed
 from mlplatform.training.schemas import (
     JobProgress,
     JobState,
@@ -134,6 +135,13 @@ class TrainingService:
             validation=request.validation,
             parent=parent,
             tags=request.tags,
+            distributed=wants_distributed(
+                request.distributed,
+                algorithm=request.algorithm,
+                dataset_format=dataset.format,
+                rows=dataset.rows,
+                threshold=self.engine.settings.distributed_threshold_rows,
+            ),
             state="queued",
             created_at=utcnow(),
             created_by=actor,
@@ -186,6 +194,7 @@ class TrainingService:
             "algorithm": job.algorithm,
             "hyperparameters": job.hyperparameters,
             "validation_fraction": job.validation.fraction,
+            "distributed": bool(job.distributed),
             "progress_name": f"mlplatform-progress-{job.id}",
             "cancel_name": f"mlplatform-cancel-{job.id}",
         }

@@ -19,6 +19,7 @@ from mlplatform.formats.base import Task
 from mlplatform.settings import StorageSettings
 from mlplatform.stores.artifacts import create_artifact_store
 from mlplatform.training.algorithms import ALGORITHMS
+from mlplatform.training.distributed import run_distributed
 from mlplatform.training.fitting import evaluate, fit
 from mlplatform.training.progress import JobCancelled, Reporter
 
@@ -44,6 +45,8 @@ def read_table(spec: dict[str, Any]) -> Any:
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     from sklearn.model_selection import train_test_split
 
+    if spec.get("distributed"):
+        return run_distributed(spec)
     reporter = Reporter(spec["progress_name"], spec["cancel_name"])
     task = Task(spec["task"])
     frame = read_table(spec)

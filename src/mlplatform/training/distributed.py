@@ -1,0 +1,312 @@
+"""XGBoost and LightGBM across every Dask worker (`xgboost.dask`, `lightgbm.dask`), reading Parquet in place.
+
+`run_distributed(spec)` runs inside the job's own Dask task: it secedes (`worker_client`), has the workers
+read the dataset's Parquet row groups straight from storage (pyarrow's S3 or local filesystem: the data never
+passes through the API process nor this task), holds out a random share of each partition for validation,
+trains with the library's Dask estimator and returns what `worker.run_job` returns. Progress is reported by
+one training worker; a cancel is agreed by all of them (a worker that stopped alone would leave the others
+waiting on the collective), so a cancelled job stops within a round or two.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import numpy as np
+
+from mlplatform.errors import InvalidInput
+from mlplatform.formats.base import Task
+from mlplatform.training.algorithms import ALGORITHMS, estimator_class
+from mlplatform.training.fitting import evaluate
+from mlplatform.training.progress import JobCancelled, Reporter
+
+LIBRARIES = frozenset({"xgboost", "lightgbm"})
+EVALUATION_ROWS = 200_000  # validation metrics on a random sample of at most this many held-out rows
+LABEL = "__mlplatform_label__"
+
+
+def wants_distributed(
+    asked: bool | None, *, algorithm: str, dataset_format: str, rows: int, threshold: int
+) -> bool:
+    """Whether a job trains across the workers: when asked, or (`asked` None) past `threshold` rows for the
+    boosting libraries on Parquet. Asking for it where it cannot run is refused, naming `distributed`."""
+    library = ALGORITHMS[algorithm].library
+    if asked is None:
+        return library in LIBRARIES and dataset_format == "parquet" and rows > threshold
+    if asked and library not in LIBRARIES:
+        problem = f"{algorithm} trains on one worker; distributed training is for xgboost and lightgbm"
+        raise InvalidInput(f"distributed: {problem}", details=[{"field": "distributed", "problem": problem}])
+    if asked and dataset_format != "parquet":
+        problem = (
+            "distributed training has each worker read its own Parquet row groups; this dataset is "
+            f"{dataset_format}: upload it as Parquet"
+        )
+        raise InvalidInput(f"distributed: {problem}", details=[{"field": "distributed", "problem": problem}])
+    return asked
+
+
+# --- reading ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """Rows [start, stop) of one Parquet row group: one partition of the Dask DataFrame."""
+
+    row_group: int
+    start: int
+    stop: int
+
+
+def filesystem(storage: dict[str, Any], key: str) -> tuple[Any, str]:
+    """A pyarrow filesystem for the artifact store's URL (same `s3://bucket/prefix?endpoint=&region=` form)
+    and the path of `key` on it."""
+    import pyarrow.fs as pafs
+
+    parts = urlsplit(storage["url"])
+    if parts.scheme == "file":
+        root = Path(storage["url"].removeprefix("file://")).resolve()
+        return pafs.LocalFileSystem(), str(root / key)
+    options = dict(parse_qsl(parts.query))
+    endpoint = options.get("endpoint") or None
+    scheme = "https"
+    if endpoint and "://" in endpoint:
+        scheme, _, endpoint = endpoint.partition("://")
+    s3 = pafs.S3FileSystem(
+        access_key=storage.get("access_key_id"),
+        secret_key=storage.get("secret_access_key"),
+        region=options.get("region") or None,
+        endpoint_override=endpoint,
+        scheme=scheme,
+        connect_timeout=2,
+        request_timeout=float(options.get("timeout") or 30),
+    )
+    prefix = parts.path.strip("/")
+    return s3, "/".join(p for p in (parts.netloc, prefix, key) if p)
+
+
+def plan_parts(row_groups: list[int], workers: int) -> list[Part]:
+    """One partition per row group; row groups are sliced when there are fewer of them than workers (each
+    slice then reads its whole group: datasets meant for several workers are best written in many groups)."""
+    slices = max(1, math.ceil(workers / max(len(row_groups), 1)))
+    parts: list[Part] = []
+    for group, rows in enumerate(row_groups):
+        step = max(1, math.ceil(rows / slices))
+        parts.extend(Part(group, start, min(start + step, rows)) for start in range(0, rows, step))
+    return parts
+
+
+def read_part(part: Part, spec: dict[str, Any]) -> Any:
+    """One partition, read on the worker that runs it: features as float64, the target as stored."""
+    import pyarrow.parquet as pq
+
+    fs, path = filesystem(spec["storage"], spec["dataset_key"])
+    with fs.open_input_file(path) as source:
+        columns = [*spec["features"], spec["target"]]
+        table = pq.ParquetFile(source).read_row_group(part.row_group, columns=columns)
+    frame = table.slice(part.start, part.stop - part.start).to_pandas()
+    frame[spec["features"]] = frame[spec["features"]].astype(np.float64)
+    return frame
+
+
+def distinct(column: Any) -> Any:
+    """A partition's distinct labels (combined here rather than with `unique()`, which shuffles)."""
+    return column.dropna().drop_duplicates()
+
+
+def encode_labels(frame: Any, target: str, classes: list[Any]) -> Any:
+    frame = frame[frame[target].notna()]
+    if classes:
+        codes = np.searchsorted(np.asarray(classes, dtype=object), frame[target].to_numpy(dtype=object))
+        return frame.assign(**{LABEL: codes.astype(np.int64)})
+    return frame.assign(**{LABEL: frame[target].to_numpy(dtype=np.float64)})
+
+
+# --- running ------------------------------------------------------------------------------------------------
+
+
+def run_distributed(spec: dict[str, Any]) -> dict[str, Any]:
+    import dask.dataframe
+    import distributed
+    import pyarrow.parquet as pq
+
+    dd: Any = dask.dataframe  # untyped library
+    dist: Any = distributed
+
+    reporter = Reporter(spec["progress_name"], spec["cancel_name"])
+    task = Task(spec["task"])
+    fs, path = filesystem(spec["storage"], spec["dataset_key"])
+    with fs.open_input_file(path) as source:
+        metadata = pq.ParquetFile(source).metadata
+    sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+    with distributed.worker_client() as client:
+        workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+        meta = read_part(Part(0, 0, 0), spec)
+        frame = dd.from_map(read_part, plan_parts(sizes, len(workers)), spec=spec, meta=meta)
+        classes: list[Any] = []
+        if task is Task.CLASSIFICATION:
+            found = client.compute(frame[spec["target"]].map_partitions(distinct, meta=meta[spec["target"]]))
+            classes = sorted(found.result().unique().tolist())
+            if len(classes) < 2:
+                raise ValueError(f"target {spec['target']!r} has a single class: nothing to learn")
+        labelled = frame.map_partitions(encode_labels, spec["target"], classes)
+        fraction = float(spec["validation_fraction"])
+        train, valid = labelled.random_split([1 - fraction, fraction], random_state=spec.get("seed", 0))
+        train, valid = client.persist([train, valid])
+        dist.wait([train, valid])
+        holding = sorted({w for ws in client.who_has(train).values() for w in ws})
+        # Arrays, not frames: the saved model then takes unnamed columns, exactly as a single-worker one does.
+        X_train, y_train, X_valid, y_valid = (
+            part.to_dask_array(lengths=True)
+            for part in (train[spec["features"]], train[LABEL], valid[spec["features"]], valid[LABEL])
+        )
+        try:
+            model = _fit(spec, task, reporter, client, holding, (X_train, y_train, X_valid, y_valid))
+        except JobCancelled:
+            return {"status": "cancelled", "worker": reporter.worker}
+        except Exception as exc:
+            if reporter.cancel_asked() or _cancelled(reporter):
+                return {"status": "cancelled", "worker": reporter.worker}
+            raise _clearer(exc, sizes, spec) from exc
+        if reporter.cancel_asked():
+            return {"status": "cancelled", "worker": reporter.worker}
+        filename, artifact, local = _save(spec, task, model)
+        rows = int(valid.shape[0].compute())
+        sample = valid.sample(frac=min(1.0, EVALUATION_ROWS / max(rows, 1)), random_state=0)
+        held_out = client.compute(sample).result()
+    metrics = evaluate(local, task, held_out[spec["features"]].to_numpy(), held_out[LABEL].to_numpy(), None)
+    return {
+        "status": "succeeded",
+        "worker": reporter.worker,
+        "workers": holding,
+        "artifact": artifact,
+        "filename": filename,
+        "metrics": metrics,
+        "classes": classes or None,
+    }
+
+
+def _cancelled(reporter: Reporter) -> bool:
+    return bool(reporter.event.is_set())
+
+
+def _clearer(exc: Exception, sizes: list[int], spec: dict[str, Any]) -> Exception:
+    """A worker killed for its memory limit surfaces as KilledWorker: say what it means for this job."""
+    import distributed
+
+    if isinstance(exc, distributed.KilledWorker):
+        columns = len(spec["features"]) + 1
+        return MemoryError(
+            f"a Dask worker died holding its share of the dataset ({sum(sizes):,} rows × {columns} columns, "
+            f"{len(sizes)} row groups), most likely past its memory limit: add workers or give them more "
+            f"memory ({exc})"
+        )
+    return exc
+
+
+def _fit(
+    spec: dict[str, Any],
+    task: Task,
+    reporter: Reporter,
+    client: Any,
+    workers: list[str],
+    data: tuple[Any, Any, Any, Any],
+) -> Any:
+    params = dict(spec["hyperparameters"])
+    total = int(params.get("n_estimators") or 100)
+    name = estimator_class(spec["algorithm"], task).__name__  # XGBClassifier → xgboost.dask.DaskXGBClassifier
+    X_train, y_train, X_valid, y_valid = data
+    library = ALGORITHMS[spec["algorithm"]].library
+    if library == "xgboost":
+        import xgboost.dask
+
+        estimator = getattr(xgboost.dask, f"Dask{name}")
+        callback = _xgboost_progress(spec, total)
+        model = estimator(**params, callbacks=[callback])
+        model.client = client
+        model.fit(X_train, y_train, eval_set=[(X_valid, y_valid)], verbose=False)
+        return model
+    import lightgbm.dask
+
+    estimator = getattr(lightgbm.dask, f"Dask{name}")
+    params.setdefault("verbose", -1)
+    model = estimator(client=client, **params)
+    progress = _lightgbm_progress(spec, total, workers[0])
+    evaluation: dict[str, Any]
+    if "eval_X" in inspect.signature(model.fit).parameters:  # lightgbm >= 4.7 deprecates eval_set
+        evaluation = {"eval_X": (X_valid,), "eval_y": (y_valid,)}
+    else:
+        evaluation = {"eval_set": [(X_valid, y_valid)]}
+    model.fit(X_train, y_train, callbacks=[progress], **evaluation)
+    return model
+
+
+def _xgboost_progress(spec: dict[str, Any], total: int) -> Any:
+    """Rank 0 reports; every rank stops on the same round, agreed with an allreduce of the cancel flag."""
+    import xgboost
+    from xgboost import collective
+
+    class Progress(xgboost.callback.TrainingCallback):
+        def __init__(self) -> None:
+            self.reporter: Reporter | None = None
+
+        def before_training(self, model: Any) -> Any:
+            self.reporter = Reporter(spec["progress_name"], spec["cancel_name"])
+            return model
+
+        def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
+            assert self.reporter is not None
+            if collective.get_rank() == 0:
+                name, value = None, None
+                for data in evals_log.values():
+                    for metric_name, values in data.items():
+                        name, value = metric_name, float(values[-1])
+                self.reporter.update(epoch + 1, total, "round", name, value)
+            asked = np.array([1.0 if self.reporter.cancel_asked() else 0.0])
+            return bool(collective.allreduce(asked, collective.Op.MAX)[0] > 0)
+
+    return Progress()
+
+
+def _lightgbm_progress(spec: dict[str, Any], total: int, reporting: str) -> Any:
+    """One worker reports; any worker that sees the cancel stops, and its peers' next socket read fails at
+    once (connection reset), so the whole fit ends within a round and the job is then found cancelled."""
+    state: dict[str, Any] = {}
+
+    def progress(env: Any) -> None:
+        import distributed
+
+        if not state:
+            state["reporter"] = Reporter(spec["progress_name"], spec["cancel_name"])
+            state["lead"] = distributed.get_worker().address == reporting
+        reporter: Reporter = state["reporter"]
+        if state["lead"]:
+            name, value = None, None
+            if env.evaluation_result_list:
+                _, name, value, _ = env.evaluation_result_list[0][:4]
+            reporter.update(env.iteration + 1, total, "round", name, value)
+        if reporter.cancel_asked():
+            raise JobCancelled
+
+    return progress
+
+
+def _save(spec: dict[str, Any], task: Task, model: Any) -> tuple[str, bytes, Any]:
+    """The model in the single-worker formats (XGBoost UBJ, LightGBM text), and a local copy to evaluate."""
+    library = ALGORITHMS[spec["algorithm"]].library
+    with tempfile.TemporaryDirectory(prefix="mlplatform-train-") as folder:
+        if library == "xgboost":
+            path = Path(folder) / "model.ubj"
+            model.get_booster().save_model(str(path))
+            local = estimator_class(spec["algorithm"], task)()
+            local.load_model(bytearray(path.read_bytes()))
+        else:
+            path = Path(folder) / "model.txt"
+            model.booster_.save_model(str(path))
+            local = model.to_local()
+        return path.name, path.read_bytes(), local
