@@ -147,7 +147,13 @@ def run_distributed(spec: dict[str, Any]) -> dict[str, Any]:
     with distributed.worker_client() as client:
         workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
         meta = read_part(Part(0, 0, 0), spec)
-        frame = dd.from_map(read_part, plan_parts(sizes, len(workers)), spec=spec, meta=meta)
+        # Placed round-robin (the scheduler alone may put a few partitions all on one worker), and every
+        # later step of a partition runs where it was read.
+        reads = [
+            client.submit(read_part, part, spec, workers=[workers[i % len(workers)]], pure=False)
+            for i, part in enumerate(plan_parts(sizes, len(workers)))
+        ]
+        frame = dd.from_delayed(reads, meta=meta, verify_meta=False)
         classes: list[Any] = []
         if task is Task.CLASSIFICATION:
             found = client.compute(frame[spec["target"]].map_partitions(distinct, meta=meta[spec["target"]]))
