@@ -27,6 +27,11 @@ from mlplatform.training.fitting import evaluate
 from mlplatform.training.progress import JobCancelled, Reporter
 
 LIBRARIES = frozenset({"xgboost", "lightgbm"})
+# Worker memory a job needs: its float64 columns, plus the library's own (quantised) copy and the transient
+# copies made while reading a partition. It may use this share of each worker's memory limit, less what the
+# worker already holds (Dask pauses a worker at 80 % and restarts it at 95 %).
+MEMORY_FACTOR = 1.1
+MEMORY_SHARE = 0.85
 EVALUATION_ROWS = 200_000  # validation metrics on a random sample of at most this many held-out rows
 LABEL = "__mlplatform_label__"
 
@@ -90,6 +95,25 @@ def filesystem(storage: dict[str, Any], key: str) -> tuple[Any, str]:
     return s3, "/".join(p for p in (parts.netloc, prefix, key) if p)
 
 
+def memory_problem(rows: int, columns: int, workers: dict[str, Any]) -> str | None:
+    """Why the workers (the scheduler's `workers` info) cannot hold the dataset, if they cannot: said before
+    any of them is loaded past its limit and restarted. Workers without a memory limit are not checked."""
+    limits = [w.get("memory_limit") or 0 for w in workers.values()]
+    if not limits or not all(limits):
+        return None
+    needed = rows * columns * 8 * MEMORY_FACTOR
+    used = sum(int((w.get("metrics") or {}).get("memory") or 0) for w in workers.values())
+    available = sum(limits) * MEMORY_SHARE - used
+    if needed <= available:
+        return None
+    return (
+        f"the dataset needs about {needed / 1e9:.2f} GB of worker memory ({rows:,} rows × {columns} columns "
+        f"as float64, plus the library's working copy) but the {len(limits)} Dask worker(s) can hold about "
+        f"{max(available, 0) / 1e9:.2f} GB ({MEMORY_SHARE:.0%} of their memory limits, less what they "
+        "already use): add workers or give them more memory"
+    )
+
+
 def plan_parts(row_groups: list[int], workers: int) -> list[Part]:
     """One partition per row group; row groups are sliced when there are fewer of them than workers (each
     slice then reads its whole group: datasets meant for several workers are best written in many groups)."""
@@ -145,7 +169,11 @@ def run_distributed(spec: dict[str, Any]) -> dict[str, Any]:
         metadata = pq.ParquetFile(source).metadata
     sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
     with distributed.worker_client() as client:
-        workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+        info = client.scheduler_info(n_workers=-1)["workers"]
+        problem = memory_problem(sum(sizes), len(spec["features"]) + 1, info)
+        if problem:
+            raise MemoryError(problem)
+        workers = sorted(info)
         meta = read_part(Part(0, 0, 0), spec)
         # Placed round-robin (the scheduler alone may put a few partitions all on one worker), and every
         # later step of a partition runs where it was read.
