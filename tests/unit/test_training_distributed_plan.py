@@ -54,12 +54,12 @@ def workers(*limits: int, used: int = 0) -> dict[str, dict[str, object]]:
 def test_a_dataset_past_what_the_workers_can_hold_is_refused_saying_so() -> None:
     rows, columns = 1_000_000, 31  # 248 MB as float64, 273 MB with the library's copy
     assert memory_problem(rows, columns, workers(1_000_000_000)) is None
-    problem = memory_problem(rows, columns, workers(300_000_000, used=100_000_000))
+    problem = memory_problem(rows, columns, workers(400_000_000, used=100_000_000))
     assert problem is not None
     assert "1,000,000 rows × 31 columns" in problem and "1 Dask worker(s)" in problem
     assert "add workers or give them more memory" in problem
     # Two such workers hold it between them.
-    assert memory_problem(rows, columns, workers(300_000_000, 300_000_000, used=100_000_000)) is None
+    assert memory_problem(rows, columns, workers(400_000_000, 400_000_000, used=100_000_000)) is None
 
 
 def test_workers_without_a_memory_limit_are_not_checked() -> None:

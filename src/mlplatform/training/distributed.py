@@ -27,11 +27,11 @@ from mlplatform.training.fitting import evaluate
 from mlplatform.training.progress import JobCancelled, Reporter
 
 LIBRARIES = frozenset({"xgboost", "lightgbm"})
-# Worker memory a job needs: its float64 columns, plus the library's own (quantised) copy and the transient
-# copies made while reading a partition. It may use this share of each worker's memory limit, less what the
-# worker already holds (Dask pauses a worker at 80 % and restarts it at 95 %).
+# Worker memory a job needs: its float64 columns, plus the library's own (quantised) copy. It may use this
+# share of each worker's memory limit, less what the worker already holds: Dask pauses a worker at 80 % (and
+# restarts it at 95 %), and reading a partition needs a few copies of it for a moment.
 MEMORY_FACTOR = 1.1
-MEMORY_SHARE = 0.85
+MEMORY_SHARE = 0.75
 EVALUATION_ROWS = 200_000  # validation metrics on a random sample of at most this many held-out rows
 LABEL = "__mlplatform_label__"
 
@@ -155,14 +155,11 @@ def encode_labels(frame: Any, target: str, classes: list[Any]) -> Any:
 
 
 def run_distributed(spec: dict[str, Any]) -> dict[str, Any]:
-    import dask.dataframe
     import distributed
     import pyarrow.parquet as pq
 
-    dd: Any = dask.dataframe  # untyped library
-    dist: Any = distributed
-
     reporter = Reporter(spec["progress_name"], spec["cancel_name"])
+    cancelled = {"status": "cancelled", "worker": reporter.worker}
     task = Task(spec["task"])
     fs, path = filesystem(spec["storage"], spec["dataset_key"])
     with fs.open_input_file(path) as source:
@@ -173,56 +170,79 @@ def run_distributed(spec: dict[str, Any]) -> dict[str, Any]:
         problem = memory_problem(sum(sizes), len(spec["features"]) + 1, info)
         if problem:
             raise MemoryError(problem)
-        workers = sorted(info)
-        meta = read_part(Part(0, 0, 0), spec)
-        # Placed round-robin (the scheduler alone may put a few partitions all on one worker), and every
-        # later step of a partition runs where it was read.
-        reads = [
-            client.submit(read_part, part, spec, workers=[workers[i % len(workers)]], pure=False)
-            for i, part in enumerate(plan_parts(sizes, len(workers)))
-        ]
-        frame = dd.from_delayed(reads, meta=meta, verify_meta=False)
-        classes: list[Any] = []
-        if task is Task.CLASSIFICATION:
-            found = client.compute(frame[spec["target"]].map_partitions(distinct, meta=meta[spec["target"]]))
-            classes = sorted(found.result().unique().tolist())
-            if len(classes) < 2:
-                raise ValueError(f"target {spec['target']!r} has a single class: nothing to learn")
-        labelled = frame.map_partitions(encode_labels, spec["target"], classes)
-        fraction = float(spec["validation_fraction"])
-        train, valid = labelled.random_split([1 - fraction, fraction], random_state=spec.get("seed", 0))
-        train, valid = client.persist([train, valid])
-        dist.wait([train, valid])
-        holding = sorted({w for ws in client.who_has(train).values() for w in ws})
-        # Arrays, not frames: the saved model then takes unnamed columns, exactly as a single-worker one does.
-        X_train, y_train, X_valid, y_valid = (
-            part.to_dask_array(lengths=True)
-            for part in (train[spec["features"]], train[LABEL], valid[spec["features"]], valid[LABEL])
-        )
+        arrays, classes = _load(client, spec, task, sizes, sorted(info))
+        if reporter.cancel_asked():
+            return cancelled
+        holding = sorted({w for ws in client.who_has(arrays[0]).values() for w in ws})
         try:
-            model = _fit(spec, task, reporter, client, holding, (X_train, y_train, X_valid, y_valid))
+            model = _fit(spec, task, reporter, client, holding, arrays)
         except JobCancelled:
-            return {"status": "cancelled", "worker": reporter.worker}
+            return cancelled
         except Exception as exc:
             if reporter.cancel_asked() or _cancelled(reporter):
-                return {"status": "cancelled", "worker": reporter.worker}
+                return cancelled
             raise _clearer(exc, sizes, spec) from exc
         if reporter.cancel_asked():
-            return {"status": "cancelled", "worker": reporter.worker}
+            return cancelled
         filename, artifact, local = _save(spec, task, model)
-        rows = int(valid.shape[0].compute())
-        sample = valid.sample(frac=min(1.0, EVALUATION_ROWS / max(rows, 1)), random_state=0)
-        held_out = client.compute(sample).result()
-    metrics = evaluate(local, task, held_out[spec["features"]].to_numpy(), held_out[LABEL].to_numpy(), None)
+        X_eval, y_eval = _evaluation_sample(client, arrays[2], arrays[3], spec.get("seed", 0))
     return {
         "status": "succeeded",
         "worker": reporter.worker,
         "workers": holding,
         "artifact": artifact,
         "filename": filename,
-        "metrics": metrics,
+        "metrics": evaluate(local, task, X_eval, y_eval, None),
         "classes": classes or None,
     }
+
+
+def _load(
+    client: Any, spec: dict[str, Any], task: Task, sizes: list[int], workers: list[str]
+) -> tuple[tuple[Any, Any, Any, Any], list[Any]]:
+    """X and y for training and validation as Dask arrays persisted on the workers (the only copy held: the
+    partitions as read are released on return), and the class labels of a classification."""
+    import dask.dataframe
+    import distributed
+
+    dd: Any = dask.dataframe  # untyped libraries
+    dist: Any = distributed
+    meta = read_part(Part(0, 0, 0), spec)
+    # Placed round-robin (the scheduler alone may put a few partitions all on one worker); every later step
+    # of a partition runs where it was read.
+    reads = [
+        client.submit(read_part, part, spec, workers=[workers[i % len(workers)]], pure=False)
+        for i, part in enumerate(plan_parts(sizes, len(workers)))
+    ]
+    frame = dd.from_delayed(reads, meta=meta, verify_meta=False)
+    target = spec["target"]
+    classes: list[Any] = []
+    if task is Task.CLASSIFICATION:
+        found = client.compute(frame[target].map_partitions(distinct, meta=meta[target]))
+        classes = sorted(found.result().unique().tolist())
+        if len(classes) < 2:
+            raise ValueError(f"target {target!r} has a single class: nothing to learn")
+    labelled = frame.map_partitions(encode_labels, target, classes)
+    fraction = float(spec["validation_fraction"])
+    train, valid = labelled.random_split([1 - fraction, fraction], random_state=spec.get("seed", 0))
+    # Arrays, not frames: the saved model then takes unnamed columns, exactly as a single-worker one does.
+    features = spec["features"]
+    parts = (train[features], train[LABEL], valid[features], valid[LABEL])
+    X_train, y_train, X_valid, y_valid = client.persist([part.to_dask_array() for part in parts])
+    dist.wait([X_train, y_train, X_valid, y_valid])
+    for array in (X_train, y_train, X_valid, y_valid):
+        array.compute_chunk_sizes()
+    return (X_train, y_train, X_valid, y_valid), classes
+
+
+def _evaluation_sample(client: Any, X: Any, y: Any, seed: int) -> tuple[Any, Any]:
+    """At most EVALUATION_ROWS held-out rows, picked at random, brought to this task."""
+    rows = int(X.shape[0])
+    if rows > EVALUATION_ROWS:
+        index = np.sort(np.random.default_rng(seed).choice(rows, EVALUATION_ROWS, replace=False))
+        X, y = X[index], y[index]
+    X_eval, y_eval = client.gather(client.compute([X, y]))
+    return X_eval, y_eval
 
 
 def _cancelled(reporter: Reporter) -> bool:
