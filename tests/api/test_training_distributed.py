@@ -119,7 +119,7 @@ async def test_a_big_parquet_dataset_on_s3_trains_with_xgboost_dask_on_both_work
 
     both = set((await task_stream.scheduler.identity(n_workers=-1))["workers"])
     assert len(both) == 2
-    assert await workers_that_ran(task_stream, "read_part") == both  # each worker read row groups from S3
+    assert await workers_that_ran(task_stream, "load_part") == both  # each read its row groups from S3
     # xgboost.dask runs its per-worker training (and DMatrix) tasks through map_worker_partitions' `fn`
     assert await workers_that_ran(task_stream, "fn") == both
 

@@ -52,7 +52,7 @@ def workers(*limits: int, used: int = 0) -> dict[str, dict[str, object]]:
 
 
 def test_a_dataset_past_what_the_workers_can_hold_is_refused_saying_so() -> None:
-    rows, columns = 1_000_000, 31  # 248 MB as float64, 273 MB with the library's copy
+    rows, columns = 1_000_000, 31  # 248 MB as float64, 347 MB while the library builds its matrix
     assert memory_problem(rows, columns, workers(1_000_000_000)) is None
     problem = memory_problem(rows, columns, workers(400_000_000, used=100_000_000))
     assert problem is not None
