@@ -3,9 +3,11 @@
 `run_distributed(spec)` runs inside the job's own Dask task: it secedes (`worker_client`), has the workers
 read the dataset's Parquet row groups straight from storage (pyarrow's S3 or local filesystem: the data never
 passes through the API process nor this task), holds out a random share of each partition for validation,
-trains with the library's Dask estimator and returns what `worker.run_job` returns. Progress is reported by
-one training worker; a cancel is agreed by all of them (a worker that stopped alone would leave the others
-waiting on the collective), so a cancelled job stops within a round or two.
+trains with the library's Dask estimator and returns what `worker.run_job` returns (plus `workers`, those
+that trained). Progress is reported by one training worker. A cancel must stop every worker, or the others
+would wait on the collective: XGBoost's ranks agree on it with an allreduce each round; a LightGBM worker
+that sees it closes its network, which fails its peers at once. Validation metrics are `fitting.evaluate`
+on a random sample of at most EVALUATION_ROWS held-out rows, brought to this task.
 """
 
 from __future__ import annotations
