@@ -66,9 +66,8 @@ class Profile:
 
 
 PROFILES = {
-    # The memory case is the same in both: its Parquet file stays under datasets' 2 GiB upload limit, and
-    # below about 2 GB a worker's own ~0.3 GB (Python, Dask, the libraries) leaves two too little room.
-    "full": Profile("full", 1_000_000, 200_000, 100, 50, 2, 5, 2.5e9, 10_500_000),
+    "full": Profile("full", 1_000_000, 200_000, 100, 50, 2, 5, 3.0e9, 12_500_000),
+    # Below about 2 GB a worker's own ~0.3 GB (Python, Dask, the libraries) leaves two too little room.
     "quick": Profile("quick", 100_000, 20_000, 50, 20, 1, 3, 2.5e9, 10_500_000),
 }
 
@@ -91,6 +90,9 @@ class Server:
             "MLPLATFORM_LOGGING__LEVEL__ROOT": "WARNING",
             "MLPLATFORM_CONFIG_DIR": str(ROOT / "config"),
             "MLPLATFORM_JOBS__SCHEDULER": scheduler,
+            # The memory case uploads a dataset past the default limits (10 M rows, 2 GiB).
+            "MLPLATFORM_SECURITY__LIMITS__MAX_UPLOAD_ROWS": "50000000",
+            "MLPLATFORM_SECURITY__LIMITS__MAX_UPLOAD_SIZE": "8GiB",
         }
         script = str(Path(sys.executable).parent / "mlplatform")
         self.process = ServerProcess(
