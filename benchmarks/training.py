@@ -414,8 +414,9 @@ def bench(args: argparse.Namespace, work: Path) -> None:
         ["profile", profile.name],
         ["cores", str(os.cpu_count())],
         ["load average at end", json.dumps(load_average())],
-        ["first job (starts the embedded cluster) s", f"{data.get('first_job_seconds', 0):.1f}"],
     ]
+    if "first_job_seconds" in data:
+        env.append(["first job (starts the embedded cluster) s", f"{data['first_job_seconds']:.1f}"])
     reports.insert(0, Report("Environment", ("what", "value"), env))
     for report in reports:
         console.print(to_rich(report))
