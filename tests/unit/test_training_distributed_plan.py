@@ -24,6 +24,38 @@ def test_past_the_threshold_boosting_on_parquet_is_distributed_unless_the_job_sa
     assert decide(None, fmt="csv", rows=10_000) is False
 
 
+@pytest.mark.parametrize("extra", [{"string_features": True}, {"validation_dataset": True}])
+def test_string_features_or_a_validation_dataset_keep_a_job_on_one_worker_and_refuse_asking(
+    extra: dict[str, bool],
+) -> None:
+    def decide_with(asked: bool | None) -> bool:
+        return wants_distributed(
+            asked, algorithm="xgboost", dataset_format="parquet", rows=10**6, threshold=100, **extra
+        )
+
+    assert decide_with(None) is False
+    with pytest.raises(InvalidInput) as raised:
+        decide_with(True)
+    assert raised.value.details[0]["field"] == "distributed"
+
+
+def test_the_drift_reference_is_parquet_with_the_feature_names() -> None:
+    import io
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from mlplatform.training.distributed import _parquet
+
+    X = np.arange(40, dtype=np.float64).reshape(20, 2)
+    content = _parquet(X, ["a", "b"])
+    assert content is not None
+    table = pq.read_table(io.BytesIO(content))
+    assert table.column_names == ["a", "b"] and table.num_rows == 20
+    assert table["b"].to_pylist() == X[:, 1].tolist()
+    assert _parquet(X[:9], ["a", "b"]) is None
+
+
 @pytest.mark.parametrize(
     ("algorithm", "fmt", "words"),
     [("random_forest", "parquet", "xgboost and lightgbm"), ("xgboost", "csv", "upload it as Parquet")],

@@ -35,17 +35,36 @@ LIBRARIES = frozenset({"xgboost", "lightgbm"})
 MEMORY_FACTOR = 1.4
 MEMORY_SHARE = 0.9
 EVALUATION_ROWS = 200_000  # validation metrics on a random sample of at most this many held-out rows
+REFERENCE_ROWS = 5_000  # training rows kept with the version as its drift reference (as single-worker jobs)
 LABEL = "__mlplatform_label__"
 
 
 def wants_distributed(
-    asked: bool | None, *, algorithm: str, dataset_format: str, rows: int, threshold: int
+    asked: bool | None,
+    *,
+    algorithm: str,
+    dataset_format: str,
+    rows: int,
+    threshold: int,
+    string_features: bool = False,
+    validation_dataset: bool = False,
 ) -> bool:
     """Whether a job trains across the workers: when asked, or (`asked` None) past `threshold` rows for the
-    boosting libraries on Parquet. Asking for it where it cannot run is refused, naming `distributed`."""
+    boosting libraries on Parquet with numeric features and a held-out share for validation. Asking for it
+    where it cannot run is refused, naming `distributed`."""
     library = ALGORITHMS[algorithm].library
     if asked is None:
-        return library in LIBRARIES and dataset_format == "parquet" and rows > threshold
+        possible = library in LIBRARIES and dataset_format == "parquet"
+        return possible and not (string_features or validation_dataset) and rows > threshold
+    for unsupported, why in (
+        (string_features, "string feature columns"),
+        (validation_dataset, "a separate validation dataset (it holds out a share of each partition)"),
+    ):
+        if asked and unsupported:
+            problem = f"distributed training does not take {why} yet"
+            raise InvalidInput(
+                f"distributed: {problem}", details=[{"field": "distributed", "problem": problem}]
+            )
     if asked and library not in LIBRARIES:
         problem = f"{algorithm} trains on one worker; distributed training is for xgboost and lightgbm"
         raise InvalidInput(f"distributed: {problem}", details=[{"field": "distributed", "problem": problem}])
@@ -204,7 +223,8 @@ def run_distributed(spec: dict[str, Any]) -> dict[str, Any]:
         if reporter.cancel_asked():
             return cancelled
         filename, artifact, local = _save(spec, task, model)
-        X_eval, y_eval = _evaluation_sample(client, arrays[2], arrays[3], spec.get("seed", 0))
+        X_eval, y_eval = _sample(client, arrays[2], arrays[3], EVALUATION_ROWS, spec.get("seed", 0))
+        X_reference, _ = _sample(client, arrays[0], arrays[1], REFERENCE_ROWS, spec.get("seed", 0))
     return {
         "status": "succeeded",
         "worker": reporter.worker,
@@ -213,6 +233,7 @@ def run_distributed(spec: dict[str, Any]) -> dict[str, Any]:
         "filename": filename,
         "metrics": evaluate(local, task, X_eval, y_eval, None),
         "classes": classes or None,
+        "reference": _parquet(X_reference, spec["features"]),
     }
 
 
@@ -263,14 +284,26 @@ def _load(
     return (X_train, y_train, X_valid, y_valid), classes
 
 
-def _evaluation_sample(client: Any, X: Any, y: Any, seed: int) -> tuple[Any, Any]:
-    """At most EVALUATION_ROWS held-out rows, picked at random, brought to this task."""
+def _sample(client: Any, X: Any, y: Any, most: int, seed: int) -> tuple[Any, Any]:
+    """At most `most` rows of X and y, picked at random, brought to this task."""
     rows = int(X.shape[0])
-    if rows > EVALUATION_ROWS:
-        index = np.sort(np.random.default_rng(seed).choice(rows, EVALUATION_ROWS, replace=False))
+    if rows > most:
+        index = np.sort(np.random.default_rng(seed).choice(rows, most, replace=False))
         X, y = X[index], y[index]
-    X_eval, y_eval = client.gather(client.compute([X, y]))
-    return X_eval, y_eval
+    X_local, y_local = client.gather(client.compute([X, y]))
+    return X_local, y_local
+
+
+def _parquet(X: Any, features: list[str]) -> bytes | None:
+    """Training rows as Parquet, the version's drift reference (none from fewer than 10 rows)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if len(X) < 10:
+        return None
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({name: X[:, i] for i, name in enumerate(features)}), sink)
+    return bytes(sink.getvalue().to_pybytes())
 
 
 def _cancelled(reporter: Reporter) -> bool:
