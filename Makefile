@@ -55,7 +55,7 @@ SAME_ML_AS_VENV = $(shell $(BIN)/python -c 'import numpy, sklearn, xgboost, ligh
 	print(f"numpy=={numpy.__version__} scikit-learn=={sklearn.__version__} \
 	xgboost=={xgboost.__version__} lightgbm=={lightgbm.__version__}")')
 
-.PHONY: bench bench-quick bench-wrk bench-monitoring bench-monitoring-quick
+.PHONY: bench bench-quick bench-wrk bench-monitoring bench-monitoring-quick bench-training bench-training-quick
 
 bench-wrk:
 	@command -v wrk >/dev/null || $(APT_GET) install -y wrk || ($(APT_GET) update && $(APT_GET) install -y wrk)
@@ -83,3 +83,12 @@ bench-monitoring: install bench-wrk
 
 bench-monitoring-quick:
 	$(MAKE) bench-monitoring BENCH_ARGS=--quick
+
+# Training jobs against the libraries called directly, POST to first progress update, and a dataset past one Dask
+# worker's memory limit failing on one worker and training on two (benchmarks/training.py): needs about 4 GB of
+# free memory and 3 GB of temporary disk; `bench-training-quick` uses a tenth of the rows (about 4 GB in all).
+bench-training: install
+	$(BIN)/python benchmarks/training.py $(BENCH_ARGS)
+
+bench-training-quick:
+	$(MAKE) bench-training BENCH_ARGS=--quick

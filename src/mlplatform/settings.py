@@ -110,6 +110,12 @@ class JobsSettings(Section):
     reconcile_seconds: float = Field(
         5.0, gt=0, description="how often every instance looks for jobs whose instance or worker died"
     )
+    distributed_threshold_rows: int = Field(
+        5_000_000,
+        ge=1,
+        description="XGBoost and LightGBM jobs on a Parquet dataset past this many rows train across every "
+        "worker (xgboost.dask / lightgbm.dask), unless the job says `distributed`",
+    )
 
     @property
     def exposed(self) -> bool:

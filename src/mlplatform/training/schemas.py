@@ -136,6 +136,11 @@ class TrainingJobCreate(BaseModel):
     parent: Text | None = Field(None, max_length=300, description="the version this one derives from")
     tags: dict[Text, Text] = {}
     search: SearchSpec | None = Field(None, description="try many hyperparameters, register the best")
+    distributed: bool | None = Field(
+        None,
+        description="train across every Dask worker (xgboost and lightgbm on a Parquet dataset); default: "
+        "when the dataset has more rows than jobs.distributed-threshold-rows",
+    )
 
     @field_validator("tags")
     @classmethod
@@ -167,6 +172,7 @@ class TrainingJobRead(BaseModel):
     validation: ValidationSpec
     parent: str | None
     tags: dict[str, str]
+    distributed: bool | None = Field(None, description="whether the job trains across every worker")
     state: JobState
     cancel_requested: bool = False
     progress: JobProgress = JobProgress()

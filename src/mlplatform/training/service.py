@@ -25,6 +25,7 @@ from mlplatform.stores.artifacts import create_artifact_store
 from mlplatform.stores.jobs import DaskEngine
 from mlplatform.training.algorithms import ALGORITHMS, parameter_problems
 from mlplatform.training.checkpoints import delete_checkpoints
+from mlplatform.training.distributed import wants_distributed
 from mlplatform.training.following import GaveUp, RunFollower
 from mlplatform.training.metrics import TrainingMetrics
 from mlplatform.training.recovery import LeaseLost, Reconciler, instance_id
@@ -166,6 +167,18 @@ class TrainingService:
                 task=task,
                 hyperparameters=request.hyperparameters,
             )
+        if search is not None and request.distributed:
+            problem = "a search's trials each train on one worker; leave distributed out"
+            raise _invalid("distributed", problem)
+        distributed = search is None and wants_distributed(
+            request.distributed,
+            algorithm=request.algorithm,
+            dataset_format=dataset.format,
+            rows=dataset.rows,
+            threshold=self.engine.settings.distributed_threshold_rows,
+            string_features=any(not _NUMERIC.match(columns[name].type) for name in features),
+            validation_dataset=request.validation.dataset is not None,
+        )
         parent = None
         if request.parent:
             try:
@@ -185,6 +198,7 @@ class TrainingService:
             parent=parent,
             tags=request.tags,
             search=search,
+            distributed=distributed,
             state="queued",
             created_at=utcnow(),
             created_by=actor,
@@ -293,6 +307,7 @@ class TrainingService:
             }
             if validation is not None
             else None,
+            "distributed": bool(job.distributed),
             "progress_name": f"mlplatform-progress-{job.id}",
             "cancel_name": f"mlplatform-cancel-{job.id}",
             "search": job.search.model_dump(by_alias=True) if job.search else None,

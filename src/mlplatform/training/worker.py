@@ -136,6 +136,10 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         from mlplatform.training.trials import run_search
 
         return run_search(spec)
+    if spec.get("distributed"):  # across every worker, each reading its own Parquet row groups
+        from mlplatform.training.distributed import run_distributed
+
+        return run_distributed(spec)
     reporter = Reporter(spec["progress_name"], spec["cancel_name"])
     task = Task(spec["task"])
     data = split(spec, task)
