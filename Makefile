@@ -85,8 +85,9 @@ bench-monitoring-quick:
 	$(MAKE) bench-monitoring BENCH_ARGS=--quick
 
 # Training jobs against the libraries called directly, POST to first progress update, and a dataset past one Dask
-# worker's memory limit failing on one worker and training on two (benchmarks/training.py): needs about 4 GB of
-# free memory and 3 GB of temporary disk; `bench-training-quick` uses a tenth of the rows (about 4 GB in all).
+# worker's memory limit failing on one worker and training on two (benchmarks/training.py): the memory case needs
+# about 6 GB of free memory (two 3 GB workers) and 2.3 GB of temporary disk; `bench-training-quick` uses a tenth
+# of the rows elsewhere and two 2.5 GB workers there (about 5 GB of memory, 1.9 GB of disk).
 bench-training: install
 	$(BIN)/python benchmarks/training.py $(BENCH_ARGS)
 
