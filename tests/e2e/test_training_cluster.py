@@ -1,5 +1,6 @@
 """`mlplatform serve` on PostgreSQL and SeaweedFS S3, training on a separately started Dask cluster: a job
-whose worker is killed mid-job resumes from its checkpoint in S3; a job cancelled through the API stops."""
+whose worker is killed mid-job resumes from its checkpoint in S3; a job cancelled through the API stops; a
+distributed XGBoost job on the Parquet dataset trains on both workers, each reading its rows from S3."""
 
 from __future__ import annotations
 
@@ -128,3 +129,29 @@ def test_a_job_survives_a_killed_worker_and_another_cancels_on_a_real_cluster(
         assert cancelled["state"] == "cancelled" and cancelled["version_id"] is None, cancelled
         assert len(client.get("/api/ml/models/abcd/versions").json()["items"]) == 1
         assert checkpoint_keys(storage, long["id"]) == []
+
+        # A distributed XGBoost job on the same Parquet dataset in S3: both workers read their rows and train.
+        from dask.utils import key_split
+        from distributed import Client
+
+        with Client(dask_cluster.address, timeout=30) as watcher:
+            watcher.get_task_stream()  # the scheduler records which worker ran which task from here on
+            both = set(watcher.scheduler_info(n_workers=-1)["workers"])
+            spread = client.post(
+                "/api/ml/training-jobs",
+                json={
+                    **body,
+                    "model": "abcd-dask",
+                    "distributed": True,
+                    "hyperparameters": {"n_estimators": 30},
+                },
+            )
+            assert spread.status_code == 202, spread.text
+            done = poll(client, spread.json()["id"], lambda j: j["state"] not in ("queued", "running"), 180)
+            assert done["state"] == "succeeded", (done, server.output())
+            ran = {r["worker"] for r in watcher.get_task_stream() if key_split(r["key"]) == "load_part"}
+        assert len(both) == 2 and ran == both, (ran, both)
+        assert done["metrics"]["accuracy"] > 0.7
+        row = {"a": 1.0, "b": 1.0, "c": 0.0, "d": -1.0}
+        answer = client.post("/api/ml/predict", json={"model": "abcd-dask", "features": row})
+        assert answer.status_code == 200 and answer.json()["prediction"] == 1, answer.text

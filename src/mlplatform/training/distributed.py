@@ -196,7 +196,7 @@ def run_distributed(spec: dict[str, Any]) -> dict[str, Any]:
     import distributed
     import pyarrow.parquet as pq
 
-    reporter = Reporter(spec["progress_name"], spec["cancel_name"])
+    reporter = Reporter.for_spec(spec)
     cancelled = {"status": "cancelled", "worker": reporter.worker}
     task = Task(spec["task"])
     fs, path = filesystem(spec["storage"], spec["dataset_key"])
@@ -371,7 +371,7 @@ def _xgboost_progress(spec: dict[str, Any], total: int) -> Any:
             self.reporter: Reporter | None = None
 
         def before_training(self, model: Any) -> Any:
-            self.reporter = Reporter(spec["progress_name"], spec["cancel_name"])
+            self.reporter = Reporter.for_spec(spec)
             return model
 
         def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
@@ -397,7 +397,7 @@ def _lightgbm_progress(spec: dict[str, Any], total: int, reporting: str) -> Any:
         import distributed
 
         if not state:
-            state["reporter"] = Reporter(spec["progress_name"], spec["cancel_name"])
+            state["reporter"] = Reporter.for_spec(spec)
             state["lead"] = distributed.get_worker().address == reporting
         reporter: Reporter = state["reporter"]
         if state["lead"]:

@@ -82,7 +82,7 @@ def _fit_xgboost(
                     name, value = metric_name, float(values[-1])
             rounds = done + epoch + 1  # xgboost counts the rounds of this call only
             reporter.update(rounds, total, "round", name, value)
-            if checkpoints is not None and checkpoints.due(rounds, total):
+            if checkpoints is not None and checkpoints.due(rounds, total) and not reporter.cancel_now():
                 checkpoints.save(rounds, bytes(model.save_raw("ubj")))
             return reporter.cancel_asked()
 
@@ -119,7 +119,7 @@ def _fit_lightgbm(
             _, name, value, _ = env.evaluation_result_list[0][:4]
         rounds = env.iteration + 1  # lightgbm counts from the initial model's rounds
         reporter.update(rounds, total, "round", name, value)
-        if checkpoints is not None and checkpoints.due(rounds, total):
+        if checkpoints is not None and checkpoints.due(rounds, total) and not reporter.cancel_now():
             checkpoints.save(rounds, env.model.model_to_string().encode())
         if reporter.cancel_asked():
             raise JobCancelled

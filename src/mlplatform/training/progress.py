@@ -22,12 +22,15 @@ class JobCancelled(Exception):
 class Reporter:
     """Progress to the job's Variable, throttled; the cancel Event, looked at no more than every 0.2 s."""
 
-    def __init__(self, progress_name: str, cancel_name: str) -> None:
+    def __init__(self, progress_name: str, cancel_name: str, owner: tuple[str, str] | None = None) -> None:
         import distributed
 
         dd: Any = distributed  # untyped library
         self.variable = dd.Variable(progress_name)
         self.event = dd.Event(cancel_name)
+        # The job's owner Variable names the run that may go on: any other run of the job (one an earlier,
+        # stopped instance left training) sees it has been superseded and stops, writing nothing more.
+        self.owner = None if owner is None else (dd.Variable(owner[0]), owner[1])
         self.worker: str = dd.get_worker().address
         self.began = time.monotonic()
         self.reported = 0.0
@@ -37,6 +40,22 @@ class Reporter:
         self.run = uuid.uuid4().hex
         self.resumed_from: int | None = None
         self.first = 0  # rounds done before this run (its ETA counts only its own rounds)
+
+    @classmethod
+    def for_spec(cls, spec: dict[str, Any]) -> Reporter:
+        owner = (spec["owner_name"], spec["owner_token"]) if spec.get("owner_name") else None
+        return cls(spec["progress_name"], spec["cancel_name"], owner)
+
+    def _stop_asked(self) -> bool:
+        if self.event.is_set():
+            return True
+        if self.owner is None:
+            return False
+        variable, token = self.owner
+        try:
+            return bool(variable.get(timeout=2) != token)
+        except Exception:  # the scheduler is slow or the variable is gone: do not stop on a guess
+            return False
 
     def resume(self, current: int) -> None:
         """This run continues a checkpoint holding `current` rounds."""
@@ -66,9 +85,17 @@ class Reporter:
             {"worker": self.worker, "run": self.run, "resumed_from": self.resumed_from, "progress": progress}
         )
 
+    def cancel_now(self) -> bool:
+        """The cancel Event looked at now (a round trip to the scheduler): before starting or writing what a
+        cancelled job must not leave behind (a search's next trial, a checkpoint)."""
+        if not self.cancelled:
+            self.checked = time.monotonic()
+            self.cancelled = self._stop_asked()
+        return self.cancelled
+
     def cancel_asked(self) -> bool:
         now = time.monotonic()
         if not self.cancelled and now - self.checked >= 0.2:
             self.checked = now
-            self.cancelled = bool(self.event.is_set())
+            self.cancelled = self._stop_asked()
         return self.cancelled

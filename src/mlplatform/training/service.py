@@ -40,6 +40,7 @@ from mlplatform.training.search import DEFAULT_METRIC, best_trial, checked_searc
 from mlplatform.training.store import TrainingJobStore
 
 log = structlog.get_logger(__name__)
+SWEEP_AFTER_SECONDS = (3.0, 10.0)  # an ended job's checkpoints are deleted again after these delays
 _NUMERIC = re.compile(r"^(u?int\d+|float\d*|double|halffloat|bool)$")
 _CLASS_TYPES = re.compile(r"^(u?int\d+|bool|string|large_string)$")
 _STRING = re.compile(r"^(string|large_string|string_view)$")  # categorical features, encoded by the job
@@ -110,6 +111,7 @@ class TrainingService:
         self.storage = storage
         self.metrics = metrics
         self.runs: dict[str, asyncio.Task[None]] = {}
+        self.sweeps: set[asyncio.Task[None]] = set()
         self.instance = instance_id()  # the owner of the leases this instance takes
         self.artifacts = create_artifact_store(storage)  # for the checkpoints (no I/O until used)
         self.reconciler = Reconciler(store=store, settings=engine.settings, follow=self._follow)
@@ -373,7 +375,11 @@ class TrainingService:
             progress_name=f"mlplatform-progress-{job.id}-{job.attempt}",
             cancel_name=f"mlplatform-cancel-{job.id}-{job.attempt}",
             checkpoint_every=self.engine.settings.checkpoint_every,
+            owner_name=f"mlplatform-owner-{job.id}",
+            owner_token=new_id(),
         )
+        # this run owns the job now: an earlier run of it still training on Dask stops at its next check
+        await dd.Variable(spec["owner_name"], client=client).set(spec["owner_token"])
         progress = dd.Variable(spec["progress_name"], client=client)
         cancel = dd.Event(spec["cancel_name"], client=client)
         # a run followed by an instance that died may still train (Dask cannot stop a running task): stop it
@@ -467,7 +473,29 @@ class TrainingService:
             job_id, state, at=utcnow(), progress=progress, owner=self.instance, **values
         ):
             await self._count(job_id)
+        await self._disown(job_id)
         await self._delete_checkpoints(job_id)
+        sweep = asyncio.create_task(self._sweep_later(job_id), name=f"checkpoint-sweep-{job_id}")
+        self.sweeps.add(sweep)
+        sweep.add_done_callback(self.sweeps.discard)
+
+    async def _sweep_later(self, job_id: str) -> None:
+        """Delete the job's checkpoints again once any run of it still on Dask (one that cannot be interrupted
+        mid-round, or a stray an earlier instance left) has had time to notice it lost the job."""
+        for delay in SWEEP_AFTER_SECONDS:
+            await asyncio.sleep(delay)
+            await self._delete_checkpoints(job_id)
+
+    async def _disown(self, job_id: str) -> None:
+        """No run owns the ended job: a run of it still on Dask stops before writing another checkpoint."""
+        if not self.engine.connected:
+            return
+        import distributed
+
+        dd: Any = distributed  # untyped library
+        with contextlib.suppress(Exception):
+            client = await self.engine.client()
+            await dd.Variable(f"mlplatform-owner-{job_id}", client=client).set("ended")
 
     async def _count(self, job_id: str) -> None:
         """A job this instance ended: its duration, and the counts by state now (not at the next refresh)."""
@@ -491,6 +519,8 @@ class TrainingService:
         is resumed from its last checkpoint by the next instance), then close the Dask client."""
         await self.metrics.stop()
         await self.reconciler.stop()
+        for sweep in list(self.sweeps):
+            sweep.cancel()
         runs = list(self.runs.values())
         for run in runs:
             run.cancel()

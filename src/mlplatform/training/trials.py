@@ -129,7 +129,7 @@ def run_search(spec: dict[str, Any]) -> dict[str, Any]:
     import distributed
 
     dd: Any = distributed  # untyped library
-    reporter = Reporter(spec["progress_name"], spec["cancel_name"])
+    reporter = Reporter.for_spec(spec)
     search = Search(spec, reporter)
     running: dict[Any, tuple[int, dict[str, Any], Any]] = {}  # future → number, params, its Variable
     started = 0
@@ -139,7 +139,7 @@ def run_search(spec: dict[str, Any]) -> dict[str, Any]:
         search.publish([])
         try:
             while running or (started < search.total and not reporter.cancel_asked()):
-                while not reporter.cancel_asked() and started < search.total and len(running) < parallel:
+                while started < search.total and len(running) < parallel and not reporter.cancel_now():
                     params = search.sampler.ask(started)
                     trial = _trial_spec(spec, started, params)
                     variable = dd.Variable(trial["progress_name"], client=client)

@@ -140,7 +140,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         from mlplatform.training.distributed import run_distributed
 
         return run_distributed(spec)
-    reporter = Reporter(spec["progress_name"], spec["cancel_name"])
+    reporter = Reporter.for_spec(spec)
     task = Task(spec["task"])
     data = split(spec, task)
     classes = data.classes

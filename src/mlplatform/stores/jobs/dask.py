@@ -25,6 +25,11 @@ class DaskEngine:
         self._lock = asyncio.Lock()
 
     @property
+    def connected(self) -> bool:
+        """Whether a client is connected (nothing is started for asking)."""
+        return self._client is not None
+
+    @property
     def embedded(self) -> bool:
         return self.settings.scheduler == "local"
 
