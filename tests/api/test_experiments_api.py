@@ -442,3 +442,18 @@ async def test_a_stuck_shadow_neither_holds_answers_nor_queues_without_bound(
     await platform.serving.shadows.join()
     logs = await logged(client, "churn", 20 + 20 - int(dropped))
     assert len([e for e in logs if e["variant"] == "shadow"]) == 20 - dropped
+
+
+async def test_stopping_a_canary_keeps_its_baseline_serving(make_app: AppFactory, tmp_path: Path) -> None:
+    client, platform = await make_app()
+    X = await two_versions(client, tmp_path)  # no production alias: the bare name would mean the newest, v2
+    experiment = (await client.post("/api/ml/experiments", json=canary())).json()
+    stopped = await client.post(f"/api/ml/experiments/{experiment['id']}/stop")
+    assert stopped.status_code == 200 and stopped.json()["state"] == "stopped"
+    async with asyncio.timeout(5):
+        while platform.registry.route("churn") is not None:
+            await asyncio.sleep(0.01)
+    answer = await single(client, "churn", X[0])
+    assert answer["experiment"] is None and answer["version"].startswith("churn-v1-")
+    history = (await client.get("/api/ml/models/churn/history")).json()["items"]
+    assert [h["action"] for h in history][:2] == ["experiment_stopped", "alias_set"]

@@ -307,14 +307,18 @@ class ExperimentService:
             await self.registry.watcher.announce(experiment.model)
             log.info("canary stepped", experiment=experiment.id, percent=share, reason=reason)
 
+    async def _keep_baseline(self, experiment: ExperimentRead, actor: str) -> None:
+        """Before a canary ends without promotion: the bare name must not reach the canary afterwards."""
+        baseline = experiment.variants[0]
+        if (await self.registry.resolve_fresh(experiment.model)).id != baseline.version:
+            number = (await self.registry.resolve_fresh(baseline.version)).version
+            await self.registry.set_alias(experiment.model, PROMOTED_ALIAS, number, actor=actor)
+
     async def rollback(self, experiment: ExperimentRead, *, reason: str) -> None:
         """All traffic back to the baseline, the experiment `rolled_back`, an alert and a history entry."""
         baseline, canary = experiment.variants
         weights = [baseline.model_copy(update={"weight": 100.0}), canary.model_copy(update={"weight": 0.0})]
-        default = await self.registry.resolve_fresh(experiment.model)
-        if default.id != baseline.version:  # once ended, the bare name would reach the canary: keep baseline
-            number = (await self.registry.resolve_fresh(baseline.version)).version
-            await self.registry.set_alias(experiment.model, PROMOTED_ALIAS, number, actor=SUPERVISOR)
+        await self._keep_baseline(experiment, SUPERVISOR)
         ended = await self.store.end(
             experiment.id, "rolled_back", at=utcnow(), by=SUPERVISOR, reason=reason, variants=weights
         )
@@ -337,8 +341,11 @@ class ExperimentService:
     # --- ending --------------------------------------------------------------------------------------------
 
     async def stop(self, experiment_id: str, *, actor: str, reason: str | None = None) -> ExperimentRead:
-        """Traffic goes back to the model's default version; nothing is promoted."""
+        """Traffic goes back to the model's default version; nothing is promoted. A stopped canary keeps its
+        baseline: `production` is pointed back at it when the bare name would otherwise reach the canary."""
         experiment = await self.store.get(experiment_id)
+        if experiment.type == "canary" and experiment.state == "running":
+            await self._keep_baseline(experiment, actor)
         if not await self.store.end(experiment_id, "stopped", at=utcnow(), by=actor, reason=reason):
             raise Conflict(
                 f"experiment {experiment_id} is already {experiment.state}", details={"field": "id"}
