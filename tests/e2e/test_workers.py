@@ -70,6 +70,12 @@ def test_two_workers_count_every_prediction_in_every_scrape_and_share_key_revoca
     )
     server.wait_for("/actuator/health/readiness")
     register_model(server, tmp_path)
+    known = 0  # the worker that registered it tells the other through Redis: wait until both know the model
+    deadline = time.monotonic() + 30
+    while known < 10:
+        assert time.monotonic() < deadline, "the second worker never heard of the model"
+        found = httpx.get(f"{server.base_url}/v2/models/m", headers={"X-API-Key": ADMIN_KEY}, timeout=10)
+        known = known + 1 if found.status_code == 200 else 0
     created = httpx.post(
         f"{server.base_url}/api/admin/api-keys",
         json={"name": "p", "role": "predictor", "owner": "t"},
