@@ -78,7 +78,11 @@ class RegistryWatcher:
 
     async def _refresh(self, name: str) -> None:
         entry = await self.store.entry(name)
-        found = await self.routes(name) if self.routes is not None else {}
+        try:
+            found = await self.routes(name) if self.routes is not None else {}
+        except Exception:  # the routes stay as they were: the model's own change must still apply
+            log.exception("experiment routes not refreshed", model=name)
+            found = {name: self.snapshot.routes[name]} if name in self.snapshot.routes else {}
         models, routes = dict(self.snapshot.models), dict(self.snapshot.routes)
         if entry is None:
             models.pop(name, None)
