@@ -5,6 +5,7 @@ A service that cannot be had fails the run with a message saying how to provide 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -36,6 +37,17 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def execute_sql(dsn: str, statement: str) -> None:
+    """Run one statement on its own autocommit connection in a thread, so the app under test (on this
+    event loop) can finish the transactions a DDL statement may have to wait for."""
+
+    def run() -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(statement)  # type: ignore[arg-type]
+
+    await asyncio.to_thread(run)
 
 
 def check_postgres() -> str:

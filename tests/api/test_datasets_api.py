@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -18,7 +17,7 @@ import pytest
 from mlplatform.platform import Platform
 from tests.api.conftest import AppFactory
 from tests.api.models import migrate
-from tests.services import free_port
+from tests.services import execute_sql, free_port
 
 CSV = b"age,income,city\n30,1.5,paris\n40,,berlin\n50,4.5,\n"
 
@@ -226,8 +225,10 @@ async def test_a_database_failure_after_the_file_was_written_removes_it(
     await migrate(postgres_url)
     client, platform = await make_app(database={"url": postgres_url})
     schema = postgres_url.rsplit("%3D", 1)[1]
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:  # a real failure inside the insert
-        conn.execute(f'ALTER TABLE "{schema}".datasets ADD CONSTRAINT no_rows CHECK (row_count < 0)')
+    # a real failure inside the insert
+    await execute_sql(
+        postgres_dsn, f'ALTER TABLE "{schema}".datasets ADD CONSTRAINT no_rows CHECK (row_count < 0)'
+    )
     response = await client.post("/api/ml/datasets", files={"file": ("d.csv", CSV)}, data={"name": "d"})
     assert response.status_code == 500
     assert await nothing_stored(client, platform)

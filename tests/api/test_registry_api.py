@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psycopg
 import pytest
 
 from mlplatform import formats
@@ -28,6 +27,7 @@ from tests.api.models import (
     reference,
     upload,
 )
+from tests.services import execute_sql
 
 
 def all_references(folder: Path) -> list[Reference]:
@@ -263,8 +263,10 @@ async def test_database_failure_after_the_object_was_written_removes_it(
     ref = reference("sklearn-forest-skops", tmp_path)
     await upload(client, "m", ref.path, ref.metadata)
     schema = postgres_url.rsplit("%3D", 1)[1]
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:  # a real failure inside the insert
-        conn.execute(f'ALTER TABLE "{schema}".model_versions ADD CONSTRAINT no_more CHECK (version < 2)')
+    # a real failure inside the insert
+    await execute_sql(
+        postgres_dsn, f'ALTER TABLE "{schema}".model_versions ADD CONSTRAINT no_more CHECK (version < 2)'
+    )
     response = await client.post(
         "/api/ml/models/m/versions",
         files={"file": ("m.skops", ref.path.read_bytes())},

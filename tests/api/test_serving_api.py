@@ -325,7 +325,10 @@ async def test_a_blocked_database_makes_the_log_queue_drop_and_count(
     ref = await registered(client, tmp_path)
     schema = postgres_url.rsplit("%3D", 1)[1]
     with psycopg.connect(postgres_dsn) as blocker:
-        blocker.execute(f'LOCK TABLE "{schema}".prediction_logs IN ACCESS EXCLUSIVE MODE')
+        # in a thread: the lock may have to wait for a transaction of the app on this event loop
+        await asyncio.to_thread(
+            blocker.execute, f'LOCK TABLE "{schema}".prediction_logs IN ACCESS EXCLUSIVE MODE'
+        )
         statuses = []
         for row in np.resize(ref.X, (40, 4)):
             statuses.append((await predict(client, "m", row.tolist())).status_code)

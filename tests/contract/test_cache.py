@@ -11,6 +11,7 @@ import pytest
 
 from mlplatform.settings import CacheSettings
 from mlplatform.stores.cache import Cache, CacheUnavailableError, create_cache
+from mlplatform.stores.cache.feed import ChangeFeed
 from mlplatform.stores.cache.memory import EXPIRE_PER_WRITE, MemoryCache
 
 # Generous: these tests check behaviour, not speed, and the machine may be busy.
@@ -216,6 +217,43 @@ async def test_a_failing_handler_does_not_stop_delivery(cache: Cache) -> None:
     await cache.publish("events", b"after")
     assert await inbox.wait_for(2) == [b"boom", b"after"]
     await subscription.close()
+
+
+async def test_a_change_feed_hears_a_change_made_while_its_first_load_reads(cache: Cache) -> None:
+    """The feed subscribes before its initial load: a change announced meanwhile (by another instance) is
+    delivered, instead of waiting for the next poll."""
+    inbox, loads = Inbox(), []
+
+    async def load() -> None:
+        loads.append("load")
+        if len(loads) == 1:  # another instance changes something while this one reads
+            await cache.publish("changes", b"made during the first load")
+
+    feed = ChangeFeed(cache=cache, channel="changes", on_message=inbox, poll=load, interval=60, what="t")
+    await feed.start()
+    assert loads == ["load"]
+    assert await inbox.wait_for(1) == [b"made during the first load"]
+    await feed.stop()
+
+
+async def test_a_change_feed_whose_first_load_fails_can_start_again(cache: Cache) -> None:
+    inbox, attempts = Inbox(), []
+
+    async def load() -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ConnectionError("database not up yet")
+
+    feed = ChangeFeed(cache=cache, channel="changes", on_message=inbox, poll=load, interval=60, what="t")
+    with pytest.raises(ConnectionError):
+        await feed.start()
+    await cache.publish("changes", b"while stopped")
+    await feed.start()  # one subscription again, not two
+    await cache.publish("changes", b"once")
+    assert await inbox.wait_for(1) == [b"once"]
+    await asyncio.sleep(0.2)
+    assert inbox.messages == [b"once"]
+    await feed.stop()
 
 
 async def test_ping(cache: Cache) -> None:

@@ -72,8 +72,7 @@ class AuthService:
         return self.settings.api_keys.enabled
 
     async def start(self) -> None:
-        await self.reload()
-        await self.feed.start()
+        await self.feed.start()  # subscribes, then loads
 
     async def stop(self) -> None:
         await self.feed.stop()

@@ -48,8 +48,7 @@ class RegistryWatcher:
         )
 
     async def start(self) -> None:
-        await self.reload()
-        await self.feed.start()
+        await self.feed.start()  # subscribes, then loads
 
     async def stop(self) -> None:
         await self.feed.stop()

@@ -40,12 +40,23 @@ class ChangeFeed:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Subscribe, then poll once (the initial load), then keep polling.
+
+        Subscribing first means a change made while the initial load reads is still heard: a change
+        announced between a load and a later subscription would be missed until the next poll. A failing
+        initial load unsubscribes again and raises, so the caller can retry `start`.
+        """
         try:
             self._subscription = await self.cache.subscribe(self.channel, self.on_message)
         except CacheUnavailableError:
             log.warning(
                 "changes from other instances arrive by polling until the cache is back", what=self.what
             )
+        try:
+            await self.poll()
+        except BaseException:
+            await self.stop()
+            raise
         self._task = asyncio.create_task(self._poll())
 
     async def stop(self) -> None:
@@ -53,8 +64,10 @@ class ChangeFeed:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
         if self._subscription:
             await self._subscription.close()
+            self._subscription = None
 
     async def announce(self, message: bytes) -> None:
         try:
