@@ -457,3 +457,87 @@ async def test_stopping_a_canary_keeps_its_baseline_serving(make_app: AppFactory
     assert answer["experiment"] is None and answer["version"].startswith("churn-v1-")
     history = (await client.get("/api/ml/models/churn/history")).json()["items"]
     assert [h["action"] for h in history][:2] == ["experiment_stopped", "alias_set"]
+
+
+async def test_failed_requests_and_shadow_agreement_add_up_over_every_instance(
+    postgres_url: str, redis_url: str, make_app: AppFactory, tmp_path: Path
+) -> None:
+    """What the predict path counts in memory (failures, a shadow's agreement) is saved by each instance's
+    supervisor, so results read on either instance add up both."""
+    faster = {"ml": {"experiments": {"supervise-seconds": 0.2}}}
+    (first, one), (second, two) = await two_instances(make_app, postgres_url, redis_url, **faster)
+    X = await two_versions(first, tmp_path, second="lightgbm-text")
+    # another file than churn's version 2: local artifact copies are shared by content
+    await two_versions(first, tmp_path, name="fraud", second="sklearn-forest-skops")
+    broken = one.registry.resolve("churn/2")
+    await one.artifacts.delete(broken.artifact_key)  # churn's version 2 cannot be loaded on either instance
+    for platform in (one, two):
+        for local in platform.serving.models.local_dir.glob(f"{broken.artifact_sha256}-*"):
+            local.unlink()
+    split = await first.post("/api/ml/experiments", json=ab(variants=[v("a", "1", 0), v("b", "2", 100)]))
+    shadow_body = {
+        "name": "shadow v2",
+        "model": "fraud",
+        "type": "shadow",
+        "variants": [v("live", "1"), v("shadow", "2", 100)],
+    }
+    shadow = await first.post("/api/ml/experiments", json=shadow_body)
+    assert split.status_code == shadow.status_code == 201
+    for platform in (one, two):  # both instances route both experiments
+        async with asyncio.timeout(5):
+            while platform.registry.route("churn") is None or platform.registry.route("fraud") is None:
+                await asyncio.sleep(0.02)
+
+    failed, answers = 0, []
+    for i in range(20):
+        client = first if i % 2 else second
+        body = {"model": "churn", "features": X[i].tolist()}
+        failed += (await client.post("/api/ml/predict", json=body)).status_code >= 500
+        answers.append(await single(client, "fraud", X[i], request_id=f"s-{i}"))
+    assert failed == 20
+    for platform in (one, two):
+        await platform.serving.shadows.join()
+    twin = [await single(first, "fraud/2", X[i]) for i in range(20)]  # what the shadow answers alone
+    agreed = sum(a["prediction"] == b["prediction"] for a, b in zip(answers, twin, strict=True))
+
+    split_results = f"/api/ml/experiments/{split.json()['id']}/results"
+    shadow_results = f"/api/ml/experiments/{shadow.json()['id']}/results"
+    for client in (first, second):  # each instance's supervisor saved its own counts within a few rounds
+        async with asyncio.timeout(10):
+            while (await client.get(split_results)).json()["variants"][1]["errors"] < 20:
+                await asyncio.sleep(0.05)
+            while (await client.get(shadow_results)).json()["variants"][1]["compared"] < 20:
+                await asyncio.sleep(0.05)
+        errors = [arm["errors"] for arm in (await client.get(split_results)).json()["variants"]]
+        assert errors == [0, 20]  # ten failed on each instance, none counted twice
+        found = (await client.get(shadow_results)).json()["variants"][1]
+        assert found["compared"] == 20 and found["agreement"]["value"] == pytest.approx(agreed / 20)
+
+
+async def test_labels_for_a_batch_answer_label_the_shadow_rows_it_was_mirrored_to(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    client, platform = await make_app(ml={"predictions": {"batch-size": 7}})  # 30 rows: five log blocks
+    X = await two_versions(client, tmp_path, second="lightgbm-text")
+    body = {
+        "name": "shadow v2",
+        "model": "churn",
+        "type": "shadow",
+        "variants": [v("live", "1"), v("shadow", "2", 100)],
+    }
+    experiment = (await client.post("/api/ml/experiments", json=body)).json()
+    answers = (await batch(client, "churn", X[:30], request_id="one-batch"))["predictions"]
+    await platform.serving.shadows.join()
+    twin = (await batch(client, "churn/2", X[:30]))["predictions"]  # what the shadow answers alone
+    agreed = [a["prediction"] == b["prediction"] for a, b in zip(answers, twin, strict=True)]
+    assert 0 < sum(agreed) < 30  # the two versions differ on some rows: the pairing is tested
+    await logged(client, "churn", 90)
+
+    truth = [{"prediction_id": a["prediction_id"], "actual": a["prediction"]} for a in answers]
+    assert (await client.post("/api/ml/feedback", json=truth)).status_code == 200
+    results = (await client.get(f"/api/ml/experiments/{experiment['id']}/results")).json()
+    live, shadow = results["variants"]
+    assert live["labelled"] == shadow["labelled"] == 30
+    assert live["metrics"]["accuracy"]["value"] == 1.0
+    assert shadow["metrics"]["accuracy"]["value"] == pytest.approx(sum(agreed) / 30)  # row by row
+    assert shadow["compared"] == 30 and shadow["agreement"]["value"] == pytest.approx(sum(agreed) / 30)

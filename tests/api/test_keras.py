@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.api.conftest import AppFactory
-from tests.api.models import FEATURES, upload
+from tests.api.models import FEATURES, reference, upload
 from tests.fixtures_models import classification_data, regression_data
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -83,3 +84,63 @@ async def test_keras_models_with_code_are_refused(make_app: AppFactory, tmp_path
         client, "evil-nn", path, {"feature_names": FEATURES, "task": "regression"}, expect=415
     )
     assert "Lambda" in refused["error"]["message"]
+
+
+async def test_a_slower_canary_is_rolled_back_by_itself_on_its_p95_latency(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    """A Keras network as the canary of a small XGBoost model: the same answers' shape, but each request
+    runs through TensorFlow and takes several times as long. The latency guard rolls it back."""
+    client, _ = await make_app(ml={"experiments": {"supervise-seconds": 0.1}})
+    ref = reference("xgboost-ubj", tmp_path)
+    await upload(client, "churn", ref.path, ref.metadata)
+    X, y = classification_data(2)
+    network = keras.Sequential(
+        [
+            keras.Input((len(FEATURES),)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    network.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    network.fit(X, y, epochs=1, verbose=0)
+    network.save(tmp_path / "net.keras")
+    meta = {"feature_names": FEATURES, "task": "classification", "classes": [0, 1]}
+    await upload(client, "churn", tmp_path / "net.keras", meta)
+    for version in ("1", "2"):  # both loaded before the clock starts: a first load is not a slow answer
+        body = {"model": f"churn/{version}", "features": X[0].tolist()}
+        assert (await client.post("/api/ml/predict", json=body)).status_code == 200
+    body = {
+        "name": "network canary",
+        "model": "churn",
+        "type": "canary",
+        "variants": [{"name": "stable", "version": "1"}, {"name": "next", "version": "2"}],
+        "metric": "latency_p95",
+        "canary": {
+            "steps": [50, 100],
+            "step_min_samples": 100_000,
+            "step_min_seconds": 0,
+            "max_degradation": 0.5,
+        },
+    }
+    created = await client.post("/api/ml/experiments", json=body)
+    assert created.status_code == 201, created.text
+    experiment = created.json()
+    latencies: dict[str, list[float]] = {"stable": [], "next": []}
+    async with asyncio.timeout(60):
+        i = 0
+        while (await client.get(f"/api/ml/experiments/{experiment['id']}")).json()["state"] == "running":
+            response = await client.post(
+                "/api/ml/predict",
+                json={"model": "churn", "features": X[i % len(X)].tolist()},
+                headers={"X-Request-ID": f"r-{i}"},
+            )
+            assert response.status_code == 200, response.text
+            answer = response.json()
+            latencies[answer["variant"]].append(answer["latency_ms"])
+            i += 1
+    ended = (await client.get(f"/api/ml/experiments/{experiment['id']}")).json()
+    assert ended["state"] == "rolled_back" and ended["ended_by"] == "experiment supervisor"
+    assert "p95 latency" in ended["reason"], ended["reason"]
+    assert [v["weight"] for v in ended["variants"]] == [100, 0]
+    assert np.percentile(latencies["next"], 95) > 1.5 * np.percentile(latencies["stable"], 95)

@@ -14,6 +14,7 @@ from mlplatform.clock import utcnow
 from mlplatform.errors import Conflict, NotFound
 from mlplatform.experiments.schemas import CanarySpec, ExperimentRead, VariantRead
 from mlplatform.experiments.sql_store import SqlExperimentStore
+from mlplatform.experiments.store import Tally
 from mlplatform.ids import new_id
 from mlplatform.settings import DatabaseSettings
 
@@ -116,3 +117,29 @@ async def test_listings_are_newest_first_filtered_and_counted(store: SqlExperime
     promoted = await store.list_experiments(model=None, state="promoted", limit=10, offset=0)
     assert [e.id for e in promoted.items] == [old.id]
     assert (await store.list_experiments(model="other", state=None, limit=1, offset=0)).total == 1
+
+
+async def test_each_instance_saves_its_own_tallies_and_a_save_replaces_its_earlier_one(
+    store: SqlExperimentStore,
+) -> None:
+    created = experiment()
+    await store.create(created)
+    now = utcnow()
+    await store.save_tallies("a", {(created.id, "stable"): Tally(requests=5, errors=1)}, at=now)
+    await store.save_tallies(
+        "b",
+        {
+            (created.id, "stable"): Tally(requests=3),
+            (created.id, "next"): Tally(compared=4, agreed=3, difference_sum=0.5, numeric=4),
+            ("another-experiment", "stable"): Tally(requests=99),
+        },
+        at=now,
+    )
+    await store.save_tallies("a", {(created.id, "stable"): Tally(requests=7, errors=2)}, at=now)
+    await store.save_tallies("a", {}, at=now)  # nothing changed: nothing written
+    assert await store.tallies(created.id) == {
+        ("stable", "a"): Tally(requests=7, errors=2),
+        ("stable", "b"): Tally(requests=3),
+        ("next", "b"): Tally(compared=4, agreed=3, difference_sum=0.5, numeric=4),
+    }
+    assert await store.tallies(new_id()) == {}

@@ -103,11 +103,12 @@ def variant_results(arm: ArmInput, metric: str, alpha: float) -> VariantResults:
             correct = stats.Proportion(hits, len(arm.predicted))
             metrics["accuracy"] = _estimate(correct.rate, stats.wilson_interval(correct, alpha))
     values = Counter(str(v) for v in arm.recent).most_common(TOP_VALUES)
-    agreement, difference = None, None
+    agreement, difference, compared = None, None, None
     if arm.shadow is not None:
         compared, agreed, difference = arm.shadow
-        same = stats.Proportion(agreed, compared)
-        agreement = _estimate(same.rate, stats.wilson_interval(same, alpha))
+        if compared:
+            same = stats.Proportion(agreed, compared)
+            agreement = _estimate(same.rate, stats.wilson_interval(same, alpha))
     return VariantResults(
         name=arm.variant.name,
         version=arm.variant.version,
@@ -120,6 +121,7 @@ def variant_results(arm: ArmInput, metric: str, alpha: float) -> VariantResults:
         labelled=len(arm.predicted),
         metrics=metrics,
         agreement=agreement,
+        compared=compared,
         mean_abs_difference=difference,
     )
 

@@ -138,7 +138,7 @@ class VariantResults(BaseModel):
     version: str
     weight: float
     requests: int = Field(description="predictions logged for the variant (the log's sampling applies)")
-    errors: int = Field(description="failed requests routed to the variant, counted by this instance")
+    errors: int = Field(description="failed requests routed to the variant, on every instance")
     error_rate: Estimate
     latency_ms: dict[str, Estimate] = Field(description="p50, p95, p99 per request, with intervals")
     predictions: dict[str, int] = Field(description="the newest predictions' values and counts (top 20)")
@@ -146,10 +146,11 @@ class VariantResults(BaseModel):
     metrics: dict[str, Estimate] = Field(description="accuracy, or mae and rmse, from feedback")
     agreement: Estimate | None = Field(
         None,
-        description="a shadow's: the share of mirrored rows it answered as the answer given (this instance)",
+        description="a shadow's: the share of mirrored rows it answered as the answer given",
     )
+    compared: int | None = Field(None, description="a shadow's: mirrored rows compared with the answer given")
     mean_abs_difference: float | None = Field(
-        None, description="a shadow's, for numeric answers: the mean |shadow − answer given| (this instance)"
+        None, description="a shadow's, for numeric answers: the mean |shadow − answer given|"
     )
 
 

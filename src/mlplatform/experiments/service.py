@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from datetime import datetime
 from typing import Any
 
@@ -21,8 +24,8 @@ from mlplatform.experiments.schemas import (
     Page,
     VariantRead,
 )
-from mlplatform.experiments.store import ExperimentStore
-from mlplatform.ids import new_id
+from mlplatform.experiments.store import ExperimentStore, Tally
+from mlplatform.ids import block_ids, new_id
 from mlplatform.monitoring.alerts.schemas import AlertState
 from mlplatform.monitoring.alerts.service import EVENT_KINDS, AlertService
 from mlplatform.monitoring.service import MonitoringService
@@ -83,6 +86,25 @@ def initial_weights(request: ExperimentCreate) -> list[float]:
     return [float(v.weight or 0) for v in request.variants]
 
 
+def answered_id(request_id: str | None, own_id: str) -> str | None:
+    """The answered prediction a shadow's logged prediction pairs with: the shadow logs each of the answer's
+    blocks as a block of its own whose request_id is the answer block's first id (`ShadowJob.answered`), so
+    its row at position p pairs with that block's p-th id. None for a log entry that is not such a pair."""
+    if request_id is None:
+        return None
+    try:
+        position = int(own_id[22:26], 16)  # a shadow block's ids count from 0000
+        return block_ids(request_id, position + 1)[-1] if position else request_id
+    except ValueError:
+        return None
+
+
+def _agreement(tally: Tally) -> tuple[int, int, float | None]:
+    """A shadow's (rows compared, agreed, mean |difference| over numeric rows or None)."""
+    mean = tally.difference_sum / tally.numeric if tally.numeric else None
+    return tally.compared, tally.agreed, mean
+
+
 def route_of(experiment: ExperimentRead, numbers: dict[str, int]) -> Route:
     weights = [(v.name, numbers[v.version], v.weight) for v in experiment.variants]
     return Route.build(experiment.id, experiment.type, experiment.sticky, weights)
@@ -103,6 +125,10 @@ class ExperimentService:
         self.registry = registry
         self.monitoring = monitoring
         self.serving = serving
+        # This process's name in the saved tallies: new at every start, so a restart adds rows, never
+        # overwrites the totals an earlier process saved.
+        self.instance = f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(4)}"
+        self._saved: dict[tuple[str, str], Tally] = {}
 
     # --- starting ------------------------------------------------------------------------------------------
 
@@ -210,8 +236,7 @@ class ExperimentService:
 
     async def _arms(self, experiment: ExperimentRead, since: datetime | None = None) -> list[ArmInput]:
         """Each variant's data since the experiment (or `since`) began."""
-        counts = self.serving.experiment_counts(experiment.id)
-        agreement = self.serving.shadow_agreement(experiment.id)
+        tallies = await self.tallies(experiment.id)
         arms: list[ArmInput] = []
         labels: dict[str, Any] = {}  # a shadow's labels are those of the answers it was mirrored from
         for variant in experiment.variants:
@@ -223,13 +248,17 @@ class ExperimentService:
                 start=since or experiment.created_at,
                 end=experiment.ended_at,
             )
-            requests, errors = counts.get(variant.name, (0, 0))
+            tally = tallies.get(variant.name, Tally())
             predicted, actual = list(data.labelled.predicted), list(data.labelled.actual)
             if experiment.type == "shadow" and arms:
+                answered = (
+                    answered_id(request, own)
+                    for request, own in zip(data.recent_requests, data.recent_ids, strict=True)
+                )
                 pairs = [
-                    (value, labels[request])
-                    for value, request in zip(data.recent, data.recent_requests, strict=True)
-                    if request in labels
+                    (value, labels[primary])
+                    for value, primary in zip(data.recent, answered, strict=True)
+                    if primary in labels
                 ]
                 predicted, actual = [p for p, _ in pairs], [a for _, a in pairs]
             else:
@@ -237,16 +266,38 @@ class ExperimentService:
             arms.append(
                 ArmInput(
                     variant=variant,
-                    requests=max(data.predictions, requests) if since is None else data.predictions,
-                    errors=errors,
+                    requests=max(data.predictions, tally.requests) if since is None else data.predictions,
+                    errors=tally.errors,
                     latencies=data.latencies,
                     recent=data.recent,
                     predicted=predicted,
                     actual=actual,
-                    shadow=agreement.get(variant.name) if experiment.type == "shadow" else None,
+                    shadow=_agreement(tally) if experiment.type == "shadow" else None,
                 )
             )
         return arms
+
+    def _local_tallies(self) -> dict[tuple[str, str], Tally]:
+        return {arm: Tally(*totals) for arm, totals in self.serving.experiment_totals().items()}
+
+    async def save_tallies(self) -> None:
+        """Save this process's running totals that changed since the last save, so that every instance's
+        results include them."""
+        current = self._local_tallies()
+        changed = {arm: t for arm, t in current.items() if self._saved.get(arm) != t}
+        await self.store.save_tallies(self.instance, changed, at=utcnow())
+        self._saved.update(changed)
+
+    async def tallies(self, experiment_id: str) -> dict[str, Tally]:
+        """Every instance's totals per variant: the saved ones, with this process's own as they are now."""
+        saved = await self.store.tallies(experiment_id)
+        for (experiment, variant), tally in self._local_tallies().items():
+            if experiment == experiment_id:
+                saved[(variant, self.instance)] = tally
+        summed: dict[str, Tally] = {}
+        for (variant, _), tally in saved.items():
+            summed[variant] = summed.get(variant, Tally()) + tally
+        return summed
 
     # --- supervising: canaries step, roll back or finish; every experiment ends at its max duration ------
 

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from mlplatform.clock import as_utc
@@ -20,8 +21,8 @@ from mlplatform.experiments.schemas import (
     Page,
     VariantRead,
 )
-from mlplatform.experiments.store import ExperimentStore
-from mlplatform.experiments.tables import ExperimentRow
+from mlplatform.experiments.store import ExperimentStore, Tally
+from mlplatform.experiments.tables import ExperimentRow, ExperimentTallyRow
 
 
 def _read(row: ExperimentRow) -> ExperimentRead:
@@ -58,6 +59,7 @@ def _not_found(experiment_id: str) -> NotFound:
 class SqlExperimentStore(ExperimentStore):
     def __init__(self, database: Database) -> None:
         self.database = database
+        self._insert = postgresql.insert if database.backend == "postgresql" else sqlite.insert
 
     async def create(self, experiment: ExperimentRead) -> None:
         spec = experiment.model_dump(
@@ -169,3 +171,45 @@ class SqlExperimentStore(ExperimentStore):
         if variants is not None:
             values["variants"] = [v.model_dump() for v in variants]
         return await self._update_running(experiment_id, values)
+
+    async def save_tallies(
+        self, instance: str, tallies: dict[tuple[str, str], Tally], *, at: datetime
+    ) -> None:
+        if not tallies:
+            return
+        rows = [
+            {
+                "experiment_id": experiment,
+                "variant": variant,
+                "instance": instance,
+                "requests": t.requests,
+                "errors": t.errors,
+                "compared": t.compared,
+                "agreed": t.agreed,
+                "difference_sum": t.difference_sum,
+                "numeric": t.numeric,
+                "updated_at": at,
+            }
+            for (experiment, variant), t in sorted(tallies.items())
+        ]
+        statement = self._insert(ExperimentTallyRow)
+        key = ("experiment_id", "variant", "instance")
+        replaced = {k: statement.excluded[k] for k in rows[0] if k not in key}
+        async with self.database.session() as session, session.begin():
+            await session.execute(
+                statement.on_conflict_do_update(index_elements=list(key), set_=replaced), rows
+            )
+
+    async def tallies(self, experiment_id: str) -> dict[tuple[str, str], Tally]:
+        async with self.database.session() as session:
+            rows = (
+                await session.scalars(
+                    select(ExperimentTallyRow).where(ExperimentTallyRow.experiment_id == experiment_id)
+                )
+            ).all()
+        return {
+            (r.variant, r.instance): Tally(
+                r.requests, r.errors, r.compared, r.agreed, r.difference_sum, r.numeric
+            )
+            for r in rows
+        }

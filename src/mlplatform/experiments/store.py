@@ -3,9 +3,34 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from datetime import datetime
 
 from mlplatform.experiments.schemas import ExperimentRead, ExperimentState, Page, VariantRead
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """What server processes counted in memory for one variant: requests answered, requests failed, and for
+    a shadow the rows compared with the answer given, those that agreed, and |shadow − answer| over the
+    numeric ones."""
+
+    requests: int = 0
+    errors: int = 0
+    compared: int = 0
+    agreed: int = 0
+    difference_sum: float = 0.0
+    numeric: int = 0
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(
+            self.requests + other.requests,
+            self.errors + other.errors,
+            self.compared + other.compared,
+            self.agreed + other.agreed,
+            self.difference_sum + other.difference_sum,
+            self.numeric + other.numeric,
+        )
 
 
 class ExperimentStore(ABC):
@@ -53,3 +78,13 @@ class ExperimentStore(ABC):
         variants: list[VariantRead] | None = None,
     ) -> bool:
         """running → `state` (promoted, stopped, rolled_back); False when it had already ended."""
+
+    @abstractmethod
+    async def save_tallies(
+        self, instance: str, tallies: dict[tuple[str, str], Tally], *, at: datetime
+    ) -> None:
+        """Replace `instance`'s running totals for each (experiment, variant) given; others' are untouched."""
+
+    @abstractmethod
+    async def tallies(self, experiment_id: str) -> dict[tuple[str, str], Tally]:
+        """Every instance's saved totals for the experiment, keyed by (variant, instance)."""

@@ -13,8 +13,9 @@ log = structlog.get_logger(__name__)
 
 
 class ExperimentSupervisor:
-    """Calls `ExperimentService.supervise` every `interval` seconds until stopped. Every instance runs one:
-    each change it makes is a conditional update in the database, so two instances never both act."""
+    """Saves this process's experiment tallies and calls `ExperimentService.supervise` every `interval`
+    seconds until stopped (saving once more then). Every instance runs one: each change it makes is a
+    conditional update in the database, so two instances never both act."""
 
     def __init__(self, service: ExperimentService, *, interval: float) -> None:
         self.service = service
@@ -29,6 +30,7 @@ class ExperimentSupervisor:
         while True:
             await asyncio.sleep(self.interval)
             try:
+                await self.service.save_tallies()  # first, so the guards see this instance's latest counts
                 for action in await self.service.supervise():
                     log.info("experiment supervised", action=action)
             except Exception as exc:  # the database may be away for a while: the next round tries again
@@ -40,3 +42,7 @@ class ExperimentSupervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
             self.task = None
+            try:  # what this process counted since the last round
+                await self.service.save_tallies()
+            except Exception as exc:
+                log.warning("experiment tallies not saved", error=f"{type(exc).__name__}: {exc}"[:300])

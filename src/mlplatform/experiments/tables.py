@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, text
+from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mlplatform.db import Base
@@ -42,3 +42,22 @@ class ExperimentRow(Base):
         Index("ix_experiments_model_created_at", "model", "created_at"),
         Index("ix_experiments_created_at", "created_at"),
     )
+
+
+class ExperimentTallyRow(Base):
+    """One server process's running totals for one variant: what is counted in memory on the predict path
+    (failed requests, shadow agreement), saved every few seconds so every instance's results add them up.
+    Each process writes only its own rows (cumulative since it started), so nothing is counted twice."""
+
+    __tablename__ = "experiment_tallies"
+
+    experiment_id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    variant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    instance: Mapped[str] = mapped_column(String(64), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    errors: Mapped[int] = mapped_column(BigInteger)
+    compared: Mapped[int] = mapped_column(BigInteger)  # shadow rows compared with the answer given
+    agreed: Mapped[int] = mapped_column(BigInteger)
+    difference_sum: Mapped[float] = mapped_column(Float)  # sum of |shadow − answer| over numeric rows
+    numeric: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

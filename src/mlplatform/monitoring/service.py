@@ -65,6 +65,7 @@ class ArmData:
     latencies: list[float]  # ms, per request (a batch counts once), the newest
     recent: list[Any]  # the newest predicted values
     recent_requests: list[str | None]  # and the request_id each was logged with
+    recent_ids: list[str]  # and each one's prediction id
     labelled: LabelledPredictions
 
 
@@ -315,7 +316,7 @@ class MonitoringService:
             model=model, version=version_id, start=start, end=end, limit=MAX_LABELLED
         )
         values, requests = [e.prediction for e in logged], [e.request_id for e in logged]
-        return ArmData(count, latencies, values, requests, labelled)
+        return ArmData(count, latencies, values, requests, [e.prediction_id for e in logged], labelled)
 
     # --- drift: reference samples ------------------------------------------------------------------------
 

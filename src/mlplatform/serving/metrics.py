@@ -190,14 +190,13 @@ class ExperimentMetrics:
         else:
             found[1] += float(np.count_nonzero(primary.astype(str) == shadow.astype(str)))
 
-    def agreement(self, experiment: str) -> dict[str, tuple[int, int, float | None]]:
-        """This instance's (compared, agreed, mean |difference| or None) per shadow variant."""
-        return {
-            variant: (int(n), int(same), total / numeric if numeric else None)
-            for (exp, variant), (n, same, total, numeric) in self.shadow.items()
-            if exp == experiment
-        }
-
-    def of(self, experiment: str) -> dict[str, tuple[int, int]]:
-        """This instance's (requests, errors) per variant of the experiment."""
-        return {variant: (n, e) for (exp, variant), (n, e) in self.counts.items() if exp == experiment}
+    def totals(self) -> dict[tuple[str, str], tuple[int, int, int, int, float, int]]:
+        """This process's running totals per (experiment, variant): requests, errors, shadow rows compared,
+        agreed, sum of |shadow − answer| and numeric rows."""
+        arms = set(self.counts) | set(self.shadow)
+        totals = {}
+        for arm in arms:
+            requests, errors = self.counts.get(arm, (0, 0))
+            compared, agreed, difference, numeric = self.shadow.get(arm, (0.0, 0.0, 0.0, 0.0))
+            totals[arm] = (requests, errors, int(compared), int(agreed), difference, int(numeric))
+        return totals

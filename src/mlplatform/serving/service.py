@@ -178,13 +178,9 @@ class ServingService:
         variant = route.pick(key(route))
         return self.registry.variant_entry(model, variant), (route.experiment, variant.name), route
 
-    def shadow_agreement(self, experiment: str) -> dict[str, tuple[int, int, float | None]]:
-        """This instance's (rows compared, agreed, mean |difference|) per shadow variant."""
-        return self.metrics.experiments.agreement(experiment)
-
-    def experiment_counts(self, experiment: str) -> dict[str, tuple[int, int]]:
-        """This instance's (requests, errors) per variant of the experiment."""
-        return self.metrics.experiments.of(experiment)
+    def experiment_totals(self) -> dict[tuple[str, str], tuple[int, int, int, int, float, int]]:
+        """This process's running totals per (experiment, variant) (`ExperimentMetrics.totals`)."""
+        return self.metrics.experiments.totals()
 
     def _mirror(
         self,
@@ -192,7 +188,7 @@ class ServingService:
         key: str | None,
         entry: VersionEntry,
         matrix: np.ndarray,
-        request_id: str | None,
+        answered: tuple[tuple[str, int], ...],
         primary: np.ndarray,
     ) -> None:
         """Queue the request for the shadow after the answer: never waits, drops (and counts) when full.
@@ -204,7 +200,7 @@ class ServingService:
             target = self.registry.variant_entry(entry.name, shadow)
         except NotFound:
             return
-        self.shadows.submit(ShadowJob(target, (route.experiment, shadow.name), matrix, request_id, primary))
+        self.shadows.submit(ShadowJob(target, (route.experiment, shadow.name), matrix, answered, primary))
 
     async def run_shadow(self, job: ShadowJob) -> None:
         """One mirrored request on the shadow version: logged and counted under its variant, never raised."""
@@ -221,7 +217,16 @@ class ServingService:
         latency_ms = (time.perf_counter() - started) * 1000
         self.metrics.experiments.observe(job.arm, latency_ms, count=len(job.matrix))
         self.metrics.experiments.compare(job.arm, job.primary, raw.values)
-        self._log_block(job.entry, new_block(), job.matrix, raw, job.request_id, latency_ms, job.arm)
+        begin = 0
+        for first_id, rows in job.answered:  # the answer's blocks, each paired by its first id
+            end = begin + rows
+            block = RawPrediction(
+                raw.values[begin:end], None if raw.probabilities is None else raw.probabilities[begin:end]
+            )
+            self._log_block(
+                job.entry, new_block(), job.matrix[begin:end], block, first_id, latency_ms, job.arm
+            )
+            begin = end
 
     # --- single predictions -----------------------------------------------------------------------------
 
@@ -250,7 +255,7 @@ class ServingService:
             answered = self._respond(entry, row, answer, request, started, arm=arm)
             if route is not None and route.shadow is not None:  # logged with the answer's id: its labels
                 sticky = sticky_key(route, request, header)  # pair the shadow's prediction with them
-                self._mirror(route, sticky, entry, matrix, answered["prediction_id"], raw.values)
+                self._mirror(route, sticky, entry, matrix, ((answered["prediction_id"], 1),), raw.values)
             return answered
         except InvalidInput:
             raise
@@ -394,9 +399,8 @@ class ServingService:
             self._log_block(entry, first_id, chunk, raw, request.request_id, latency_ms, arm)
         if route is not None and route.shadow is not None:
             answered = np.concatenate([raw.values for _, _, raw in chunks])
-            self._mirror(
-                route, sticky_key(route, single, header), entry, matrix, request.request_id, answered
-            )
+            blocks = tuple((first_id, len(chunk)) for first_id, chunk, _ in chunks)
+            self._mirror(route, sticky_key(route, single, header), entry, matrix, blocks, answered)
         return {
             "model": entry.name,
             "version": entry.id,
@@ -474,15 +478,18 @@ class ServingService:
         self.metrics.observe(entry.name, entry.id, latency_ms, count=len(matrix))
         if arm is not None:
             self.metrics.experiments.observe(arm, latency_ms, count=len(matrix))
+        blocks = []
         for begin in range(0, len(matrix), BLOCK):
             end = begin + BLOCK
             block = RawPrediction(
                 raw.values[begin:end], None if raw.probabilities is None else raw.probabilities[begin:end]
             )
-            self._log_block(entry, new_block(), matrix[begin:end], block, request_id, latency_ms, arm)
+            first_id = new_block()
+            blocks.append((first_id, len(block.values)))
+            self._log_block(entry, first_id, matrix[begin:end], block, request_id, latency_ms, arm)
         if route is not None and route.shadow is not None:
             key = sticky_key(route, PredictInput(entry.name, [], request_id), header)
-            self._mirror(route, key, entry, matrix, request_id, raw.values)
+            self._mirror(route, key, entry, matrix, tuple(blocks), raw.values)
         return raw
 
 

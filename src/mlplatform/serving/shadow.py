@@ -26,9 +26,11 @@ class ShadowJob:
     entry: VersionEntry  # the shadow version
     arm: tuple[str, str]  # (experiment, the shadow variant's name)
     matrix: np.ndarray
-    # what the shadow's log carries as request_id: for a single prediction the id of the answer given (so
-    # the feedback on that answer labels the shadow's too), for a batch the request's own id
-    request_id: str | None
+    # The answer's log blocks: (first prediction id, rows) each. The shadow logs its predictions in the
+    # same blocks, each with the answer block's first id as its request_id, so that the shadow's row at
+    # position p pairs with the answered prediction `block_ids(first, p + 1)[-1]` (for a single prediction:
+    # the answer's own id) and the feedback sent for the answers labels the shadow's predictions too.
+    answered: tuple[tuple[str, int], ...]
     primary: np.ndarray  # what the answer said, row by row
 
 
