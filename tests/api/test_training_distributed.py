@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,9 +14,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from asgi_lifespan import LifespanManager
 
-from tests.api.conftest import AppFactory
+from mlplatform import db
+from mlplatform.app import create_app
+from mlplatform.platform import Platform
+from mlplatform.settings import DatabaseSettings
+from mlplatform.training.checkpoints import round_of
+from tests.api.conftest import ADMIN_KEY, AppFactory, settings_for, wait_started
 from tests.api.test_training_api import TERMINAL, table, wait_for
+from tests.api.test_training_recovery import no_checkpoints_left
 
 FEATURES = ["x1", "x2", "x3", "flag"]
 
@@ -219,3 +227,55 @@ async def test_distributed_where_it_cannot_run_is_422_naming_it_and_queues_nothi
         assert submitted["distributed"] is False
         job = await wait_for(client, submitted["id"], TERMINAL)
         assert job["state"] == "succeeded" and job["distributed"] is False, job
+
+
+async def test_a_distributed_xgboost_job_handed_over_resumes_from_its_checkpoint(
+    make_app: AppFactory, scheduler: str, postgres_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """XGBoost's rank 0 writes checkpoints in a distributed run too: an instance that stops hands the job
+    back, and the next one's run continues from the newest checkpoint on the cluster's workers."""
+    every = 10
+    await asyncio.to_thread(db.upgrade, DatabaseSettings(url=postgres_url))
+    shared = {
+        "database": {"url": postgres_url},
+        "cache": {"url": redis_url, "timeout-ms": 500},
+        "jobs": {"scheduler": scheduler, "checkpoint-every": every, "reconcile-seconds": 60},
+    }
+    first = create_app(settings_for(tmp_path, **shared))
+    async with (
+        LifespanManager(first, startup_timeout=60) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app),
+            base_url="http://first",
+            headers={"X-API-Key": ADMIN_KEY},
+        ) as client,
+    ):
+        platform: Platform = first.state.platform
+        await wait_started(platform)
+        content, _ = parquet(8_000, row_group=1_000)
+        dataset = await upload(client, content, "big.parquet")
+        request = body(dataset, distributed=True, hyperparameters={"n_estimators": 400, "max_depth": 4})
+        job_id = (await client.post("/api/ml/training-jobs", json=request)).json()["id"]
+        async with asyncio.timeout(120):
+            while not (saved := await platform.artifacts.list(f"checkpoints/{job_id}/")):
+                job = (await client.get(f"/api/ml/training-jobs/{job_id}")).json()
+                assert job["state"] not in TERMINAL, job
+                await asyncio.sleep(0.05)
+    handed = await platform.training.store.get(job_id)  # the first app has stopped and handed it back
+    await platform.database.dispose()
+    assert (handed.state, handed.lease_owner) == ("running", None), handed
+    assert saved[-1].key.endswith(".ubj")
+
+    second, other = await make_app(**{**shared, "jobs": {**shared["jobs"], "reconcile-seconds": 1}})
+    job = await wait_for(second, job_id, TERMINAL, timeout=180)
+    assert job["state"] == "succeeded", job
+    assert job["resumed_from"] is not None and job["resumed_from"] % every == 0, job
+    assert job["resumed_from"] >= round_of(saved[-1].key)  # type: ignore[operator]
+    assert job["progress"]["current"] == 400
+
+    import xgboost
+
+    booster = xgboost.Booster()
+    booster.load_model(bytearray(await artifact(second)))
+    assert booster.num_boosted_rounds() == 400  # the checkpoint's rounds and the rest, not 400 more
+    await no_checkpoints_left(other, job_id)  # deleted at the end, swept again a few seconds later

@@ -112,3 +112,12 @@ def test_the_storage_url_becomes_a_pyarrow_filesystem_and_path(tmp_path: object)
     fs, path = filesystem(storage, "datasets/d/1/data.parquet")
     assert isinstance(fs, pafs.S3FileSystem) and path == "models/team/datasets/d/1/data.parquet"
     assert fs.region == "eu-west-1"
+
+
+def test_a_peer_lost_mid_training_is_a_lost_run_and_a_training_error_is_not() -> None:
+    from mlplatform.training.recovery import PeerLost, lost_run
+
+    assert lost_run(PeerLost("Dask worker(s) tcp://w:1 training the job went away")) == (
+        "Dask worker(s) tcp://w:1 training the job went away"
+    )
+    assert lost_run(ValueError("bad hyperparameter")) is None

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from mlplatform.settings import StorageSettings
 from mlplatform.stores.artifacts import create_artifact_store
 from mlplatform.stores.artifacts.base import ArtifactStore
 
+T = TypeVar("T")
 _ROUND = re.compile(r"round-(\d+)\.(ubj|txt)")
 
 
@@ -98,3 +99,13 @@ def checkpoints_for(spec: dict[str, Any], extension: str) -> Iterator[WorkerChec
         yield checkpoints
     finally:
         checkpoints.close()
+
+
+def resume_point(
+    checkpoints: WorkerCheckpoints | None, total: int, load: Callable[[bytes], T]
+) -> tuple[int, T | None]:
+    """Where a boosting run starts: (rounds already done, the model to continue) from the job's newest
+    checkpoint, or (0, None) when there is none (or it already holds every round)."""
+    if checkpoints is None or (saved := checkpoints.latest()) is None or saved[0] >= total:
+        return 0, None
+    return saved[0], load(saved[1])

@@ -8,6 +8,11 @@ that trained). Progress is reported by one training worker. A cancel must stop e
 would wait on the collective: XGBoost's ranks agree on it with an allreduce each round; a LightGBM worker
 that sees it closes its network, which fails its peers at once. Validation metrics are `fitting.evaluate`
 on a random sample of at most EVALUATION_ROWS held-out rows, brought to this task.
+
+XGBoost's rank 0 writes a checkpoint every `jobs.checkpoint-every` rounds. When a worker that trains dies, the
+others' collective fails at once; the task raises `PeerLost`, the job runs again (a new attempt, up to
+`jobs.max-attempts`) on the workers there are, and XGBoost continues from the checkpoint. `lightgbm.dask`
+cannot start from an existing model, so a LightGBM job runs again from round 0.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import inspect
 import math
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +31,10 @@ import numpy as np
 from mlplatform.errors import InvalidInput
 from mlplatform.formats.base import Task
 from mlplatform.training.algorithms import ALGORITHMS, estimator_class
-from mlplatform.training.fitting import evaluate
+from mlplatform.training.checkpoints import WorkerCheckpoints, checkpoints_for, resume_point
+from mlplatform.training.fitting import evaluate, xgboost_booster
 from mlplatform.training.progress import JobCancelled, Reporter
+from mlplatform.training.recovery import PeerLost
 
 LIBRARIES = frozenset({"xgboost", "lightgbm"})
 # Worker memory a job needs: its float64 columns, plus about 40 % more while XGBoost builds its quantised
@@ -37,6 +45,7 @@ MEMORY_SHARE = 0.9
 EVALUATION_ROWS = 200_000  # validation metrics on a random sample of at most this many held-out rows
 REFERENCE_ROWS = 5_000  # training rows kept with the version as its drift reference (as single-worker jobs)
 LABEL = "__mlplatform_label__"
+PEER_LOSS_WAIT = 5.0  # seconds a failed fit waits for the scheduler to report a worker that died
 
 
 def wants_distributed(
@@ -219,6 +228,13 @@ def run_distributed(spec: dict[str, Any]) -> dict[str, Any]:
         except Exception as exc:
             if reporter.cancel_asked() or _cancelled(reporter):
                 return cancelled
+            if not isinstance(exc, distributed.KilledWorker) and (gone := _gone(client, holding)):
+                # A peer died mid-training: the job runs again (from its checkpoint, for XGBoost).
+                first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+                raise PeerLost(
+                    f"Dask worker(s) {', '.join(gone)} training the job went away: {type(exc).__name__}: "
+                    f"{first}"
+                ) from exc
             raise _clearer(exc, sizes, spec) from exc
         if reporter.cancel_asked():
             return cancelled
@@ -252,13 +268,14 @@ def _load(
     dist: Any = distributed
     delayed: Any = lazy
     parts = plan_parts(sizes, len(workers))
-    # Placed round-robin: the scheduler alone may put a few partitions all on one worker.
+    # Placed round-robin: the scheduler alone may put a few partitions all on one worker. Other workers are
+    # allowed: a partition lost with its worker is read again elsewhere instead of waiting for it forever.
     placed = [[workers[i % len(workers)]] for i in range(len(parts))]
     classes: list[Any] = []
     if task is Task.CLASSIFICATION:
         found = client.gather(
             [
-                client.submit(labels_of, p, spec, workers=w, pure=False)
+                client.submit(labels_of, p, spec, workers=w, allow_other_workers=True, pure=False)
                 for p, w in zip(parts, placed, strict=True)
             ]
         )
@@ -266,11 +283,16 @@ def _load(
         if len(classes) < 2:
             raise ValueError(f"target {spec['target']!r} has a single class: nothing to learn")
     loaded = [
-        client.submit(load_part, p, spec, classes, workers=w, pure=False)
+        client.submit(load_part, p, spec, classes, workers=w, allow_other_workers=True, pure=False)
         for p, w in zip(parts, placed, strict=True)
     ]
     dist.wait(loaded)
-    layout = client.gather([client.submit(shapes, f, workers=w) for f, w in zip(loaded, placed, strict=True)])
+    layout = client.gather(
+        [
+            client.submit(shapes, f, workers=w, allow_other_workers=True)
+            for f, w in zip(loaded, placed, strict=True)
+        ]
+    )
     y_type = np.int64 if classes else np.float64
     arrays = []
     for index, dtype in enumerate((np.float64, y_type, np.float64, y_type)):
@@ -304,6 +326,18 @@ def _parquet(X: Any, features: list[str]) -> bytes | None:
     sink = pa.BufferOutputStream()
     pq.write_table(pa.table({name: X[:, i] for i, name in enumerate(features)}), sink)
     return bytes(sink.getvalue().to_pybytes())
+
+
+def _gone(client: Any, holding: list[str], wait: float = PEER_LOSS_WAIT) -> list[str]:
+    """The workers that trained and are no longer in the cluster. A failed collective is usually a peer
+    that died; the scheduler may take a moment to hear of it, so look for up to `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        present = set(client.scheduler_info(n_workers=-1)["workers"])
+        gone = [w for w in holding if w not in present]
+        if gone or time.monotonic() >= deadline:
+            return gone
+        time.sleep(0.25)
 
 
 def _cancelled(reporter: Reporter) -> bool:
@@ -340,11 +374,16 @@ def _fit(
     if library == "xgboost":
         import xgboost.dask
 
+        with checkpoints_for(spec, "ubj") as saved:  # a run again after a lost worker continues from here
+            done, start = resume_point(saved, total, xgboost_booster)
+        if start is not None:
+            reporter.resume(done)
         estimator = getattr(xgboost.dask, f"Dask{name}")
-        callback = _xgboost_progress(spec, total)
+        callback = _xgboost_progress(spec, total, done)
+        params["n_estimators"] = total - done  # a resumed run does the remaining rounds only
         model = estimator(**params, callbacks=[callback])
         model.client = client
-        model.fit(X_train, y_train, eval_set=[(X_valid, y_valid)], verbose=False)
+        model.fit(X_train, y_train, eval_set=[(X_valid, y_valid)], verbose=False, xgb_model=start)
         return model
     import lightgbm.dask
 
@@ -361,17 +400,30 @@ def _fit(
     return model
 
 
-def _xgboost_progress(spec: dict[str, Any], total: int) -> Any:
-    """Rank 0 reports; every rank stops on the same round, agreed with an allreduce of the cancel flag."""
+def _xgboost_progress(spec: dict[str, Any], total: int, done: int) -> Any:
+    """Rank 0 reports and writes the checkpoints (every rank holds the same model); every rank stops on the
+    same round, agreed with an allreduce of the cancel flag. `done`: rounds a resumed run starts from."""
     import xgboost
     from xgboost import collective
 
     class Progress(xgboost.callback.TrainingCallback):
         def __init__(self) -> None:
             self.reporter: Reporter | None = None
+            self.checkpoints: WorkerCheckpoints | None = None
 
         def before_training(self, model: Any) -> Any:
             self.reporter = Reporter.for_spec(spec)
+            if done:
+                self.reporter.resume(done)
+            every = int(spec.get("checkpoint_every") or 0)
+            if every > 0 and collective.get_rank() == 0:
+                self.checkpoints = WorkerCheckpoints(spec["storage"], spec["job_id"], every, "ubj")
+            return model
+
+        def after_training(self, model: Any) -> Any:
+            if self.checkpoints is not None:
+                self.checkpoints.close()
+                self.checkpoints = None
             return model
 
         def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
@@ -381,7 +433,11 @@ def _xgboost_progress(spec: dict[str, Any], total: int) -> Any:
                 for data in evals_log.values():
                     for metric_name, values in data.items():
                         name, value = metric_name, float(values[-1])
-                self.reporter.update(epoch + 1, total, "round", name, value)
+                rounds = done + epoch + 1  # xgboost counts the rounds of this call only
+                self.reporter.update(rounds, total, "round", name, value)
+                saving = self.checkpoints is not None and self.checkpoints.due(rounds, total)
+                if saving and self.checkpoints is not None and not self.reporter.cancel_now():
+                    self.checkpoints.save(rounds, bytes(model.save_raw("ubj")))
             asked = np.array([1.0 if self.reporter.cancel_asked() else 0.0])
             return bool(collective.allreduce(asked, collective.Op.MAX)[0] > 0)
 

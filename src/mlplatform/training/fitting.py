@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from mlplatform.formats.base import Task
 from mlplatform.training.algorithms import ALGORITHMS, estimator_class
-from mlplatform.training.checkpoints import WorkerCheckpoints, checkpoints_for
+from mlplatform.training.checkpoints import WorkerCheckpoints, checkpoints_for, resume_point
 from mlplatform.training.progress import JobCancelled, Reporter
 
 CHUNKS = 10  # forests and sklearn boosting grow in this many warm-started steps
@@ -55,6 +55,15 @@ def fit(
     return model
 
 
+def xgboost_booster(data: bytes) -> Any:
+    """An XGBoost booster from a checkpoint's UBJ bytes."""
+    import xgboost
+
+    booster = xgboost.Booster()
+    booster.load_model(bytearray(data))
+    return booster
+
+
 def _fit_xgboost(
     estimator_type: Any,
     params: dict[str, Any],
@@ -68,10 +77,8 @@ def _fit_xgboost(
     import xgboost
 
     total = int(params.get("n_estimators") or 100)
-    done, start = 0, None
-    if checkpoints is not None and (saved := checkpoints.latest()) is not None and saved[0] < total:
-        done, start = saved[0], xgboost.Booster()
-        start.load_model(bytearray(saved[1]))
+    done, start = resume_point(checkpoints, total, xgboost_booster)
+    if start is not None:
         reporter.resume(done)
 
     class Progress(xgboost.callback.TrainingCallback):
@@ -108,9 +115,8 @@ def _fit_lightgbm(
     import lightgbm
 
     total = int(params.get("n_estimators") or 100)
-    done, start = 0, None
-    if checkpoints is not None and (saved := checkpoints.latest()) is not None and saved[0] < total:
-        done, start = saved[0], lightgbm.Booster(model_str=saved[1].decode())
+    done, start = resume_point(checkpoints, total, lambda data: lightgbm.Booster(model_str=data.decode()))
+    if start is not None:
         reporter.resume(done)
 
     def progress(env: Any) -> None:

@@ -32,6 +32,11 @@ class LeaseLost(Exception):
     """Another instance took over the job (this one stalled past its lease), or the job ended elsewhere."""
 
 
+class PeerLost(RuntimeError):
+    """A distributed run failed because one of the workers training it went away (a training error of its
+    own fails the job instead). Raised by the run's task so the job is run again, from its checkpoint."""
+
+
 def lost_run(error: BaseException) -> str | None:
     """Why a run was lost when `error` means its worker (or the way to it) went away, not a training error;
     None for an error of the training itself, which fails the job at once."""
@@ -40,6 +45,8 @@ def lost_run(error: BaseException) -> str | None:
     from distributed.comm.core import CommClosedError
 
     killed: type[BaseException] = distributed.KilledWorker
+    if isinstance(error, PeerLost):
+        return str(error)[:1000]
     if isinstance(error, killed):
         return f"Dask gave up on the task after its workers died: {error}"[:1000]
     if isinstance(error, FutureCancelledError):
