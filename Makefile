@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck format services unit clean
+.PHONY: install run test lint typecheck format services unit clean prometheus
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mlplatform needs Python >= 3.11")'
@@ -32,7 +32,13 @@ format: install
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
 
-test: install services lint typecheck
+# promtool and the Prometheus server (Debian's `prometheus`) for the alert-rule, dashboard and scrape tests.
+prometheus:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+		$(APT_GET) install -y --no-install-recommends prometheus || \
+		($(APT_GET) update && $(APT_GET) install -y --no-install-recommends prometheus)
+
+test: install services prometheus lint typecheck
 	$(BIN)/pytest
 
 unit: install

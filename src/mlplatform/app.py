@@ -341,6 +341,9 @@ def create_app(settings: Settings) -> FastAPI:
         if not settings.security.api_keys.enabled:
             log.warning("API KEYS ARE DISABLED: every endpoint is open to anyone who can reach this server")
         starting = asyncio.create_task(start_up(platform))
+        watching = asyncio.create_task(
+            platform.health.watch(settings.management.health.refresh_seconds), name="health-watch"
+        )
         sampler = (
             asyncio.create_task(platform.metrics.run_sampler()) if platform.metrics.multiprocess else None
         )
@@ -348,7 +351,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             platform.lifecycle.draining = True
-            for task in (starting, sampler):
+            for task in (starting, watching, sampler):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

@@ -71,6 +71,13 @@ class HealthService:
         results = await asyncio.gather(*(self.component(name) for name in wanted))
         return dict(zip(wanted, results, strict=True))
 
+    async def watch(self, interval: float) -> None:
+        """Until cancelled: check every component each `interval` seconds, so `ml_health_component_up`
+        stays current (alert rules read it) whether or not anything calls /actuator/health."""
+        while True:
+            await self.components()
+            await asyncio.sleep(interval)
+
     async def overall(self) -> tuple[str, dict[str, ComponentHealth]]:
         """UP; DEGRADED when a non-critical backend (cache, storage) is down; DOWN when the database is."""
         parts = await self.components()

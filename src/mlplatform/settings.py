@@ -338,6 +338,9 @@ class TagSettings(Section):
 class HealthSettings(Section):
     timeout_ms: int = Field(2000, ge=1)
     readiness_include: list[Literal["db", "cache", "storage"]] = ["db"]
+    refresh_seconds: float = Field(
+        15.0, gt=0, le=3600, description="how often every component is checked for ml_health_component_up"
+    )
 
 
 class ManagementSettings(Section):

@@ -71,3 +71,31 @@ async def test_unreachable_s3_is_a_degraded_storage_component(
     assert health.status_code == 200
     assert health.json()["status"] == "DEGRADED"
     assert health.json()["components"]["storage"]["status"] == "DOWN"
+
+
+def component_up(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith("ml_health_component_up{") and f'component="{name}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+async def test_component_gauge_follows_redis_without_health_calls(
+    private_redis: RedisServer, make_app: AppFactory
+) -> None:
+    """The alert rules read ml_health_component_up: the app refreshes it on its own, nobody calls health."""
+    client, _ = await make_app(
+        cache={"url": private_redis.url, "timeout-ms": 200},
+        management={"health": {"refresh-seconds": 0.2}},
+    )
+
+    async def cache_up_becomes(expected: float) -> None:
+        async with asyncio.timeout(15):
+            while component_up((await client.get("/actuator/prometheus")).text, "cache") != expected:
+                await asyncio.sleep(0.05)
+
+    await cache_up_becomes(1.0)
+    private_redis.stop()
+    await cache_up_becomes(0.0)
+    private_redis.start()
+    await cache_up_becomes(1.0)
