@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck format services unit clean prometheus
+.PHONY: install run test lint typecheck format services unit clean prometheus k8s-tools
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mlplatform needs Python >= 3.11")'
@@ -38,14 +38,31 @@ prometheus:
 		$(APT_GET) install -y --no-install-recommends prometheus || \
 		($(APT_GET) update && $(APT_GET) install -y --no-install-recommends prometheus)
 
-test: install services prometheus lint typecheck
+test: install services prometheus k8s-tools lint typecheck
 	$(BIN)/pytest
 
 unit: install
 	$(BIN)/pytest tests/unit
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .cache
+
+# --- what tests/deploy/test_k8s_manifests.py checks the custom resources of deploy/k8s against: the DaskCluster
+# CRD from the dask-kubernetes wheel (read in place, never installed: its `dask` CLI plugin would load on every
+# `dask worker`), and prometheus-operator's ServiceMonitor schema from npm (run by Node.js).
+K8S_TOOLS := .cache/k8s-tools
+DASK_KUBERNETES_VERSION := 2026.3.0
+K8S_VALIDATORS := tests/deploy/validators
+
+$(K8S_TOOLS)/.installed-stamp: $(K8S_VALIDATORS)/package.json $(K8S_VALIDATORS)/package-lock.json Makefile
+	@command -v npm >/dev/null || $(APT_GET) install -y nodejs npm || ($(APT_GET) update && $(APT_GET) install -y nodejs npm)
+	rm -rf $(K8S_TOOLS) && mkdir -p $(K8S_TOOLS)
+	cp $(K8S_VALIDATORS)/package.json $(K8S_VALIDATORS)/package-lock.json $(K8S_TOOLS)/
+	cd $(K8S_TOOLS) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	$(BIN)/python -m pip download --quiet --no-deps --dest $(K8S_TOOLS) dask-kubernetes==$(DASK_KUBERNETES_VERSION)
+	touch $@
+
+k8s-tools: $(STAMP) $(K8S_TOOLS)/.installed-stamp
 
 # --- bench: mlplatform against Seldon MLServer 1.7.1 under wrk, same box, same run (benchmarks/README.md) ---
 # `make bench` takes about 11 minutes on 2 cores, `make bench-quick` about 4. MLServer has its own venv; its ML libraries
