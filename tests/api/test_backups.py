@@ -4,12 +4,19 @@ target left as it was; retention; scheduled backups on one instance of two."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gzip
+import hashlib
 import json
+import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +28,16 @@ from sqlalchemy import JSON, create_engine, inspect, select
 
 from mlplatform import db
 from mlplatform.app import create_app
-from mlplatform.backups.manifest import LOG_TABLES
+from mlplatform.backups.manifest import LOG_TABLES, MANIFEST, BackupError
+from mlplatform.backups.progress import Reporter
 from mlplatform.backups.service import BackupService
-from mlplatform.clock import as_utc
+from mlplatform.clock import as_utc, utcnow
+from mlplatform.ids import new_id
+from mlplatform.monitoring.checks import counter_totals
 from mlplatform.platform import Platform
 from mlplatform.settings import BackupSettings, DatabaseSettings, Settings, StorageSettings
 from mlplatform.tables import metadata
-from tests.api.conftest import ADMIN_KEY, settings_for, wait_started
+from tests.api.conftest import ADMIN_KEY, AppFactory, settings_for, two_instances, wait_started
 from tests.api.models import FEATURES, migrate, reference, upload
 from tests.api.test_monitoring_api import batch, logged, single
 from tests.api.test_training_api import TERMINAL, table, wait_for
@@ -224,7 +234,8 @@ def target_url(postgres_dsn: str) -> Iterator[str]:
     schema = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')  # type: ignore[arg-type]
-    yield f"{postgres_dsn.replace('postgresql://', 'postgresql+psycopg://', 1)}?options=-csearch_path%3D{schema}"
+    base = postgres_dsn.replace("postgresql://", "postgresql+psycopg://", 1)
+    yield f"{base}?options=-csearch_path%3D{schema}"
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')  # type: ignore[arg-type]
 
@@ -266,3 +277,178 @@ async def test_postgresql_to_postgresql_with_logs_through_s3(
     assert snapshot(target_url) == before
     await backups.close()
     await restorer.close()
+
+
+async def small(tmp_path: Path) -> Settings:
+    """A stopped embedded instance's settings, its database holding users, API keys and a dataset."""
+    settings = settings_for(tmp_path / "small", ml=QUIET)
+    async with running(settings) as (client, _):
+        for role in ("viewer", "predictor"):
+            await ok(
+                client.post("/api/admin/api-keys", json={"name": role, "role": role, "owner": role}), 201
+            )
+        content, _ = table(30)
+        await ok(client.post("/api/ml/datasets", files={"file": ("d.csv", content)}, data={"name": "d"}), 201)
+    return settings
+
+
+def rewrite(folder: Path, name: str, lines: list[str]) -> None:
+    """Replace a table's file and make the manifest vouch for the new one (a backup whose checksums hold)."""
+    data = gzip.compress("".join(lines).encode())
+    (folder / name).write_bytes(data)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    for entry in manifest["tables"]:
+        if entry["file"] == name:
+            entry.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), rows=len(lines))
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+
+
+def damaged(good: Path, case: str) -> Path:
+    folder = good.parent / f"{case}-{good.name}"
+    shutil.copytree(good, folder)
+    users, keys = folder / "users.jsonl.gz", folder / "api_keys.jsonl.gz"
+    if case == "corrupt":
+        data = bytearray(users.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        users.write_bytes(bytes(data))
+    elif case == "partial":
+        keys.unlink()
+    elif case == "no-manifest":
+        (folder / MANIFEST).unlink()
+    elif case == "bad-manifest":
+        (folder / MANIFEST).write_text((folder / MANIFEST).read_text()[:100])
+    elif case == "bad-row":  # checksums hold; the last table's last row does not decode, after others loaded
+        rewrite(folder, keys.name, [*gzip.decompress(keys.read_bytes()).decode().splitlines(True), '["x"]\n'])
+    return folder
+
+
+async def test_a_corrupt_or_partial_backup_is_refused_and_the_target_stays_empty(
+    tmp_path: Path, database_url: str
+) -> None:
+    source = await small(tmp_path)
+    maker = BackupService(database=source.database, storage=source.storage, settings=source.backup)
+    manifest, _ = await maker.create(location=maker.location(f"file://{tmp_path}/b"), with_logs=False)
+    good = tmp_path / "b" / manifest.id
+    restorer = service(database_url)
+    cases = {
+        "corrupt": "users.jsonl.gz does not match the manifest .* the backup is corrupt",
+        "partial": "api_keys.jsonl.gz is missing: the backup is partial",
+        "no-manifest": "no manifest.json: this backup is incomplete",
+        "bad-manifest": "the manifest is not valid",
+        "bad-row": "api_keys.jsonl.gz line 3: expected a list of 11 values",
+    }
+    for case, problem in cases.items():
+        with pytest.raises(BackupError, match=problem):
+            await restorer.restore(restorer.folder(f"file://{damaged(good, case)}"))
+        assert table_names(database_url) == set(), case  # not even the schema: it was one transaction
+    await restorer.restore(restorer.folder(f"file://{good}"))
+    assert snapshot(database_url) == snapshot(source.database.url)
+
+
+async def test_a_database_with_rows_or_at_another_revision_is_refused_as_it_is(
+    tmp_path: Path, database_url: str
+) -> None:
+    source = await small(tmp_path)
+    maker = BackupService(database=source.database, storage=source.storage, settings=source.backup)
+    manifest, _ = await maker.create(location=maker.location(f"file://{tmp_path}/b"), with_logs=False)
+    backup = f"file://{tmp_path}/b/{manifest.id}"
+    restorer = service(database_url)
+
+    await asyncio.to_thread(db.upgrade, DatabaseSettings(url=database_url), "0013")
+    with pytest.raises(BackupError, match="at schema revision 0013, the backup at 0015"):
+        await restorer.restore(restorer.folder(backup))
+    assert db.current_revision(DatabaseSettings(url=database_url)) == "0013"
+
+    await asyncio.to_thread(db.upgrade, DatabaseSettings(url=database_url))
+    engine = create_engine(db.sync_url(DatabaseSettings(url=database_url)))
+    with engine.begin() as conn:
+        conn.execute(metadata.tables["users"].insert().values(id=new_id(), name="kept", created_at=utcnow()))
+    engine.dispose()
+    with pytest.raises(BackupError, match=r"not empty \(rows in users\)"):
+        await restorer.restore(restorer.folder(backup))
+    assert {name: n for name, n in counts(database_url).items() if n} == {"users": 1}
+
+
+class WriteMidway(Reporter):
+    """Commits a user on another connection once the export has begun: the backup must not see it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def phase(self, description: str, total: float | None = None) -> None:
+        if description == "exporting tables":
+            engine = create_engine(db.sync_url(DatabaseSettings(url=self.url)))
+            with engine.begin() as conn:
+                conn.execute(
+                    metadata.tables["users"].insert().values(id=new_id(), name="late", created_at=utcnow())
+                )
+            engine.dispose()
+
+
+async def test_the_export_is_one_snapshot(tmp_path: Path, database_url: str) -> None:
+    await migrate(database_url)
+    if database_url.startswith("sqlite"):
+        sqlite3.connect(database_url.split("///", 1)[1]).execute(
+            "PRAGMA journal_mode=WAL"
+        ).close()  # as served
+    backups = service(database_url, f"file://{tmp_path}/artifacts")
+    manifest, _ = await backups.create(
+        location=backups.location(), with_logs=True, reporter=WriteMidway(database_url)
+    )
+    assert {t.name: t.rows for t in manifest.tables}["users"] == 0
+    assert counts(database_url)["users"] == 1
+
+
+async def test_retention_deletes_the_oldest_and_abandoned_backups(tmp_path: Path) -> None:
+    source = await small(tmp_path)
+    backups = BackupService(database=source.database, storage=source.storage, settings=source.backup)
+    location = backups.location()
+    made = [(await backups.create(location=location, with_logs=False))[0].id for _ in range(3)]
+    root = Path(source.storage.url.removeprefix("file://")) / "backups"
+    abandoned, running_now = root / "20200101T000000.000Z-0badf00d", root / "20991231T000000.000Z-00c0ffee"
+    for folder in (abandoned, running_now):
+        folder.mkdir()
+        (folder / "users.jsonl.gz").write_bytes(b"...")
+    long_ago = (utcnow() - timedelta(days=2)).timestamp()
+    os.utime(abandoned / "users.jsonl.gz", (long_ago, long_ago))
+
+    assert await backups.prune(location, keep=2) == sorted([abandoned.name, made[0]])
+    entries = await location.entries()
+    assert [(e.id, e.complete) for e in entries] == [
+        (made[1], True),
+        (made[2], True),
+        (running_now.name, False),
+    ]
+
+
+async def test_scheduled_backups_keep_the_newest(make_app: AppFactory, tmp_path: Path) -> None:
+    schedule = {"schedule-seconds": 1, "retention": 2, "location": f"file://{tmp_path}/scheduled"}
+    _, platform = await make_app(ml=QUIET, backup=schedule)
+    location = platform.backups.service.location()
+    async with asyncio.timeout(60):
+        while not (entries := await location.entries()):
+            await asyncio.sleep(0.1)
+        first = entries[0].id
+        while first in {e.id for e in entries} or len(entries) < 2:  # the oldest went once two newer came
+            await asyncio.sleep(0.1)
+            entries = await location.entries()
+    assert counter_totals(platform.backups.runs)["ok"] >= 3
+    assert all(e.complete for e in entries)
+
+
+async def test_one_instance_of_two_runs_a_scheduled_backup(
+    make_app: AppFactory, tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    schedule = {"schedule-seconds": 3600, "location": f"file://{tmp_path}/scheduled"}
+    (_, one), (_, two) = await two_instances(make_app, postgres_url, redis_url, ml=QUIET, backup=schedule)
+    location = one.backups.service.location()
+
+    def runs() -> list[float]:
+        return sorted(counter_totals(p.backups.runs).get("ok", 0.0) for p in (one, two))
+
+    async with asyncio.timeout(60):
+        while runs() == [0.0, 0.0]:
+            await asyncio.sleep(0.1)
+    assert await asyncio.gather(one.backups.tick(), two.backups.tick()) == [None, None]  # not due for an hour
+    assert runs() == [0.0, 1.0]
+    assert [e.complete for e in await location.entries()] == [True]

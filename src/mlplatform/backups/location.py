@@ -56,7 +56,7 @@ class BackupLocation:
 
     def folder(self, backup_id: str) -> BackupFolder:
         if not BACKUP_ID.match(backup_id):
-            raise BackupError(f"{backup_id!r} is not a backup id (like 20250102T030405Z-0123abcd)")
+            raise BackupError(f"{backup_id!r} is not a backup id (like 20250102T030405.678Z-0123abcd)")
         return BackupFolder(self.store, f"{self.prefix}{backup_id}/", f"{self.where.rstrip('/')}/{backup_id}")
 
     async def entries(self) -> list[BackupEntry]:

@@ -15,8 +15,8 @@ from mlplatform.backups.codec import KINDS
 FORMAT = "mlplatform-backup"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-# Backup ids sort by time: 20250102T030405Z-<8 hex>.
-BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
+# Backup ids sort by time, to the millisecond: 20250102T030405.678Z-<8 hex>.
+BACKUP_ID = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8}$")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Tables holding the prediction log; left out unless asked for (they may be most of the database).
 LOG_TABLES = ("prediction_logs", "prediction_batches")

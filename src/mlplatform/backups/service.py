@@ -34,7 +34,7 @@ DEFAULT_PREFIX = "backups"
 
 
 def new_backup_id(now: datetime) -> str:
-    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{new_id()[-8:]}"
+    return f"{now.strftime('%Y%m%dT%H%M%S')}.{now.microsecond // 1000:03d}Z-{new_id()[-8:]}"
 
 
 def join_url(url: str, path: str) -> str:
