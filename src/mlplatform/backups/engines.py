@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, pool
@@ -18,6 +19,8 @@ def sync_engine(settings: DatabaseSettings, *, write: bool = False) -> Engine:
     engine = create_engine(url, poolclass=pool.NullPool)
     if url.get_backend_name() == "sqlite":
         begin = "BEGIN IMMEDIATE" if write else "BEGIN"
+        if write and url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)  # a restore may create the file
 
         def connected(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.isolation_level = None  # we say when transactions begin

@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import structlog
+from pydantic import ValidationError
 
 from mlplatform.backups.export import export_database
 from mlplatform.backups.load import check_target, load_database
@@ -68,8 +69,13 @@ class BackupService:
 
     def _store(self, url: str) -> ArtifactStore:
         # The location's credentials are those of `storage` (one set of keys per deployment).
-        settings = self.storage.model_copy(update={"url": url})
-        store = create_artifact_store(StorageSettings.model_validate(settings.model_dump()))
+        try:
+            settings = StorageSettings.model_validate({**self.storage.model_dump(), "url": url})
+        except ValidationError:
+            raise ValueError(
+                f"{redact_url(url)}: a backup location must be file://PATH or s3://BUCKET[/PREFIX]?endpoint=..."
+            ) from None
+        store = create_artifact_store(settings)
         self._opened.append(store)
         return store
 
