@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mlplatform import db
 from mlplatform.backups.location import BackupEntry
 from mlplatform.backups.manifest import BackupError, Manifest
 from mlplatform.backups.progress import Reporter
@@ -201,7 +202,6 @@ def restore(
     )
     if created:
         console.print(f"the database was created at schema revision {manifest.revision}")
-    console.print(
-        "next: `mlplatform db upgrade` if this build is newer than the backup; the artifacts (models, "
-        "datasets) are not in the backup: the storage bucket must hold them"
-    )
+    if manifest.revision != db.head_revision():
+        console.print(f"next: `mlplatform db upgrade` (this build's schema is {db.head_revision()})")
+    console.print("the artifacts (models, datasets) are not in a backup: the storage bucket must hold them")
