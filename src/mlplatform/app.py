@@ -22,6 +22,8 @@ from mlplatform.auth.firstrun import first_admin_key_notice, server_url
 from mlplatform.auth.ratelimit import RateLimiter
 from mlplatform.auth.service import AuthService
 from mlplatform.auth.store import SqlApiKeyStore
+from mlplatform.backups.scheduler import BackupScheduler
+from mlplatform.backups.service import BackupService
 from mlplatform.clock import utcnow
 from mlplatform.config import load_settings, redact_url
 from mlplatform.datasets import router as datasets_router
@@ -189,6 +191,17 @@ def build_platform(settings: Settings) -> Platform:
         check_scheduler=CheckScheduler(
             checks=checks, leases=SqlCheckLeaseStore(database), settings=settings.ml.monitoring
         ),
+        backups=BackupScheduler(
+            service=BackupService(
+                database=settings.database,
+                storage=settings.storage,
+                settings=settings.backup,
+                artifacts=artifacts,
+            ),
+            leases=SqlCheckLeaseStore(database),
+            settings=settings.backup,
+            registry=metrics.registry,
+        ),
         training=training,
         experiments=experiments,
         supervisor=ExperimentSupervisor(experiments, interval=settings.ml.experiments.supervise_seconds),
@@ -323,6 +336,7 @@ async def start_up(platform: Platform) -> None:
     log.info("started", profile=platform.settings.profile, version=__version__)
     platform.alerts.notifier.start()
     platform.check_scheduler.start()
+    platform.backups.start()
     platform.training.start()
     platform.supervisor.start()
     min_age = timedelta(seconds=platform.settings.ml.models.orphan_min_age_seconds)
@@ -360,6 +374,7 @@ def create_app(settings: Settings) -> FastAPI:
                 ("training jobs", platform.training.stop),
                 ("experiment supervisor", platform.supervisor.stop),
                 ("monitoring checks", platform.check_scheduler.stop),
+                ("scheduled backups", platform.backups.stop),
                 ("alert notifications", platform.alerts.notifier.stop),
                 ("prediction logs", platform.serving.logs.stop),
                 ("serving", platform.serving.close),

@@ -15,6 +15,8 @@ from rich.table import Table
 
 from mlplatform import __version__, db
 from mlplatform.auth.cli import keys_app
+from mlplatform.backups.cli import backup_app
+from mlplatform.backups.cli import restore as restore_backup
 from mlplatform.cliutil import fail, settings_or_exit
 from mlplatform.config import redacted
 from mlplatform.datasets.cli import datasets_app
@@ -45,7 +47,9 @@ app.add_typer(feedback_app, name="feedback")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(experiments_app, name="experiments")
+app.add_typer(backup_app, name="backup")
 app.command("train")(train)
+app.command("restore")(restore_backup)
 console = Console()
 
 

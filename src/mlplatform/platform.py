@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlplatform.auth.service import AuthService
+from mlplatform.backups.scheduler import BackupScheduler
 from mlplatform.datasets.service import DatasetService
 from mlplatform.db import Database
 from mlplatform.experiments.service import ExperimentService
@@ -39,6 +40,7 @@ class Platform:
     alerts: AlertService
     checks: MonitoringChecks
     check_scheduler: CheckScheduler
+    backups: BackupScheduler
     training: TrainingService
     experiments: ExperimentService
     supervisor: ExperimentSupervisor

@@ -78,6 +78,12 @@ class CacheSettings(Section):
         return value
 
 
+def _check_storage_url(value: str) -> str:
+    if not re.match(r"^(file|s3)://.+", value):
+        raise ValueError("must be file://PATH or s3://BUCKET[?endpoint=...&region=...]")
+    return value
+
+
 class StorageSettings(Section):
     url: str = "file://./data/artifacts"
     access_key_id: SecretStr | None = None
@@ -86,9 +92,26 @@ class StorageSettings(Section):
     @field_validator("url")
     @classmethod
     def _scheme(cls, value: str) -> str:
-        if not re.match(r"^(file|s3)://.+", value):
-            raise ValueError("must be file://PATH or s3://BUCKET[?endpoint=...&region=...]")
-        return value
+        return _check_storage_url(value)
+
+
+class BackupSettings(Section):
+    """Scheduled logical backups of the database (`mlplatform backup` runs one by hand)."""
+
+    schedule_seconds: int = Field(0, ge=0, description="seconds between scheduled backups (0: none)")
+    retention: int = Field(
+        7, ge=0, description="complete backups kept at the location after each scheduled one (0: all)"
+    )
+    with_logs: bool = Field(False, description="scheduled backups include prediction logs")
+    location: str | None = Field(
+        None, description="file://PATH or s3://BUCKET[/PREFIX]?...; default: storage.url under backups/"
+    )
+    timeout_seconds: int = Field(3600, ge=1, description="a scheduled backup running longer is cut")
+
+    @field_validator("location")
+    @classmethod
+    def _scheme(cls, value: str | None) -> str | None:
+        return None if value is None else _check_storage_url(value)
 
 
 class JobsSettings(Section):
@@ -367,6 +390,7 @@ class Settings(Section):
     security: SecuritySettings = SecuritySettings()
     logging: LoggingSettings = LoggingSettings()
     management: ManagementSettings = ManagementSettings()
+    backup: BackupSettings = BackupSettings()
 
     @model_validator(mode="after")
     def _shared_cache_for_workers(self) -> Settings:
