@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck format services unit clean
+.PHONY: install run test lint typecheck format services unit clean nginx
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mlplatform needs Python >= 3.11")'
@@ -32,8 +32,13 @@ format: install
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
 
-test: install services lint typecheck
+test: install services nginx lint typecheck
 	$(BIN)/pytest
+
+# The load balancer of the scale-out test (tests/e2e/test_scale_out.py runs it itself, on loopback).
+nginx:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || $(APT_GET) install -y nginx || \
+		($(APT_GET) update && $(APT_GET) install -y nginx)
 
 unit: install
 	$(BIN)/pytest tests/unit
