@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck format services unit clean prometheus k8s-tools
+.PHONY: install run test lint typecheck format services unit clean prometheus k8s-tools nginx
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mlplatform needs Python >= 3.11")'
@@ -38,8 +38,13 @@ prometheus:
 		$(APT_GET) install -y --no-install-recommends prometheus || \
 		($(APT_GET) update && $(APT_GET) install -y --no-install-recommends prometheus)
 
-test: install services prometheus k8s-tools lint typecheck
+test: install services prometheus k8s-tools nginx lint typecheck
 	$(BIN)/pytest
+
+# The load balancer of the scale-out test (tests/e2e/test_scale_out.py runs it itself, on loopback).
+nginx:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || $(APT_GET) install -y nginx || \
+		($(APT_GET) update && $(APT_GET) install -y nginx)
 
 unit: install
 	$(BIN)/pytest tests/unit

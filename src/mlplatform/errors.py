@@ -64,9 +64,13 @@ class UnsupportedMediaType(DomainError):
 
 
 class Unavailable(DomainError):
-    """A backend the request needs is down."""
+    """A backend the request needs is down, or the instance is not ready to serve (still starting)."""
 
     code = "unavailable"
+
+    def __init__(self, message: str, *, details: Any = None, retry_after: int | None = None) -> None:
+        super().__init__(message, details=details)
+        self.headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
 
 
 class DeadlineExceeded(DomainError):

@@ -4,7 +4,7 @@ uvicorn writes the status line and headers when the app sends `http.response.sta
 sends `http.response.body`: two `send` system calls and two TCP segments per answer. A prediction answer is a
 few hundred bytes, so half of its socket work went to the head alone. Here the head is held until the first
 body message and both leave in one write. Everything else (parsing, flow control, keep-alive, pipelining)
-is uvicorn's own.
+is uvicorn's own, but for what happens to idle keep-alive connections when the server stops.
 """
 
 from __future__ import annotations
@@ -77,11 +77,28 @@ class CoalescingCycle(RequestResponseCycle):
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """`server.*`'s HTTP/1.1 protocol: uvicorn's httptools one with `CoalescingCycle`."""
+    """`server.*`'s HTTP/1.1 protocol: uvicorn's httptools one with `CoalescingCycle`, and a shutdown that
+    leaves idle keep-alive connections for the client to close."""
+
+    stopping = False
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         cycle.__class__ = CoalescingCycle  # same fields; only `send` differs
+        if self.stopping:
+            cycle.keep_alive = False  # answered with `Connection: close`, then the connection closes
         super()._start_asgi_task(cycle, app)
+
+    def shutdown(self) -> None:
+        """The server is stopping (it no longer accepts connections). uvicorn would close an idle keep-alive
+        connection here at once; but a client (a proxy such as nginx) may have sent a request down it at that
+        very moment, and that request then meets a reset: lost, and a proxy resends no POST. So an idle
+        connection stays open: its next request, if one comes, is answered and the connection closed after
+        it; otherwise the client closes it, or uvicorn's keep-alive timeout does (`timeout_keep_alive`, 5 s:
+        a proxy's own idle timeout should be shorter). A connection in the middle of a request is closed
+        once it is answered, as uvicorn does."""
+        self.stopping = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
 
 
 def incompatibilities(
@@ -94,6 +111,9 @@ def incompatibilities(
         problems.append(f"{protocol.__name__}._start_asgi_task is missing")
     elif (names := list(inspect.signature(start).parameters)) != ["self", "cycle", "app"]:
         problems.append(f"{protocol.__name__}._start_asgi_task({', '.join(names)}) is not (self, cycle, app)")
+    shutdown = getattr(protocol, "shutdown", None)
+    if not callable(shutdown) or list(inspect.signature(shutdown).parameters) != ["self"]:
+        problems.append(f"{protocol.__name__}.shutdown(self) is missing")
     if "transport" not in inspect.signature(cycle.__init__).parameters:
         problems.append(f"{cycle.__name__}.__init__ takes no transport")
     if "__slots__" in vars(cycle):  # a subclass with another layout could not take its place

@@ -18,10 +18,16 @@ from mlplatform.metrics import MULTIPROCESS_ENV
 from mlplatform.settings import Settings
 
 FACTORY = "mlplatform.app:app_from_environment"
+# An idle keep-alive connection is closed after this long. A proxy in front should close its idle connections
+# sooner (nginx `keepalive_timeout` in the upstream block: deploy/nginx/mlplatform.conf), so that it never
+# sends a request down a connection this server is closing at that moment.
+KEEP_ALIVE_SECONDS = 5
 
 
 class DrainingServer(uvicorn.Server):
-    """On SIGTERM/SIGINT: readiness turns 503 at once, in-flight requests finish, then the process exits."""
+    """On SIGTERM/SIGINT: readiness turns 503 and answers carry `Connection: close` at once; then the server
+    stops accepting connections, in-flight requests finish (idle keep-alive connections are left for their
+    clients to close: `httpwire`), the app's shutdown writes queued prediction logs, and the process exits."""
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         app = getattr(self.config, "loaded_app", None)
@@ -52,6 +58,7 @@ def uvicorn_config(settings: Settings) -> dict[str, Any]:
         "limit_concurrency": server.max_connections,
         "backlog": server.accept_count,
         "timeout_graceful_shutdown": server.graceful_shutdown_seconds,
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
         "loop": "uvloop",
         "http": http_protocol(),
         "access_log": False,

@@ -121,3 +121,28 @@ async def test_unknown_metric_is_404_with_the_error_shape(client: httpx.AsyncCli
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
     assert "nope" in response.json()["error"]["message"]
+
+
+async def test_until_start_up_is_done_requests_are_refused_with_503_before_anything_is_done(
+    make_app: AppFactory,
+) -> None:
+    # A load balancer without readiness checks (nginx) sends requests as soon as the port opens: a 503 is
+    # passed on to another instance, where a model not yet known here would have been a 404.
+    client, platform = await make_app()
+    platform.lifecycle.started = False
+    platform.lifecycle.startup_error = "OperationalError: connection refused"
+    for method, path in [
+        ("POST", "/api/ml/predict"),
+        ("POST", "/v2/models/m/infer"),
+        ("GET", "/api/ml/models"),
+        ("GET", "/v2/models/m"),
+    ]:
+        response = await client.request(method, path, content=b"{}", headers={"X-API-Key": "wrong"})
+        assert response.status_code == 503, (method, path)
+        assert response.headers["retry-after"] == "1"
+        assert "starting: OperationalError: connection refused" in response.text
+    assert (await client.get("/api/ml/models")).json()["error"]["code"] == "unavailable"
+    for open_path in ["/actuator/health/liveness", "/v2/health/live", "/openapi.json"]:
+        assert (await client.get(open_path)).status_code == 200, open_path
+    platform.lifecycle.started = True
+    assert (await client.get("/api/ml/models")).status_code == 200

@@ -88,9 +88,12 @@ class ServerProcess:
 def start_server(tmp_path: Path) -> Iterator[object]:
     started: list[ServerProcess] = []
 
-    def start(env: dict[str, str] | None = None, cwd: Path | None = None) -> ServerProcess:
-        port = free_port()
-        log = tmp_path / f"server-{port}.log"
+    def start(
+        env: dict[str, str] | None = None, cwd: Path | None = None, port: int | None = None
+    ) -> ServerProcess:
+        """A server on `port` (a free one by default; the same one again to restart an instance)."""
+        port = port or free_port()
+        log = tmp_path / f"server-{port}-{len(started)}.log"
         workdir = cwd or tmp_path
         with log.open("w") as output:  # the child keeps its own descriptor
             process = subprocess.Popen(

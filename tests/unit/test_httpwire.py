@@ -101,6 +101,40 @@ async def test_connection_close_writes_the_answer_before_closing() -> None:
     assert transport.writes[0].endswith(b"hello /a")
 
 
+async def test_stopping_leaves_an_idle_connection_open_and_closes_it_after_its_next_answer() -> None:
+    # uvicorn closed it at once: a request a proxy had just sent down it met a reset, and was lost.
+    protocol, transport = await connect()
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    await settle()
+    protocol.shutdown()
+    assert not transport.closed
+    protocol.data_received(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    await settle()
+    assert transport.writes[1].endswith(b"hello /b")
+    assert b"connection: close" in transport.writes[1].lower()
+    assert transport.closed
+
+
+async def test_stopping_closes_a_busy_connection_once_it_is_answered() -> None:
+    release = asyncio.Event()
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        await release.wait()
+        await app(scope, receive, send)
+
+    protocol, transport = await connect()
+    protocol.app = slow
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    await settle()
+    protocol.shutdown()
+    assert not transport.closed and transport.writes == []
+    release.set()
+    await settle()
+    assert transport.writes[0].endswith(b"hello /a")
+    assert b"connection: close" in transport.writes[0].lower()
+    assert transport.closed
+
+
 def test_the_server_uses_it() -> None:
     assert http_protocol() is CoalescingHttpToolsProtocol, (
         f"uvicorn {uvicorn.__version__} would be served with plain httptools: {incompatibilities()}"
@@ -174,10 +208,12 @@ def test_a_changed_uvicorn_is_named_rather_than_used() -> None:
     assert incompatibilities() == []
     assert incompatibilities(ProtocolWithoutHook, SlottedCycle) == [
         "ProtocolWithoutHook._start_asgi_task is missing",
+        "ProtocolWithoutHook.shutdown(self) is missing",
         "SlottedCycle.__init__ takes no transport",
         "SlottedCycle has __slots__: its instances cannot become CoalescingCycle",
         "SlottedCycle.send is missing or not a coroutine function",
     ]
     assert incompatibilities(ProtocolWithAnotherHook) == [
-        "ProtocolWithAnotherHook._start_asgi_task(self, cycle, app, context) is not (self, cycle, app)"
+        "ProtocolWithAnotherHook._start_asgi_task(self, cycle, app, context) is not (self, cycle, app)",
+        "ProtocolWithAnotherHook.shutdown(self) is missing",
     ]

@@ -33,6 +33,7 @@ from mlplatform.api.pipeline import (
     check_declared_length,
     check_encoding,
     check_media_type,
+    check_started,
     client_address,
     compress,
     error_parts,
@@ -121,6 +122,7 @@ class EdgeApp(FastAPI):
         path: str = scope["path"]
         found, params = self._fast_route(scope["method"], path)
         try:
+            check_started(self.platform, path)
             limit, setting = body_limit(self.platform.settings, scope["method"], path)
             check_declared_length(headers, limit, setting)
             check_encoding(headers)

@@ -74,7 +74,7 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
 
 
 def domain_response(exc: errors.DomainError, path: str) -> JsonResponse:
-    headers = exc.headers if isinstance(exc, errors.RateLimited) else None
+    headers = exc.headers if isinstance(exc, errors.RateLimited | errors.Unavailable) else None
     return error_response(status_of(exc), exc.code, exc.message, exc.details, headers, path=path)
 
 

@@ -1,8 +1,9 @@
 """The request pipeline: every step an HTTP request goes through, as plain functions.
 
-`api.edge.EdgeApp` runs these around every route, in this order: request id → body limit (declared length) →
-API key and rate limit → body (streamed limit, decompression) → handler → error shape → response headers
-(request id, rate limits, `Connection: close` while draining) → compression → access log and metrics.
+`api.edge.EdgeApp` runs these around every route, in this order: request id → started (503 until start-up
+work is done) → body limit (declared length) → API key and rate limit → body (streamed limit, decompression) →
+handler → error shape → response headers (request id, rate limits, `Connection: close` while draining) →
+compression → access log and metrics.
 Its fast path for predictions skips FastAPI's routing and dependency resolution, never one of these steps.
 """
 
@@ -24,7 +25,7 @@ from mlplatform.api.body import is_json, refuse_media_type
 from mlplatform.api.errors import HTTP_CODES, domain_response, error_response, validation_response
 from mlplatform.api.responses import JsonResponse
 from mlplatform.auth.schemas import Permission, Principal
-from mlplatform.errors import BadRequest, DomainError, PayloadTooLarge, UnsupportedMediaType
+from mlplatform.errors import BadRequest, DomainError, PayloadTooLarge, Unavailable, UnsupportedMediaType
 from mlplatform.ids import new_id
 from mlplatform.metrics import Metrics
 from mlplatform.platform import Platform
@@ -220,6 +221,21 @@ def check_media_type(headers: RequestHeaders, accepted: tuple[str, ...]) -> None
 
 
 # --- API key and rate limit ---------------------------------------------------------------------------------
+
+
+# Answered before start-up work is done: probes, metrics and the API's own description.
+OPEN_WHILE_STARTING = ("/actuator/", "/v2/health/", "/docs", "/openapi.json")
+
+
+def check_started(platform: Platform, path: str) -> None:
+    """Until start-up work is done (API keys, registry and preloaded models loaded), every other request is
+    answered 503 with `Retry-After`, before anything is read or done: a load balancer that sends traffic as
+    soon as the port opens (nginx has no readiness checks) passes it on to another instance, where it would
+    otherwise get a 404 for a model not yet known here."""
+    if platform.lifecycle.started or path.startswith(OPEN_WHILE_STARTING):
+        return
+    reason = platform.lifecycle.startup_error or "start-up work is not done yet"
+    raise Unavailable(f"this instance is starting: {reason}", retry_after=1)
 
 
 async def authorize(
