@@ -1,0 +1,74 @@
+"""`logging.file.*`: the log file rotates past `max-size`, keeps `max-history` old files, and stays whole when
+several processes (`server.workers`) write it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.e2e.conftest import REPO
+
+# One process of the server, as far as logging goes: configure_logging from settings, then `count` records.
+WRITER = """
+import logging, os, sys
+from mlplatform.logging import configure_logging
+from mlplatform.settings import LoggingSettings
+name, size, history, tag, count = sys.argv[1:]
+settings = {"format": "json", "file": {"name": name, "max-size": size, "max-history": history}}
+configure_logging(LoggingSettings.model_validate(settings), stream=open(os.devnull, "w"))
+log = logging.getLogger("writer")
+for i in range(int(count)):
+    log.info("%s %d %s", tag, i, "x" * 80)
+"""
+
+
+def writer(log: Path, size: str, history: int, tag: str, count: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    args = [str(log), size, str(history), tag, str(count)]
+    return subprocess.Popen([sys.executable, "-c", WRITER, *args], env=env, stderr=subprocess.PIPE)
+
+
+def run(*processes: subprocess.Popen[bytes]) -> None:
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr.decode()
+
+
+def files(log: Path) -> dict[str, int]:
+    """Every file of the log (current and rotated) and its size."""
+    rotated = re.compile(re.escape(log.name) + r"(\.\d+)?")
+    return {p.name: p.stat().st_size for p in log.parent.iterdir() if rotated.fullmatch(p.name)}
+
+
+def records(path: Path) -> list[tuple[str, int]]:
+    found = []
+    for line in path.read_text().splitlines():
+        tag, number, _ = json.loads(line)["event"].split(" ")  # a torn or interleaved line fails here
+        found.append((tag, int(number)))
+    return found
+
+
+def test_rotates_past_max_size_and_keeps_max_history(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "application.log"  # the folder is created on start
+    run(writer(log, "2KB", 3, "a", 300))
+    sizes = files(log)
+    assert set(sizes) == {"application.log", "application.log.1", "application.log.2", "application.log.3"}
+    assert all(size <= 2048 for size in sizes.values()), sizes
+    # Newest in application.log, then .1, .2, .3: together an unbroken run of the last records written.
+    oldest_first = ("application.log.3", "application.log.2", "application.log.1", "application.log")
+    kept = [number for name in oldest_first for _, number in records(log.parent / name)]
+    assert kept == list(range(300 - len(kept), 300))
+
+
+def test_several_processes_share_one_file_and_lose_nothing(tmp_path: Path) -> None:
+    log = tmp_path / "application.log"
+    tags, count = ("a", "b", "c"), 400
+    run(*[writer(log, "8KB", 100, tag, count) for tag in tags])  # room for everything: nothing may be dropped
+    sizes = files(log)
+    assert len(sizes) > 3 and all(size <= 8192 for size in sizes.values()), sizes
+    written = [record for name in sizes for record in records(log.parent / name)]
+    assert sorted(written) == sorted((tag, i) for tag in tags for i in range(count))
