@@ -8,9 +8,10 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.e2e.conftest import REPO
+from tests.e2e.conftest import REPO, ServerProcess
 
 # One process of the server, as far as logging goes: configure_logging from settings, then `count` records.
 WRITER = """
@@ -72,3 +73,29 @@ def test_several_processes_share_one_file_and_lose_nothing(tmp_path: Path) -> No
     assert len(sizes) > 3 and all(size <= 8192 for size in sizes.values()), sizes
     written = [record for name in sizes for record in records(log.parent / name)]
     assert sorted(written) == sorted((tag, i) for tag in tags for i in range(count))
+
+
+def test_serve_with_two_workers_rotates_its_log_file(
+    start_server: Callable[..., ServerProcess], redis_url: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "logs" / "application.log"
+    server = start_server(
+        {
+            "MLPLATFORM_SERVER__WORKERS": "2",
+            "MLPLATFORM_CACHE__URL": redis_url,
+            "MLPLATFORM_LOGGING__FORMAT": "json",
+            "MLPLATFORM_LOGGING__LEVEL__ROOT": "DEBUG",  # every database statement: plenty to rotate
+            "MLPLATFORM_LOGGING__FILE__NAME": str(log),
+            "MLPLATFORM_LOGGING__FILE__MAX_SIZE": "16KB",
+            "MLPLATFORM_LOGGING__FILE__MAX_HISTORY": "2",
+        }
+    )
+    server.wait_for("/actuator/health/readiness")
+    for _ in range(20):  # requests both workers answer and log (an unknown key is looked up in the database)
+        server.get("/api/ml/models", headers={"X-API-Key": "mlp_not-a-key-0123456789abcdefghij"})
+    assert server.terminate() in (0, -15)
+    sizes = files(log)
+    assert set(sizes) == {"application.log", "application.log.1", "application.log.2"}, sizes
+    assert all(size <= 16 * 1024 for size in sizes.values()), sizes
+    for name in sizes:
+        assert all(json.loads(line)["timestamp"] for line in (log.parent / name).read_text().splitlines())

@@ -142,6 +142,8 @@ def test_defaults_and_placeholders_with_default_values(tmp_path: Path) -> None:
         ({"MLPLATFORM_LOGGING__FORMAT": "xml"}, "logging.format", "json"),
         ({"MLPLATFORM_SERVER__PROT": "1"}, "server.prot", "not a known key"),
         ({"MLPLATFORM_SERVER__MAX_BODY_SIZE": "lots"}, "max-body-size", "size"),
+        ({"MLPLATFORM_LOGGING__FILE__MAX_SIZE": "0"}, "logging.file.max-size", "1024"),
+        ({"MLPLATFORM_LOGGING__FILE__MAX_HISTORY": "0"}, "logging.file.max-history", "1"),
     ],
 )
 def test_bad_values_name_the_key_and_the_problem(
