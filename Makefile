@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck format services unit clean
+.PHONY: install run test lint typecheck format services unit clean container-tools
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mlplatform needs Python >= 3.11")'
@@ -32,8 +32,14 @@ format: install
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
 
-test: install services lint typecheck
+test: install services container-tools lint typecheck
 	$(BIN)/pytest
+
+# tests/e2e/test_container.py serves as `nobody` (setpriv) in a mount namespace (unshare, mount): util-linux, mount.
+container-tools:
+	@command -v setpriv >/dev/null && command -v unshare >/dev/null || $(APT_GET) install -y util-linux \
+		|| ($(APT_GET) update && $(APT_GET) install -y util-linux)
+	@command -v mount >/dev/null || $(APT_GET) install -y mount || ($(APT_GET) update && $(APT_GET) install -y mount)
 
 unit: install
 	$(BIN)/pytest tests/unit
