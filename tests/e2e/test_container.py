@@ -188,6 +188,7 @@ def test_wheel_serves_as_nobody_on_a_read_only_root_filesystem(base: Path) -> No
         assert root and root[0].split()[5].startswith("ro"), root
 
         register_and_predict(server, base)
+        train_on_the_embedded_cluster(server)  # a dataset upload and the Dask LocalCluster's worker processes
 
         [health] = [exec_form(a) for k, a in instructions() if k == "HEALTHCHECK"]
         check = subprocess.run(sandboxed(data, tmp, app, health), env=env, capture_output=True, text=True)
@@ -273,3 +274,26 @@ def register_and_predict(server: ServerProcess, folder: Path) -> None:
     predicted = httpx.post(f"{server.base_url}/api/ml/predict", json=body, headers=headers, timeout=60)
     assert predicted.status_code == 200, predicted.text
     assert predicted.json()["prediction"] == model.predict(np.array([[2.0, -1.0, 0.5]]))[0]
+
+
+def train_on_the_embedded_cluster(server: ServerProcess) -> None:
+    x = np.random.default_rng(1).normal(size=(200, 2))
+    rows = "\n".join(f"{a:.5f},{b:.5f},{int(a + b > 0)}" for a, b in x)
+    with httpx.Client(base_url=server.base_url, headers={"X-API-Key": ADMIN_KEY}, timeout=60) as client:
+        dataset = client.post(
+            "/api/ml/datasets", files={"file": ("d.csv", f"a,b,y\n{rows}\n".encode())}, data={"name": "ab"}
+        )
+        assert dataset.status_code == 201, dataset.text
+        body = {"model": "ab", "dataset": dataset.json()["id"], "target": "y", "algorithm": "lightgbm"}
+        submitted = client.post(
+            "/api/ml/training-jobs", json={**body, "hyperparameters": {"n_estimators": 10}}
+        )
+        assert submitted.status_code == 202, submitted.text
+        deadline = time.monotonic() + 120
+        path = f"/api/ml/training-jobs/{submitted.json()['id']}"
+        while (job := client.get(path).json())["state"] in {"queued", "running"}:
+            assert time.monotonic() < deadline, job
+            time.sleep(0.2)
+        assert job["state"] == "succeeded", (job, server.output())
+        predicted = client.post("/api/ml/predict", json={"model": "ab", "features": {"a": 2.0, "b": 1.0}})
+        assert predicted.status_code == 200 and predicted.json()["prediction"] == 1, predicted.text
