@@ -18,18 +18,20 @@ WRITER = """
 import logging, os, sys
 from mlplatform.logging import configure_logging
 from mlplatform.settings import LoggingSettings
-name, size, history, tag, count = sys.argv[1:]
+name, size, history, tag, count, payload = sys.argv[1:]
 settings = {"format": "json", "file": {"name": name, "max-size": size, "max-history": history}}
 configure_logging(LoggingSettings.model_validate(settings), stream=open(os.devnull, "w"))
 log = logging.getLogger("writer")
 for i in range(int(count)):
-    log.info("%s %d %s", tag, i, "x" * 80)
+    log.info("%s %d %s", tag, i, "x" * int(payload))
 """
 
 
-def writer(log: Path, size: str, history: int, tag: str, count: int) -> subprocess.Popen[bytes]:
+def writer(
+    log: Path, size: str, history: int, tag: str, count: int, payload: int = 80
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
-    args = [str(log), size, str(history), tag, str(count)]
+    args = [str(log), size, str(history), tag, str(count), str(payload)]
     return subprocess.Popen([sys.executable, "-c", WRITER, *args], env=env, stderr=subprocess.PIPE)
 
 
@@ -63,6 +65,15 @@ def test_rotates_past_max_size_and_keeps_max_history(tmp_path: Path) -> None:
     oldest_first = ("application.log.3", "application.log.2", "application.log.1", "application.log")
     kept = [number for name in oldest_first for _, number in records(log.parent / name)]
     assert kept == list(range(300 - len(kept), 300))
+
+
+def test_a_record_larger_than_max_size_gets_a_file_of_its_own(tmp_path: Path) -> None:
+    log = tmp_path / "application.log"
+    run(writer(log, "1KB", 3, "a", 2, payload=3000))
+    # Each in a file of its own, and no empty file rotated before the first.
+    assert set(files(log)) == {"application.log.1", "application.log"}
+    assert records(log.parent / "application.log.1") == [("a", 0)]
+    assert records(log) == [("a", 1)]
 
 
 def test_several_processes_share_one_file_and_lose_nothing(tmp_path: Path) -> None:
