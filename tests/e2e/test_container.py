@@ -47,30 +47,26 @@ def tool(name: str) -> str:
 
 def as_unprivileged(command: list[str]) -> list[str]:
     ids = str(UNPRIVILEGED)
-    return [tool("setpriv"), f"--reuid={ids}", f"--regid={ids}", "--clear-groups", "--inh-caps=-all"] + [
-        "--no-new-privs",
-        *command,
-    ]
+    drop = ["--clear-groups", "--inh-caps=-all", "--no-new-privs"]
+    return [tool("setpriv"), f"--reuid={ids}", f"--regid={ids}", *drop, *command]
+
+
+def succeeds(command: list[str]) -> bool:
+    return subprocess.run(command, capture_output=True).returncode == 0
 
 
 def python_for_unprivileged_user() -> str:
     """A Python >= 3.11 that `nobody` can run: the one running the tests, unless it lives in a private home
     (pyenv under /root), else the system's."""
-    candidates = [Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}"]
-    candidates += [Path(p) for p in ("/usr/local/bin/python3.11", "/usr/bin/python3.11", "/usr/bin/python3")]
+    candidates = [str(Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}")]
+    candidates += ["/usr/local/bin/python3.11", "/usr/bin/python3.11", "/usr/bin/python3"]
     check = "import sys; sys.exit(sys.version_info < (3, 11))"
     for candidate in candidates:
-        runs = (
-            subprocess.run(as_unprivileged(["test", "-x", str(candidate)]), capture_output=True).returncode
-            == 0
-        )
-        if (
-            runs
-            and subprocess.run(as_unprivileged([str(candidate), "-c", check]), capture_output=True).returncode
-            == 0
+        if succeeds(as_unprivileged(["test", "-x", candidate])) and succeeds(
+            as_unprivileged([candidate, "-c", check])
         ):
-            return str(candidate)
-    pytest.fail(f"no Python >= 3.11 that an unprivileged user can run among {[str(c) for c in candidates]}")
+            return candidate
+    pytest.fail(f"no Python >= 3.11 that an unprivileged user can run among {candidates}")
 
 
 def build_context(target: Path) -> Path:
@@ -114,22 +110,8 @@ def test_wheel_serves_as_nobody_on_a_read_only_root_filesystem(base: Path) -> No
     # 1. The builder stage: the project's wheel from the build context alone.
     context = build_context(base / "context")
     wheelhouse = base / "wheelhouse"
-    built = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--quiet",
-            "--wheel-dir",
-            str(wheelhouse),
-            str(context),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(wheelhouse)]
+    built = subprocess.run([*pip_wheel, str(context)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
     [wheel] = wheelhouse.glob("mlplatform-*.whl")
     check_wheel_contents(wheel)
