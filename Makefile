@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck format services unit clean prometheus k8s-tools nginx
+.PHONY: install run test lint typecheck format services unit clean prometheus k8s-tools nginx container-tools
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mlplatform needs Python >= 3.11")'
@@ -32,19 +32,26 @@ format: install
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
 
+test: install services prometheus k8s-tools nginx container-tools lint typecheck
+	$(BIN)/pytest
+
+# --- tools the tests run, installed when missing (Debian packages through apt-get) ---
 # promtool and the Prometheus server (Debian's `prometheus`) for the alert-rule, dashboard and scrape tests.
 prometheus:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
 		$(APT_GET) install -y --no-install-recommends prometheus || \
 		($(APT_GET) update && $(APT_GET) install -y --no-install-recommends prometheus)
 
-test: install services prometheus k8s-tools nginx lint typecheck
-	$(BIN)/pytest
-
 # The load balancer of the scale-out test (tests/e2e/test_scale_out.py runs it itself, on loopback).
 nginx:
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || $(APT_GET) install -y nginx || \
 		($(APT_GET) update && $(APT_GET) install -y nginx)
+
+# tests/e2e/test_container.py serves as `nobody` (setpriv) in a mount namespace (unshare, mount): util-linux, mount.
+container-tools:
+	@command -v setpriv >/dev/null && command -v unshare >/dev/null || $(APT_GET) install -y util-linux \
+		|| ($(APT_GET) update && $(APT_GET) install -y util-linux)
+	@command -v mount >/dev/null || $(APT_GET) install -y mount || ($(APT_GET) update && $(APT_GET) install -y mount)
 
 unit: install
 	$(BIN)/pytest tests/unit

@@ -21,6 +21,9 @@ _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
 # Children of these keys are names (logger names), not settings keys: never rewritten.
 _FREE_FORM = {"level", "fallbacks"}
 REDACTED = "******"
+# The wheel carries a copy of the repository's config/ here (pyproject.toml, force-include), so an installed
+# mlplatform finds its profiles wherever it runs.
+BUNDLED_CONFIG = Path(__file__).parent / "bundled_config"
 
 
 class ConfigError(Exception):
@@ -39,7 +42,7 @@ def load_settings(
 ) -> Settings:
     """Build the effective settings. `overrides` (nested, kebab or snake keys) win over everything."""
     env = dict(os.environ if environ is None else environ)
-    folder = config_dir or Path(env.get("MLPLATFORM_CONFIG_DIR", "config"))
+    folder = config_dir or default_config_dir(env)
     profiles = active_profiles(env)
     data: dict[str, Any] = {}
     for name in ["application.yml", *[f"application-{p}.yml" for p in profiles]]:
@@ -58,6 +61,17 @@ def load_settings(
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+def default_config_dir(environ: Mapping[str, str]) -> Path:
+    """MLPLATFORM_CONFIG_DIR, else ./config when there is one (a checkout, an operator's own), else the copy
+    in the installed package."""
+    if environ.get("MLPLATFORM_CONFIG_DIR"):
+        return Path(environ["MLPLATFORM_CONFIG_DIR"])
+    local = Path("config")
+    if not local.is_dir() and BUNDLED_CONFIG.is_dir():
+        return BUNDLED_CONFIG
+    return local
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

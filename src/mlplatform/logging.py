@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import logging.handlers
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,57 @@ def _level(name: str) -> int:
 
 def _json_dumps(data: Any, default: Any = None) -> str:
     return orjson.dumps(data, default=default or str).decode()
+
+
+class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A size-rotated log file that several processes may write (`server.workers` > 1, each its own handler).
+
+    Each record is written under an exclusive lock on `<file>.lock`. Whoever finds the file full rotates it;
+    the others see the name now points at another file and reopen it before writing, instead of writing on
+    into the rotated one (as the stock handler does: its files overgrow and its history drops records)."""
+
+    def __init__(self, filename: Path, *, max_bytes: int, backup_count: int) -> None:
+        self._lock_file = open(f"{os.path.abspath(filename)}.lock", "ab")  # noqa: SIM115 - kept while it lives
+        try:
+            super().__init__(filename, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8")
+        except BaseException:
+            self._lock_file.close()
+            raise
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+            try:
+                self._follow_rotation()
+                super().emit(record)
+            finally:
+                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        except Exception:
+            self.handleError(record)
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:  # the stdlib hook, named as it is
+        # A record larger than max-size alone would otherwise rotate an empty file, pushing history out.
+        if self.stream is not None and self.stream.seek(0, os.SEEK_END) == 0:
+            return False
+        return bool(super().shouldRollover(record))
+
+    def _follow_rotation(self) -> None:
+        if self.stream is None:
+            return
+        try:
+            named = os.stat(self.baseFilename)
+        except FileNotFoundError:
+            named = None
+        opened = os.fstat(self.stream.fileno())
+        if named is None or (named.st_dev, named.st_ino) != (opened.st_dev, opened.st_ino):
+            self.stream.close()
+            self.stream = self._open()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._lock_file.close()
 
 
 def configure_logging(settings: LoggingSettings, *, stream: Any = None) -> None:
@@ -52,11 +105,8 @@ def configure_logging(settings: LoggingSettings, *, stream: Any = None) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             handlers.append(
-                logging.handlers.RotatingFileHandler(
-                    path,
-                    maxBytes=settings.file.max_size,
-                    backupCount=settings.file.max_history,
-                    encoding="utf-8",
+                SharedRotatingFileHandler(
+                    path, max_bytes=settings.file.max_size, backup_count=settings.file.max_history
                 )
             )
         except OSError as exc:  # a read-only volume must not stop the service: stderr still has the logs

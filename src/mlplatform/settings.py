@@ -329,8 +329,12 @@ class SecuritySettings(Section):
 
 class LogFileSettings(Section):
     name: str | None = None
-    max_size: int = 100 * 1024 * 1024
-    max_history: int = Field(30, ge=0)
+    max_size: int = Field(
+        100 * 1024 * 1024, ge=1024, description="the file is rotated before it grows past this"
+    )
+    max_history: int = Field(
+        30, ge=1, description="rotated files kept (name.1 the newest); older ones deleted"
+    )
 
     @field_validator("max_size", mode="before")
     @classmethod

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mlplatform.config import REDACTED, ConfigError, load_settings, redact_url, redacted
+from mlplatform import config
+from mlplatform.config import REDACTED, ConfigError, default_config_dir, load_settings, redact_url, redacted
 from mlplatform.units import parse_size
 
 REPO_CONFIG = Path(__file__).parents[2] / "config"
@@ -43,6 +44,22 @@ def test_defaults_are_embedded_without_any_file(tmp_path: Path) -> None:
     assert settings.ml.predictions.cache_min_confidence == 0.9
     assert settings.ml.models.allow_pickle is False
     assert settings.embedded
+
+
+def test_config_folder_is_the_variable_then_local_then_the_installed_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundled = tmp_path / "site-packages" / "mlplatform" / "bundled_config"
+    write(bundled, "application-prod.yml", "server:\n  port: 9999\n")
+    monkeypatch.setattr(config, "BUNDLED_CONFIG", bundled)
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    assert default_config_dir({}) == bundled  # no ./config here: the copy the wheel carries
+    assert load_settings(environ={"MLPLATFORM_PROFILE": "prod", **PROD_ENV}).server.port == 9999
+    (workdir / "config").mkdir()
+    assert default_config_dir({}) == Path("config")
+    assert default_config_dir({"MLPLATFORM_CONFIG_DIR": "/etc/ml"}) == Path("/etc/ml")
 
 
 def test_repository_defaults_file_matches_built_in_defaults(tmp_path: Path) -> None:
@@ -125,6 +142,8 @@ def test_defaults_and_placeholders_with_default_values(tmp_path: Path) -> None:
         ({"MLPLATFORM_LOGGING__FORMAT": "xml"}, "logging.format", "json"),
         ({"MLPLATFORM_SERVER__PROT": "1"}, "server.prot", "not a known key"),
         ({"MLPLATFORM_SERVER__MAX_BODY_SIZE": "lots"}, "max-body-size", "size"),
+        ({"MLPLATFORM_LOGGING__FILE__MAX_SIZE": "0"}, "logging.file.max-size", "1024"),
+        ({"MLPLATFORM_LOGGING__FILE__MAX_HISTORY": "0"}, "logging.file.max-history", "1"),
     ],
 )
 def test_bad_values_name_the_key_and_the_problem(
