@@ -239,7 +239,19 @@ def upstream_errors(nginx: Nginx) -> list[str]:
     """nginx's errors talking to an instance, but for refused connections: a request nginx had sent and then
     lost (a reset, a connection closed before the answer) was read by no instance, or by one that died."""
     lines = (nginx.folder / "error.log").read_text().splitlines()
-    return [line for line in lines if "[error]" in line and "(111: Connection refused)" not in line]
+    return [
+        line
+        for line in lines
+        if "[error]" in line and "(111: Connection refused)" not in line and not resent_prediction(line)
+    ]
+
+
+def resent_prediction(line: str) -> bool:
+    """A prediction on a connection the kernel reset because it was still in the accept backlog when the
+    stopping instance closed its listener (a window no server can close): nginx resends predictions
+    (`non_idempotent` on their location), and the test checks that none failed and each was logged once.
+    Idle keep-alive connections are not reset at shutdown (tests/unit/test_httpwire.py guards that)."""
+    return "(104: Connection reset by peer)" in line and '"POST /api/ml/predict' in line
 
 
 def wait_until_nginx_sends_to(nginx: Nginx, port: int, since: int, load: Load) -> None:
@@ -288,7 +300,10 @@ def test_two_instances_behind_nginx_restart_one_at_a_time_under_load_and_lose_no
         while "-v1-" not in (version := served_version(server)):
             assert time.monotonic() < deadline, f"{server.base_url} serves {version}"
             time.sleep(0.1)
-    created = admin("POST", servers[0], "/api/admin/api-keys", json=KEY | {"name": "load"})
+    # the load is as fast as the box allows: its key may take more than the default 1000/second
+    created = admin(
+        "POST", servers[0], "/api/admin/api-keys", json=KEY | {"name": "load", "rate_limit": "100000/second"}
+    )
     assert created.status_code == 201, created.text
     nginx = start_nginx(tmp_path / "nginx", [server.port for server in servers])
     load = Load(url=nginx.base_url, key=created.json()["key"])
