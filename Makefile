@@ -32,8 +32,11 @@ format: install
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
 
+# Test files run on PYTEST_WORKERS processes (pytest-xdist), each file's tests in one of them (module fixtures such as
+# a Dask LocalCluster are not started twice); every test has its own schema, key prefix, folder and ports.
+PYTEST_WORKERS ?= 2
 test: install services prometheus k8s-tools nginx container-tools lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # --- tools the tests run, installed when missing (Debian packages through apt-get) ---
 # promtool and the Prometheus server (Debian's `prometheus`) for the alert-rule, dashboard and scrape tests.
