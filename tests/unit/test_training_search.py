@@ -146,3 +146,19 @@ def test_a_submit_names_every_bad_field() -> None:
     assert set(
         problems({"space": {"alpha": {"float": [0.1, 1]}}, "metric": "log_loss"}, algorithm="ridge")
     ) == {"search.metric"}
+
+
+def test_progress_is_scored_on_at_most_twenty_thousand_validation_rows_picked_the_same_way() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from mlplatform.training.fitting import PROGRESS_ROWS, progress_rows
+
+    X, y = np.arange(50_000 * 2).reshape(50_000, 2), np.arange(50_000)
+    X_small, y_small = progress_rows(X, y)
+    assert len(y_small) == PROGRESS_ROWS == 20_000
+    assert (X_small[:, 0] == y_small * 2).all()  # rows stay paired
+    again = progress_rows(pd.DataFrame(X), pd.Series(y))
+    assert (again[1].to_numpy() == y_small).all()  # the same rows for pandas input
+    few = np.arange(10)
+    assert progress_rows(few, few)[1] is few

@@ -5,6 +5,7 @@ Forests and scikit-learn boosting grow in CHUNKS warm-started steps; XGBoost and
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,22 @@ from mlplatform.training.checkpoints import WorkerCheckpoints, checkpoints_for, 
 from mlplatform.training.progress import JobCancelled, Reporter
 
 CHUNKS = 10  # forests and sklearn boosting grow in this many warm-started steps
+# The validation metric that progress shows after every round (or chunk) is computed on at most this many
+# held-out rows, picked at random: on all of them it cost XGBoost 10-15 % more time than the fit itself. The
+# job's validation metrics (`evaluate`) use every held-out row.
+PROGRESS_ROWS = 20_000
+
+
+def progress_rows(X: Any, y: Any, most: int = PROGRESS_ROWS) -> tuple[Any, Any]:
+    """At most `most` rows of X and y (arrays or pandas), picked at random with a fixed seed."""
+    if len(y) <= most:
+        return X, y
+    index = np.sort(np.random.default_rng(0).choice(len(y), most, replace=False))
+
+    def pick(values: Any) -> Any:
+        return values.iloc[index] if hasattr(values, "iloc") else values[index]
+
+    return pick(X), pick(y)
 
 
 def fit(
@@ -29,6 +46,7 @@ def fit(
 ) -> Any:
     algorithm = ALGORITHMS[spec["algorithm"]]
     params = dict(spec["hyperparameters"])
+    X_val, y_val = progress_rows(X_val, y_val)
     estimator_type = estimator_class(spec["algorithm"], task)
     if algorithm.library == "xgboost":
         with checkpoints_for(spec, "ubj") as saved:
@@ -134,7 +152,12 @@ def _fit_lightgbm(
     params.setdefault("verbose", -1)
     params["n_estimators"] = total - done  # a resumed run does the remaining rounds only
     model = estimator_type(**params)
-    model.fit(X_train, y_train, eval_set=[(X_val, y_val)], callbacks=[progress], init_model=start)
+    evaluation: dict[str, Any]
+    if "eval_X" in inspect.signature(model.fit).parameters:  # lightgbm >= 4.7 deprecates eval_set
+        evaluation = {"eval_X": (X_val,), "eval_y": (y_val,)}
+    else:
+        evaluation = {"eval_set": [(X_val, y_val)]}
+    model.fit(X_train, y_train, callbacks=[progress], init_model=start, **evaluation)
     return model
 
 
