@@ -93,6 +93,8 @@ async def test_an_xgboost_job_trains_registers_with_lineage_and_metrics_and_pred
     assert job["progress"]["unit"] == "round" and job["worker"].startswith("tcp://127.0.0.1")
     assert job["attempt"] == 1 and job["started_at"] and job["finished_at"]
     assert set(job["metrics"]) == {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"}
+    assert set(job["timings"]) == {"read", "fit", "evaluate", "save", "register"}
+    assert all(seconds >= 0 for seconds in job["timings"].values()) and job["timings"]["fit"] > 0
 
     # The same split and model, trained here: the job's metrics are sklearn's on the validation rows.
     import xgboost

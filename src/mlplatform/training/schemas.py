@@ -177,6 +177,11 @@ class TrainingJobRead(BaseModel):
     cancel_requested: bool = False
     progress: JobProgress = JobProgress()
     metrics: dict[str, float] = {}
+    timings: dict[str, float] = Field(
+        {},
+        description="a succeeded job's seconds per phase of its last run: read (the dataset read and split), "
+        "fit, evaluate (validation metrics), save (the artifact and the drift reference), register",
+    )
     error: str | None = None
     attempt: int = 0
     worker: str | None = None

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import re
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -419,8 +420,11 @@ class TrainingService:
             log.info("training job cancelled", job=job.id)
             return None
         await follower.report(beat=True, read=False)  # still ours? then register
+        started = time.perf_counter()
         version = await self._register(job, dataset, result)
-        await self._end(job.id, "succeeded", metrics=result["metrics"], version_id=version)
+        timings = {**result.get("timings", {}), "register": time.perf_counter() - started}
+        timings = {phase: round(seconds, 3) for phase, seconds in timings.items()}
+        await self._end(job.id, "succeeded", metrics=result["metrics"], version_id=version, timings=timings)
         log.info("training job succeeded", job=job.id, model=job.model, version=version)
         return None
 

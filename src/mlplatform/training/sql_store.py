@@ -49,6 +49,7 @@ def _read(row: TrainingJobRow) -> TrainingJobRead:
         cancel_requested=row.cancel_requested,
         progress=JobProgress.model_validate(row.progress or {}),
         metrics=row.metrics or {},
+        timings=row.timings or {},
         error=row.error,
         attempt=row.attempt,
         worker=row.worker,
@@ -94,6 +95,7 @@ class SqlTrainingJobStore(TrainingJobStore):
             cancel_requested=job.cancel_requested,
             progress=job.progress.model_dump(),
             metrics=job.metrics,
+            timings=job.timings,
             error=job.error,
             attempt=job.attempt,
             worker=job.worker,
@@ -247,6 +249,7 @@ class SqlTrainingJobStore(TrainingJobStore):
         *,
         at: datetime,
         metrics: dict[str, float] | None = None,
+        timings: dict[str, float] | None = None,
         error: str | None = None,
         version_id: str | None = None,
         progress: JobProgress | None = None,
@@ -264,6 +267,8 @@ class SqlTrainingJobStore(TrainingJobStore):
         }
         if metrics is not None:
             values["metrics"] = metrics
+        if timings is not None:
+            values["timings"] = timings
         if version_id is not None:
             values["version_id"] = version_id
         if progress is not None:

@@ -91,6 +91,7 @@ class TrainingJobStore(ABC):
         *,
         at: datetime,
         metrics: dict[str, float] | None = None,
+        timings: dict[str, float] | None = None,
         error: str | None = None,
         version_id: str | None = None,
         progress: JobProgress | None = None,

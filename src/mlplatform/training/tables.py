@@ -24,6 +24,7 @@ class TrainingJobRow(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     metrics: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    timings: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True, default=dict)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(256), nullable=True)

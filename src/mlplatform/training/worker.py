@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,7 +143,10 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         return run_distributed(spec)
     reporter = Reporter.for_spec(spec)
     task = Task(spec["task"])
+    clock = time.perf_counter()
     data = split(spec, task)
+    timings = {"read": time.perf_counter() - clock}
+    clock = time.perf_counter()
     classes = data.classes
     if task is Task.CLASSIFICATION and len(set(data.y_train.tolist())) < 2:
         raise ValueError("the training split holds a single class: use a larger dataset")
@@ -171,8 +175,12 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         return {"status": "cancelled", "worker": reporter.worker}
     if reporter.cancel_asked():
         return {"status": "cancelled", "worker": reporter.worker}
+    timings["fit"], clock = time.perf_counter() - clock, time.perf_counter()
     metrics = evaluate(model, task, X_val, data.y_val, classes if sklearn_labels else None)
+    timings["evaluate"], clock = time.perf_counter() - clock, time.perf_counter()
     filename, artifact = save(spec, model)
+    reference = reference_sample(data.train, spec.get("seed", 0))
+    timings["save"] = time.perf_counter() - clock
     return {
         "status": "succeeded",
         "worker": reporter.worker,
@@ -180,7 +188,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         "filename": filename,
         "metrics": metrics,
         "classes": None if sklearn_labels else classes,
-        "reference": reference_sample(data.train, spec.get("seed", 0)),
+        "reference": reference,
+        "timings": timings,
     }
 
 
