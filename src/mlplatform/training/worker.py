@@ -86,18 +86,22 @@ def split(spec: dict[str, Any], task: Task) -> Split:
     from sklearn.model_selection import train_test_split
 
     target, features, strings = spec["target"], spec["features"], spec.get("string_features") or []
+    import pandas as pd  # type: ignore[import-untyped]
+
     frame = read_table(spec)
-    frame = frame[frame[target].notna()].reset_index(drop=True)
+    missing = frame[target].isna()
+    if missing.any():  # else no copy of what may be a few hundred MB
+        frame = frame[~missing].reset_index(drop=True)
     X = encoding.as_frame(frame, features, strings)
-    y = frame[target].to_numpy()
     classes: list[Any] | None = None
     if task is Task.CLASSIFICATION:
-        classes = sorted(set(y.tolist()))
+        codes, uniques = pd.factorize(frame[target], sort=True)  # in C, for any label type
+        classes = list(uniques.tolist())
         if len(classes) < 2:
             raise ValueError(f"target {target!r} has a single class: nothing to learn")
-        y = np.searchsorted(np.asarray(classes, dtype=object), y).astype(np.int64)
+        y = codes.astype(np.int64)
     else:
-        y = y.astype(np.float64)
+        y = frame[target].to_numpy().astype(np.float64)
     validation = spec.get("validation_dataset")
     if validation:
         other = read_dataset(spec, validation)
