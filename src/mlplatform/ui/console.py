@@ -196,6 +196,11 @@ def sign_in_location(request: Request, reason: str | None) -> str:
     return location + ("&reason=" + quote(reason, safe="") if reason else "")
 
 
+def status_of(exc: DomainError) -> int:
+    """The status the API answers the error with (`api.errors.STATUS`)."""
+    return next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 400)
+
+
 def error_page(request: Request, status: int, message: str) -> HTMLResponse:
     return render(request, "error.html", status, status=status, message=message)
 
@@ -215,8 +220,7 @@ class PageRoute(APIRoute):
                     clear_session_cookie(response, request.app.state.platform)
                 return response
             except DomainError as exc:
-                status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 400)
-                return error_page(request, status, exc.message)
+                return error_page(request, status_of(exc), exc.message)
             except RequestValidationError as exc:
                 problems = "; ".join(
                     f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors()[:5]

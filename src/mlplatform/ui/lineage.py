@@ -94,8 +94,8 @@ def render(model: str, version: int, lineage: Lineage) -> Markup:
     height = PAD * 2 + (max(n.row for n in nodes) + 1) * (HEIGHT + GAP_Y) - GAP_Y
     summary = "; ".join(f"{a.title} {label} {b.title}" for a, b, label in edges) or "no recorded lineage"
     parts = [
-        f'<svg class="lineage" role="img" aria-labelledby="lineage-title" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
+        f'<svg class="lineage" role="group" aria-labelledby="lineage-title" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
         f'<title id="lineage-title">Lineage of {escape(model)} v{version}: {escape(summary)}</title>',
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
         'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" class="arrowhead"/></marker></defs>',

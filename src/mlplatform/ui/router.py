@@ -29,6 +29,7 @@ from mlplatform.ui.console import (
     render,
     secure_cookie,
     set_session_cookie,
+    status_of,
 )
 
 router = APIRouter(prefix="/ui", route_class=PageRoute, include_in_schema=False)
@@ -111,8 +112,7 @@ async def sign_in(
     try:
         principal = await platform.auth.authenticate(key.strip(), client_of(request))
     except DomainError as exc:  # Unauthorized, or RateLimited after too many failures from this address
-        status = 429 if exc.code == "rate_limited" else 401
-        return _sign_in_page(request, platform, _next_page(next), f"key: {exc.message}", status)
+        return _sign_in_page(request, platform, _next_page(next), f"key: {exc.message}", status_of(exc))
     session = await platform.sessions.create(principal.key_id)
     response = redirect(_next_page(next))
     set_session_cookie(response, platform, session.id)
@@ -145,7 +145,9 @@ async def models_page(
     where = ModelFilter(prefix=q.strip() or None, stage=stage or None)
     page = await platform.registry.list_models(where, limit=MODELS_PER_PAGE, offset=offset)
     last = await platform.monitoring.last_predictions(models=[m.name for m in page.items])
-    partial = visit.request.headers.get("hx-request") == "true"
+    headers = visit.request.headers
+    # htmx swaps in the rows alone; a history restore (Back after a search) wants the whole page.
+    partial = headers.get("hx-request") == "true" and headers.get("hx-history-restore-request") != "true"
     return visit.render(
         "models_rows.html" if partial else "models.html",
         page=page,
@@ -200,8 +202,8 @@ async def set_stage(
 async def set_alias(
     name: str,
     visit: VisitDep,
+    version: Annotated[int, Form(ge=1)],
     alias: Annotated[str, Form(max_length=64)] = "",
-    version: Annotated[int, Form(ge=1)] = 0,
 ) -> Response:
     await visit.check_csrf()
     await visit.require(Permission.WRITE)
