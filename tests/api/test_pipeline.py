@@ -31,7 +31,7 @@ PUBLIC = {
     # the web console's sign-in page and its static files; its other pages want a session (not a key)
     ("GET", "/ui/login"),
     ("POST", "/ui/login"),
-    ("GET", "/ui/static/{path}"),
+    ("GET", "/ui/static/{path:path}"),
 }
 UPLOADS = {("POST", "/api/ml/models/{name}/versions"), ("POST", "/api/ml/datasets")}
 

@@ -18,7 +18,6 @@ from mlplatform.registry.store import ModelFilter
 from mlplatform.ui import charts, lineage
 from mlplatform.ui.assets import serve_asset
 from mlplatform.ui.console import (
-    COOKIE,
     SIGN_IN_COOKIE,
     SIGN_IN_REASONS,
     PageRoute,
@@ -73,7 +72,6 @@ def _sign_in_page(
     )
     response.set_cookie(
         SIGN_IN_COOKIE,
-        SIGN_IN_REASONS,
         token,
         path="/ui/login",
         httponly=True,
@@ -259,6 +257,3 @@ async def download(name: str, version: VersionNumber, visit: VisitDep) -> Respon
 @router.get("/static/{path:path}")
 async def static(path: str, request: Request) -> Response:
     return serve_asset(request, path)
-
-
-__all__ = ["COOKIE", "router"]
