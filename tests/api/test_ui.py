@@ -235,6 +235,7 @@ async def test_a_revoked_key_ends_its_sessions(make_app: AppFactory) -> None:
         assert (await browser.get("/ui/models")).status_code == 303
 
 
+@pytest.mark.postgres
 @pytest.mark.redis
 async def test_a_session_in_redis_is_known_to_every_instance(
     make_app: AppFactory, postgres_url: str, redis_url: str

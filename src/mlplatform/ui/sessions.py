@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -48,14 +48,15 @@ def session_key(session_id: str) -> str:
 class SessionStore:
     """Create, find (sliding expiry: each use extends it, up to a maximum age) and end sessions."""
 
-    def __init__(self, cache: Cache, settings: UiSettings) -> None:
+    def __init__(self, cache: Cache, settings: UiSettings, clock: Callable[[], float] = time.time) -> None:
         self.cache = cache
+        self.clock = clock
         self.idle = settings.session_idle_minutes * 60
         self.max_age = settings.session_max_hours * 3600
 
     async def create(self, key_id: str) -> ConsoleSession:
         """A new session of the key `key_id`, stored; `Unavailable` while the cache backend is down."""
-        now = time.time()
+        now = self.clock()
         session = ConsoleSession(
             id=secrets.token_urlsafe(32), key_id=key_id, csrf=secrets.token_urlsafe(32), started=now, seen=now
         )
@@ -70,7 +71,7 @@ class SessionStore:
         if raw is None:
             return None
         stored = orjson.loads(raw)
-        now = time.time()
+        now = self.clock()
         session = ConsoleSession(
             id=session_id,
             key_id=stored["key_id"],
