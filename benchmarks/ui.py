@@ -74,7 +74,7 @@ async def run(models: int, runs: int, folder: Path) -> list[tuple[str, list[floa
             first = {"feature_names": FEATURES, "metrics": {"auc": 0.93, "f1": 0.88}}
             await register(api, "model-000", artifact, {**first, "reference_sample": x[:300].tolist()})
             for version in range(2, 11):
-                await register(api, "model-000", artifact, {**first, "parent": f"model-000@{version - 1}"})
+                await register(api, "model-000", artifact, {**first, "parent": f"model-000/{version - 1}"})
             for i in range(1, models):
                 await register(api, f"model-{i:03d}", artifact, {"feature_names": FEATURES})
             await api.post("/api/ml/models/model-000/versions/9/stage", json={"stage": "staging"})

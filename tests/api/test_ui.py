@@ -23,9 +23,9 @@ def csrf_of(page: httpx.Response) -> str:
     return found.group(1)
 
 
-def browser_of(client: httpx.AsyncClient) -> httpx.AsyncClient:
+def browser_of(client: httpx.AsyncClient, base_url: str | None = None) -> httpx.AsyncClient:
     """A client of the same app that sends no API key: a browser."""
-    return httpx.AsyncClient(transport=client._transport, base_url=str(client.base_url))
+    return httpx.AsyncClient(transport=client._transport, base_url=base_url or str(client.base_url))
 
 
 async def sign_in(browser: httpx.AsyncClient, key: str, next_page: str = "/ui/models") -> httpx.Response:
@@ -46,7 +46,7 @@ async def register(client: httpx.AsyncClient, tmp_path: Path, name: str = "clf")
     ref = reference("sklearn-forest-skops", tmp_path)
     metadata = {**ref.metadata, "metrics": {"auc": 0.91}, "reference_sample": ref.X[:200].tolist()}
     await upload(client, name, ref.path, metadata)
-    await upload(client, name, ref.path, {**ref.metadata, "parent": f"{name}@1"})
+    await upload(client, name, ref.path, {**ref.metadata, "parent": f"{name}/1"})
     return ref
 
 
@@ -92,7 +92,7 @@ async def test_sign_in_sets_a_strict_http_only_cookie_and_sign_out_ends_the_sess
 
 async def test_secure_cookie_in_every_profile_but_the_default(make_app: AppFactory) -> None:
     client, _ = await make_app(ui={"secure-cookie": True})
-    async with browser_of(client) as browser:
+    async with browser_of(client, "https://test") as browser:  # a browser sends Secure cookies on HTTPS only
         signed = await sign_in(browser, (await create_key(client, "viewer"))["key"])
         cookie = next(v for k, v in signed.headers.multi_items() if k == "set-cookie" and "mlp_session=" in v)
         assert "secure" in {part.strip().lower() for part in cookie.split(";")}

@@ -41,7 +41,7 @@ def register(server: ServerProcess, folder: Path) -> None:
     }
     for name, metadata in (
         ("fraud", first),
-        ("fraud", {"feature_names": FEATURES, "parent": "fraud@1", "metrics": {"auc": 0.927}}),
+        ("fraud", {"feature_names": FEATURES, "parent": "fraud/1", "metrics": {"auc": 0.927}}),
         ("churn", {"feature_names": FEATURES}),
     ):
         created = httpx.post(

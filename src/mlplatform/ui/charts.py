@@ -31,11 +31,10 @@ def histogram(histogram: ProfileHistogram, name: str, width: int = 220, height: 
     cells = histogram_cells(histogram)
     top = max(counts) or 1
     bar = width / len(counts)
+    described = ", ".join(f"{cell}: {count}" for cell, count in zip(cells, counts, strict=False))
     parts = [
         f'<svg class="histogram" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-        f'xmlns="http://www.w3.org/2000/svg"><title>Histogram of {escape(name)}: '
-        + escape(", ".join(f"{cell}: {count}" for cell, count in zip(cells, counts, strict=False)))
-        + "</title>"
+        f'xmlns="http://www.w3.org/2000/svg"><title>Histogram of {escape(name)}: {escape(described)}</title>'
     ]
     for i, count in enumerate(counts):
         h = 0 if count == 0 else max(1.0, (height - 2) * count / top)
