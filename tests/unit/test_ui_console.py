@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from mlplatform.monitoring.schemas import ProfileHistogram
@@ -98,3 +99,14 @@ def test_histogram_cells_name_intervals_and_categories() -> None:
     categorical = ProfileHistogram(counts=[4, 0], labels=["a", "b"])
     assert charts.histogram_cells(categorical) == ["a", "b"]
     assert charts.histogram(categorical, "colour").count('class="bar"') == 2
+
+
+def test_numeric_bars_are_as_wide_as_their_interval() -> None:
+    # Quantile edges: equal counts over unequal intervals are not a flat distribution.
+    quantiles = ProfileHistogram(counts=[10, 10, 10, 10], edges=[0.0, 1.0, 4.0])
+    assert charts.spans(quantiles) == [2.0, 1.0, 3.0, 2.0]
+    svg = charts.histogram(quantiles, "x")
+    heights = [
+        float(h) for h in re.findall(r'class="bar" x="[^"]+" y="[^"]+" width="[^"]+" height="([^"]+)"', svg)
+    ]
+    assert heights[1] > heights[0] > heights[2]  # densest in the narrowest interval
