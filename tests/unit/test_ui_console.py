@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 
 from mlplatform.monitoring.schemas import ProfileHistogram
@@ -93,20 +92,15 @@ def test_lineage_escapes_what_it_draws() -> None:
     assert "<script>" not in svg and "&lt;script&gt;" in svg
 
 
-def test_histogram_cells_name_intervals_and_categories() -> None:
-    numeric = ProfileHistogram(counts=[1, 2, 3], edges=[0.0, 1.5])
-    assert charts.histogram_cells(numeric) == ["≤ 0", "0 – 1.5", "> 1.5"]
+def test_numeric_cells_are_re_binned_to_equal_widths_for_drawing() -> None:
+    # Quantile cells: equal counts over unequal intervals are not a flat distribution.
+    quantiles = ProfileHistogram(counts=[0, 10, 10, 10, 0], edges=[0.0, 1.0, 2.0, 6.0])
+    counts, labels = charts.display_bins(quantiles, bins=6)
+    assert counts == [10.0, 10.0, 2.5, 2.5, 2.5, 2.5]
+    assert labels[0] == "0 – 1" and len(labels) == 6
+    assert sum(counts) == 30
     categorical = ProfileHistogram(counts=[4, 0], labels=["a", "b"])
-    assert charts.histogram_cells(categorical) == ["a", "b"]
-    assert charts.histogram(categorical, "colour").count('class="bar"') == 2
-
-
-def test_numeric_bars_are_as_wide_as_their_interval() -> None:
-    # Quantile edges: equal counts over unequal intervals are not a flat distribution.
-    quantiles = ProfileHistogram(counts=[10, 10, 10, 10], edges=[0.0, 1.0, 4.0])
-    assert charts.spans(quantiles) == [2.0, 1.0, 3.0, 2.0]
-    svg = charts.histogram(quantiles, "x")
-    heights = [
-        float(h) for h in re.findall(r'class="bar" x="[^"]+" y="[^"]+" width="[^"]+" height="([^"]+)"', svg)
-    ]
-    assert heights[1] > heights[0] > heights[2]  # densest in the narrowest interval
+    assert charts.display_bins(categorical) == ([4.0, 0.0], ["a", "b"])
+    svg = charts.histogram(categorical, "colour")
+    assert svg.count('class="bar"') == 2 and "a: 4, b: 0" in svg
+    assert "no values" in charts.histogram(ProfileHistogram(counts=[0, 0], edges=[1.0]), "x")

@@ -11,54 +11,55 @@ def _label(value: float) -> str:
     return f"{value:.4g}"
 
 
-def histogram_cells(histogram: ProfileHistogram) -> list[str]:
-    """A name for each count: a category, or the numeric interval the cell covers."""
+DISPLAY_BINS = 24
+
+
+def display_bins(histogram: ProfileHistogram, bins: int = DISPLAY_BINS) -> tuple[list[float], list[str]]:
+    """What to draw: categories as they are; numeric cells re-binned into `bins` equal-width bins over the
+    edges' range, each cell's count spread evenly over the part of it a bin covers (the profile's cells are
+    quantiles, of very unequal widths, so drawn as they are every feature would look flat)."""
     if histogram.labels is not None:
-        return list(histogram.labels)
+        return [float(c) for c in histogram.counts], list(histogram.labels)
     edges = histogram.edges or []
-    if not edges:
-        return ["all"] * len(histogram.counts)
-    cells = [f"≤ {_label(edges[0])}"]
-    cells += [f"{_label(a)} – {_label(b)}" for a, b in zip(edges, edges[1:], strict=False)]
-    cells.append(f"> {_label(edges[-1])}")
-    return cells[: len(histogram.counts)]
-
-
-def spans(histogram: ProfileHistogram) -> list[float]:
-    """How wide each cell is drawn. Numeric cells are as wide as the interval they cover (the profile's edges
-    are quantiles, so equal-width bars of near-equal counts would draw every feature flat); the two open ends
-    get the mean inner width. Categories are equally wide."""
-    edges = histogram.edges or []
-    if histogram.labels is not None or len(edges) < 2:
-        return [1.0] * len(histogram.counts)
-    inner = [max(b - a, 0.0) for a, b in zip(edges, edges[1:], strict=False)]
-    mean = sum(inner) / len(inner) or 1.0
-    widths = [mean, *(w or mean / 100 for w in inner), mean]
-    return widths[: len(histogram.counts)]
+    counts = histogram.counts
+    if len(edges) < 2 or edges[-1] <= edges[0]:
+        return [float(sum(counts))], ["all"]
+    low, high = edges[0], edges[-1]
+    step = (high - low) / bins
+    shown = [0.0] * bins
+    shown[0] += counts[0]  # (-inf, e0]
+    shown[-1] += counts[-1] if len(counts) == len(edges) + 1 else 0  # (e_last, inf)
+    for i, count in enumerate(counts[1 : len(edges)], start=1):
+        a, b = edges[i - 1], edges[i]
+        if count == 0:
+            continue
+        if b <= a:
+            shown[min(int((a - low) / step), bins - 1)] += count
+            continue
+        first, last = int((a - low) / step), min(int((b - low) / step), bins - 1)
+        for k in range(first, last + 1):
+            overlap = min(b, low + (k + 1) * step) - max(a, low + k * step)
+            shown[k] += count * max(overlap, 0.0) / (b - a)
+    labels = [f"{_label(low + k * step)} – {_label(low + (k + 1) * step)}" for k in range(bins)]
+    return shown, labels
 
 
 def histogram(histogram: ProfileHistogram, name: str, width: int = 220, height: int = 48) -> Markup:
-    """Bars whose areas are the counts: height is count per unit of width (a density for numeric cells)."""
-    counts = histogram.counts
-    if not counts:
+    if not histogram.counts or not sum(histogram.counts):
         return Markup('<span class="muted">no values</span>')
-    cells = histogram_cells(histogram)
-    widths = spans(histogram)
-    densities = [count / w for count, w in zip(counts, widths, strict=True)]
-    top = max(densities) or 1.0
-    scale = width / sum(widths)
-    described = ", ".join(f"{cell}: {count}" for cell, count in zip(cells, counts, strict=False))
+    counts, cells = display_bins(histogram)
+    top = max(counts) or 1.0
+    bar = width / len(counts)
+    described = ", ".join(f"{cell}: {count:.0f}" for cell, count in zip(cells, counts, strict=True))
     parts = [
         f'<svg class="histogram" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
         f'xmlns="http://www.w3.org/2000/svg"><title>Histogram of {escape(name)}: {escape(described)}</title>'
     ]
-    x = 0.0
-    for count, w, density in zip(counts, widths, densities, strict=True):
-        h = 0.0 if count == 0 else max(1.0, (height - 2) * density / top)
+    for i, count in enumerate(counts):
+        h = 0.0 if count <= 0 else max(1.0, (height - 2) * count / top)
         parts.append(
-            f'<rect class="bar" x="{x:.2f}" y="{height - h:.2f}" width="{max(w * scale - 0.6, 0.4):.2f}" '
-            f'height="{h:.2f}"/>'
+            f'<rect class="bar" x="{i * bar + 0.5:.1f}" y="{height - h:.1f}" '
+            f'width="{max(bar - 1, 1):.1f}" height="{h:.1f}"/>'
         )
-        x += w * scale
     parts.append("</svg>")
     return Markup("".join(parts))
