@@ -58,7 +58,13 @@ async def test_pages_need_a_session_and_an_api_key_is_not_one(make_app: AppFacto
         assert response.headers["location"].startswith("/ui/login?next=" + path.replace("/", "%2F"))
     forged = await client.post("/ui/models/clf/versions/1/stage", data={"stage": "production"})
     assert forged.status_code == 303 and forged.headers["location"].startswith("/ui/login")
-    assert (await client.get("/ui/static/ui.css")).status_code == 200  # the sign-in page needs it
+    css = await client.get("/ui/static/ui.css")  # public: the sign-in page needs it
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    again = await client.get("/ui/static/ui.css", headers={"If-None-Match": css.headers["etag"]})
+    assert again.status_code == 304
+    assert (await client.get("/ui/static/vendor/htmx.min.js")).status_code == 200  # `make ui-assets`
+    for outside in ("../console.py", "..%2Fconsole.py", "/etc/passwd", "vendor/.installed-stamp"):
+        assert (await client.get(f"/ui/static/{outside}")).status_code == 404, outside
 
 
 async def test_sign_in_sets_a_strict_http_only_cookie_and_sign_out_ends_the_session(
@@ -84,6 +90,12 @@ async def test_sign_in_sets_a_strict_http_only_cookie_and_sign_out_ends_the_sess
         assert page.headers["x-ratelimit-limit"]  # counted against the signed-in key's limit
         assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
 
+        first = signed.cookies["mlp_session"]
+        again = await sign_in(browser, viewer["key"])  # signing in again replaces the session
+        assert await platform.cache.get(where) is None
+        assert again.cookies["mlp_session"] != first
+        page = await browser.get("/ui/models")
+        where = session_key(again.cookies["mlp_session"])
         out = await browser.post("/ui/logout", data={"csrf": csrf_of(page)})
         assert out.status_code == 303
         assert await platform.cache.get(where) is None

@@ -18,6 +18,7 @@ from mlplatform.registry.store import ModelFilter
 from mlplatform.ui import charts, lineage
 from mlplatform.ui.assets import serve_asset
 from mlplatform.ui.console import (
+    COOKIE,
     SIGN_IN_COOKIE,
     SIGN_IN_REASONS,
     PageRoute,
@@ -111,6 +112,8 @@ async def sign_in(
         principal = await platform.auth.authenticate(key.strip(), client_of(request))
     except DomainError as exc:  # Unauthorized, or RateLimited after too many failures from this address
         return _sign_in_page(request, platform, _next_page(next), f"key: {exc.message}", status_of(exc))
+    if (earlier := request.cookies.get(COOKIE)) is not None:
+        await platform.sessions.end(earlier)  # signing in again replaces the session, never keeps two
     session = await platform.sessions.create(principal.key_id)
     response = redirect(_next_page(next))
     set_session_cookie(response, platform, session.id)
