@@ -155,9 +155,14 @@ class AuthService:
                     details={"limit": decision.limit, "reset": int(decision.reset_at)},
                     headers={k.decode(): v.decode() for k, v in decision.headers()},
                 )
+        self.check(principal, permission)
+        return decision
+
+    @staticmethod
+    def check(principal: Principal, permission: Permission) -> None:
+        """Forbidden unless the principal's role holds `permission`."""
         if not principal.can(permission):
             raise Forbidden(f"role {principal.role.value!r} may not {permission.value}")
-        return decision
 
     async def principal_of(self, key_id: str) -> Principal:
         """The principal of a key known only by its id (a web console session holds the id, never the key);

@@ -95,9 +95,10 @@ class Visit:
     def can(self, permission: Permission) -> bool:
         return self.principal.can(permission)
 
-    async def require(self, permission: Permission) -> None:
-        """The server-side check behind every action a page offers (the page hides what a role may not do)."""
-        await self.platform.auth.admit(self.principal, permission)
+    def require(self, permission: Permission) -> None:
+        """The server-side check behind every action a page offers (the page hides what a role may not do);
+        the request was counted against the key's rate limit once already, by `visit`."""
+        self.platform.auth.check(self.principal, permission)
 
     async def check_csrf(self) -> None:
         """Every POST carries the session's token, as a form field or (htmx) a header."""

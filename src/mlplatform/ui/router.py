@@ -189,7 +189,7 @@ async def set_stage(
     name: str, version: VersionNumber, visit: VisitDep, stage: Annotated[str, Form(max_length=32)] = ""
 ) -> Response:
     await visit.check_csrf()
-    await visit.require(Permission.WRITE)
+    visit.require(Permission.WRITE)
     if stage not in STAGES:
         raise InvalidInput(
             f"stage: {stage!r} is not one of {', '.join(STAGES)}",
@@ -207,7 +207,7 @@ async def set_alias(
     alias: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
     await visit.check_csrf()
-    await visit.require(Permission.WRITE)
+    visit.require(Permission.WRITE)
     await visit.platform.registry.set_alias(
         check_name(name), check_alias(alias.strip()), version, actor=actor(visit)
     )
@@ -217,7 +217,7 @@ async def set_alias(
 @router.post("/models/{name}/aliases/{alias}/remove")
 async def remove_alias(name: str, alias: str, visit: VisitDep) -> Response:
     await visit.check_csrf()
-    await visit.require(Permission.WRITE)
+    visit.require(Permission.WRITE)
     await visit.platform.registry.remove_alias(check_name(name), alias, actor=actor(visit))
     return redirect(f"/ui/models/{quote(name)}")
 
