@@ -108,8 +108,13 @@ def test_sign_in_stage_alias_and_sign_out_in_chromium(start_server: StartServer,
         page.goto(f"{server.base_url}/ui/models")
         expect(page).to_have_url(f"{server.base_url}/ui/login?next=%2Fui%2Fmodels")
         check_page(page, "sign-in")
-        page.get_by_label("API key").fill(editor)
-        page.get_by_role("button", name="Sign in").click()
+        page.keyboard.press("Tab")  # keyboard first: the skip link, the home link, the key field
+        expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+        page.keyboard.press("Tab")
+        page.keyboard.press("Tab")
+        expect(page.get_by_label("API key")).to_be_focused()
+        page.keyboard.type(editor)  # signed in with the keyboard alone
+        page.keyboard.press("Enter")
         expect(page).to_have_url(f"{server.base_url}/ui/models")
         expect(page.get_by_role("link", name="fraud", exact=True)).to_be_visible()
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any, cast
 
 from mlplatform.monitoring.schemas import ProfileHistogram
+from mlplatform.platform import Platform
 from mlplatform.registry.schemas import Lineage, VersionBrief
-from mlplatform.settings import UiSettings
+from mlplatform.settings import Settings, UiSettings
 from mlplatform.stores.cache.memory import MemoryCache
 from mlplatform.ui import charts, lineage
+from mlplatform.ui.console import secure_cookie
 from mlplatform.ui.sessions import SessionStore, session_key
 
 
@@ -104,3 +108,13 @@ def test_numeric_cells_are_re_binned_to_equal_widths_for_drawing() -> None:
     svg = charts.histogram(categorical, "colour")
     assert svg.count('class="bar"') == 2 and "a: 4, b: 0" in svg
     assert "no values" in charts.histogram(ProfileHistogram(counts=[0, 0], edges=[1.0]), "x")
+
+
+def test_the_cookie_is_secure_in_every_profile_but_the_default() -> None:
+    def secure(**settings: Any) -> bool:
+        return secure_cookie(cast(Platform, SimpleNamespace(settings=Settings(**settings))))
+
+    assert not secure() and secure(profile="prod") and secure(profile="staging")
+    assert secure(ui=UiSettings(secure_cookie=True)) and not secure(
+        profile="prod", ui=UiSettings(secure_cookie=False)
+    )
