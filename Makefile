@@ -88,7 +88,7 @@ unit: install
 	$(BIN)/pytest tests/unit
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .cache src/mlplatform/ui/static/vendor
 
 # --- what tests/deploy/test_k8s_manifests.py checks the custom resources of deploy/k8s against: the DaskCluster
 # CRD from the dask-kubernetes wheel (read in place, never installed: its `dask` CLI plugin would load on every
