@@ -4,7 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck format services unit clean prometheus k8s-tools nginx container-tools
+.PHONY: install run test lint typecheck format services unit clean prometheus k8s-tools nginx container-tools \
+	ui-assets chromium
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mlplatform needs Python >= 3.11")'
@@ -13,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,tensorflow]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) ui-assets
 
 run: install
 	$(BIN)/mlplatform serve
@@ -35,7 +36,7 @@ format: install
 # Test files run on PYTEST_WORKERS processes (pytest-xdist), each file's tests in one of them (module fixtures such as
 # a Dask LocalCluster are not started twice); every test has its own schema, key prefix, folder and ports.
 PYTEST_WORKERS ?= 2
-test: install services prometheus k8s-tools nginx container-tools lint typecheck
+test: install services prometheus k8s-tools nginx container-tools chromium lint typecheck
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # --- tools the tests run, installed when missing (Debian packages through apt-get) ---
@@ -56,11 +57,38 @@ container-tools:
 		|| ($(APT_GET) update && $(APT_GET) install -y util-linux)
 	@command -v mount >/dev/null || $(APT_GET) install -y mount || ($(APT_GET) update && $(APT_GET) install -y mount)
 
+# --- the web console's browser-side files: htmx and uPlot from their npm packages (versions pinned by
+# ui/package-lock.json), copied into the package (gitignored; the wheel ships them: pyproject `artifacts`), and
+# axe-core, which only the browser tests inject. Node.js is needed to build, never to run.
+UI_CACHE := .cache/ui-assets
+UI_VENDOR := src/mlplatform/ui/static/vendor
+UI_MODULES := $(UI_CACHE)/node_modules
+
+$(UI_VENDOR)/.installed-stamp: ui/package.json ui/package-lock.json
+	@command -v npm >/dev/null || $(APT_GET) install -y nodejs npm || ($(APT_GET) update && $(APT_GET) install -y nodejs npm)
+	rm -rf $(UI_CACHE) && mkdir -p $(UI_CACHE)
+	cp ui/package.json ui/package-lock.json $(UI_CACHE)/
+	cd $(UI_CACHE) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	rm -rf $(UI_VENDOR) && mkdir -p $(UI_VENDOR)
+	cp $(UI_MODULES)/htmx.org/dist/htmx.min.js $(UI_MODULES)/uplot/dist/uPlot.iife.min.js \
+		$(UI_MODULES)/uplot/dist/uPlot.min.css $(UI_VENDOR)/
+	cp $(UI_MODULES)/htmx.org/LICENSE $(UI_VENDOR)/LICENSE-htmx.txt
+	cp $(UI_MODULES)/uplot/LICENSE $(UI_VENDOR)/LICENSE-uplot.txt
+	touch $@
+
+ui-assets: $(UI_VENDOR)/.installed-stamp
+
+# The browser tests (tests/e2e/test_ui_browser.py) drive Debian's Chromium through Playwright, never a browser
+# Playwright downloads.
+chromium:
+	@command -v chromium >/dev/null || $(APT_GET) install -y --no-install-recommends chromium || \
+		($(APT_GET) update && $(APT_GET) install -y --no-install-recommends chromium)
+
 unit: install
 	$(BIN)/pytest tests/unit
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .cache src/mlplatform/ui/static/vendor
 
 # --- what tests/deploy/test_k8s_manifests.py checks the custom resources of deploy/k8s against: the DaskCluster
 # CRD from the dask-kubernetes wheel (read in place, never installed: its `dask` CLI plugin would load on every

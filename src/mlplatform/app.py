@@ -75,6 +75,9 @@ from mlplatform.training import router as training_router
 from mlplatform.training.metrics import TrainingMetrics
 from mlplatform.training.service import TrainingService
 from mlplatform.training.sql_store import SqlTrainingJobStore
+from mlplatform.ui import router as ui_router
+from mlplatform.ui.console import build_console
+from mlplatform.ui.sessions import SessionStore
 
 log = structlog.get_logger(__name__)
 SLOW_SHUTDOWN_STEP_SECONDS = 1.0  # a close that takes longer is logged: each should take milliseconds
@@ -205,6 +208,7 @@ def build_platform(settings: Settings) -> Platform:
         training=training,
         experiments=experiments,
         supervisor=ExperimentSupervisor(experiments, interval=settings.ml.experiments.supervise_seconds),
+        sessions=SessionStore(cache, settings.ui),
     )
 
 
@@ -401,6 +405,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     app.state.platform = platform
+    app.state.ui = build_console()
     app.serve(platform)
     # The predict paths first: routes are matched in order, on every request.
     app.include_router(predict.router)
@@ -414,6 +419,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(alerts_router.router)
     app.include_router(auth_router.router)
     app.include_router(actuator.router)
+    app.include_router(
+        ui_router.router
+    )  # the web console: its own sessions, left out of the OpenAPI document
     document_contract(app)
     return app
 

@@ -21,6 +21,7 @@ from mlplatform.settings import Settings
 from mlplatform.stores.artifacts.base import ArtifactStore
 from mlplatform.stores.cache.base import Cache
 from mlplatform.training.service import TrainingService
+from mlplatform.ui.sessions import SessionStore
 
 
 @dataclass
@@ -44,3 +45,4 @@ class Platform:
     training: TrainingService
     experiments: ExperimentService
     supervisor: ExperimentSupervisor
+    sessions: SessionStore  # the web console's sign-in sessions, in the cache

@@ -381,6 +381,20 @@ class ManagementSettings(Section):
         return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
 
+class UiSettings(Section):
+    """The web console at /ui: its sessions (kept in the cache backend, so every instance knows them)."""
+
+    session_idle_minutes: float = Field(
+        30.0, gt=0, le=24 * 60, description="a session unused this long ends (each request extends it)"
+    )
+    session_max_hours: float = Field(
+        12.0, gt=0, le=24 * 30, description="a session ends this long after sign-in"
+    )
+    secure_cookie: bool | None = Field(
+        None, description="the session cookie's Secure flag; unset: on in every profile but the default"
+    )
+
+
 class Settings(Section):
     """The whole configuration. Built by `mlplatform.config.load_settings`, never read at import."""
 
@@ -395,6 +409,7 @@ class Settings(Section):
     logging: LoggingSettings = LoggingSettings()
     management: ManagementSettings = ManagementSettings()
     backup: BackupSettings = BackupSettings()
+    ui: UiSettings = UiSettings()
 
     @model_validator(mode="after")
     def _shared_cache_for_workers(self) -> Settings:

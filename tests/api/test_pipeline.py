@@ -28,6 +28,10 @@ PUBLIC = {
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
+    # the web console's sign-in page and its static files; its other pages want a session (not a key)
+    ("GET", "/ui/login"),
+    ("POST", "/ui/login"),
+    ("GET", "/ui/static/{path:path}"),
 }
 UPLOADS = {("POST", "/api/ml/models/{name}/versions"), ("POST", "/api/ml/datasets")}
 
@@ -52,7 +56,18 @@ def concrete(template: str) -> str:
     return re.sub(r"\{[^}]+\}", "1", template)
 
 
+def console(template: str) -> bool:
+    """The web console's pages: HTML (their errors too), behind a sign-in session."""
+    return template == "/ui" or template.startswith("/ui/")
+
+
+def sent_to_sign_in(response: httpx.Response) -> bool:
+    return response.status_code == 303 and response.headers["location"].startswith("/ui/login")
+
+
 def assert_error_shape(response: httpx.Response, where: Any) -> None:
+    if console(response.request.url.path) and response.headers["content-type"].startswith("text/html"):
+        return  # an error page; refusals before the route (413, 503) are JSON as everywhere
     body = response.json()
     if response.request.url.path.startswith("/v2/"):  # the Open Inference Protocol's own shape
         assert isinstance(body["error"], str) and body["code"], where
@@ -126,7 +141,9 @@ async def test_every_route_but_the_public_ones_wants_a_key(
     for method, template in ops:
         # A body that is not even JSON: the key is checked before the body is read or parsed.
         response = await client.request(method, concrete(template), content=b"\xff not json")
-        if response.status_code == 401:
+        if console(template) and sent_to_sign_in(response):
+            assert response.headers["x-request-id"]
+        elif response.status_code == 401:
             assert_error_shape(response, (method, template))
             assert response.headers["x-request-id"]
         else:
@@ -156,7 +173,7 @@ async def test_every_guarded_route_answers_with_rate_limit_headers(
 ) -> None:
     client, _, ops = served
     for method, template in ops:
-        if (method, template) in PUBLIC:
+        if (method, template) in PUBLIC or console(template):  # console pages: by the session's key (test_ui)
             continue
         response = await client.request(
             method, concrete(template), content=b"{}", headers={"X-API-Key": ADMIN_KEY}

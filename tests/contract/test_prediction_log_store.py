@@ -239,6 +239,16 @@ async def test_latencies_are_one_per_request_newest_first_in_the_window(store: P
     assert await store.latencies(model="nope") == []
 
 
+async def test_last_predictions_are_the_newest_single_or_block_per_model(store: PredictionLogStore) -> None:
+    newest_block, newest_single = block("b", 3, at_offset=-1), single("s", at_offset=-1)
+    records = [single("b", at_offset=-20), newest_block, newest_single, block("s", 2, at_offset=-30)]
+    appended(store, *records, single("other", at_offset=0))
+    last = await store.last_predictions(["b", "s", "never"])
+    assert last == {"b": newest_block.created_at, "s": newest_single.created_at}
+    assert all(at.tzinfo is not None for at in last.values())
+    assert await store.last_predictions([]) == {}
+
+
 async def test_samples_are_uniform_bounded_and_repeatable(store: PredictionLogStore) -> None:
     singles = [dataclasses.replace(single("m", at_offset=-1), inputs=[float(i), -1.0]) for i in range(20)]
     blocks = []

@@ -20,7 +20,7 @@ from mlplatform.auth.schemas import (
 from mlplatform.auth.store import ApiKeyStore, NewKey, StoredKey
 from mlplatform.auth.unknown import UnknownKeys
 from mlplatform.clock import utcnow
-from mlplatform.errors import Forbidden, InvalidInput, RateLimited, Unauthorized
+from mlplatform.errors import Forbidden, InvalidInput, NotFound, RateLimited, Unauthorized
 from mlplatform.settings import SecuritySettings
 from mlplatform.stores.cache.base import Cache
 from mlplatform.stores.cache.feed import ChangeFeed
@@ -28,6 +28,7 @@ from mlplatform.stores.cache.feed import ChangeFeed
 log = structlog.get_logger(__name__)
 KEYS_CHANNEL = "auth.keys"
 ANONYMOUS = Principal(key_id="anonymous", owner="anonymous", role=Role.ADMIN)
+BOOTSTRAP = Principal(key_id="bootstrap", owner="bootstrap", role=Role.ADMIN)
 FIRST_ADMIN_NAME = "first admin key"
 FIRST_ADMIN_OWNER = "admin"
 
@@ -103,7 +104,7 @@ class AuthService:
         digest = hash_key(key) if key else None
         if digest is not None:
             if self.bootstrap_hash is not None and same_hash(digest, self.bootstrap_hash):
-                return Principal(key_id="bootstrap", owner="bootstrap", role=Role.ADMIN)
+                return BOOTSTRAP
             stored = self.snapshot.get(digest)
             if stored is not None and same_hash(stored.key_hash, digest):
                 return self._principal(stored)
@@ -137,8 +138,13 @@ class AuthService:
         self, key: str | None, client: str, permission: Permission
     ) -> tuple[Principal, RateDecision | None]:
         """Authenticate, rate-limit and authorise a request; failed logins are limited per address."""
-        limits = self.settings.rate_limit
         principal = await self.authenticate(key, client)
+        return principal, await self.admit(principal, permission)
+
+    async def admit(self, principal: Principal, permission: Permission) -> RateDecision | None:
+        """Count a request of an authenticated principal against its key's rate limit, then check that its
+        role holds `permission`."""
+        limits = self.settings.rate_limit
         decision = None
         if self.enabled and limits.enabled:
             decision = await self.limiter.hit(principal.rate_limit or limits.default, "key", principal.key_id)
@@ -149,9 +155,35 @@ class AuthService:
                     details={"limit": decision.limit, "reset": int(decision.reset_at)},
                     headers={k.decode(): v.decode() for k, v in decision.headers()},
                 )
+        self.check(principal, permission)
+        return decision
+
+    @staticmethod
+    def check(principal: Principal, permission: Permission) -> None:
+        """Forbidden unless the principal's role holds `permission`."""
         if not principal.can(permission):
             raise Forbidden(f"role {principal.role.value!r} may not {permission.value}")
-        return principal, decision
+
+    async def principal_of(self, key_id: str) -> Principal:
+        """The principal of a key known only by its id (a web console session holds the id, never the key);
+        Unauthorized once the key is revoked, expired or deleted. Keys this instance holds cost no I/O."""
+        if not self.enabled:
+            return ANONYMOUS
+        if key_id == BOOTSTRAP.key_id and self.bootstrap_hash is not None:
+            return BOOTSTRAP
+        for stored in self.snapshot.values():
+            if stored.id == key_id:
+                return self._principal(stored)
+        # Not held: revoked or expired (so dropped from the snapshot), or just created on another instance.
+        try:
+            found = await self.store.get(key_id)
+        except NotFound:
+            raise Unauthorized("API key no longer exists") from None
+        if found.revoked_at is not None:
+            raise Unauthorized("API key revoked")
+        if found.expires_at is not None and found.expires_at <= utcnow():
+            raise Unauthorized("API key expired")
+        return Principal(key_id=found.id, owner=found.owner, role=found.role, rate_limit=found.rate_limit)
 
     async def create_key(self, request: ApiKeyCreate) -> ApiKeyCreated:
         key = generate_key()

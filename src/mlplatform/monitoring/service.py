@@ -416,6 +416,10 @@ class MonitoringService:
             )
         )
 
+    async def last_predictions(self, *, models: Sequence[str]) -> dict[str, datetime]:
+        """When each model last answered a prediction (logged), by name; models never used are left out."""
+        return await self.store.last_predictions(models)
+
     async def reference(self, *, model: str, version: int) -> ReferenceRead:
         found = await self.registry.get_version(model, version)
         stored = await self.drift.get_reference(found.id)

@@ -188,6 +188,11 @@ class PredictionLogStore(ABC):
         """How many predictions match (every member of a block counts)."""
 
     @abstractmethod
+    async def last_predictions(self, models: Sequence[str]) -> dict[str, datetime]:
+        """The time of each model's newest logged prediction, by name; models with none are left out. A few
+        queries for the whole sequence, whatever its length."""
+
+    @abstractmethod
     async def latencies(
         self,
         *,

@@ -180,6 +180,23 @@ class SqlPredictionLogStore(PredictionLogStore):
         async with self.database.engine.connect() as conn:
             return int((await conn.scalar(singles)) or 0) + int((await conn.scalar(blocks)) or 0)
 
+    async def last_predictions(self, models: Sequence[str]) -> dict[str, datetime]:
+        found: dict[str, datetime] = {}
+        if not models:
+            return found
+        async with self.database.engine.connect() as conn:
+            for table in (SINGLES, BLOCKS):  # one max per model, each from the (model, created_at) index
+                newest = (
+                    select(table.c.model, func.max(table.c.created_at))
+                    .where(self._one_of(table.c.model, models, Text()))
+                    .group_by(table.c.model)
+                )
+                for name, at in (await conn.execute(newest)).all():
+                    at = as_utc(at)
+                    if name not in found or at > found[name]:
+                        found[name] = at
+        return found
+
     async def latencies(
         self,
         *,

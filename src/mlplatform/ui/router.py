@@ -1,0 +1,262 @@
+"""`/ui`: sign-in and sign-out, and the registry's pages (models, a model, a version)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Form, Query, Request
+from starlette.responses import Response, StreamingResponse
+
+from mlplatform.auth.schemas import Permission
+from mlplatform.bounds import VersionNumber
+from mlplatform.errors import DomainError, InvalidInput, NotFound
+from mlplatform.platform import Platform
+from mlplatform.registry.refs import check_alias, check_name
+from mlplatform.registry.store import ModelFilter
+from mlplatform.ui import charts, lineage
+from mlplatform.ui.assets import serve_asset
+from mlplatform.ui.console import (
+    COOKIE,
+    SIGN_IN_COOKIE,
+    SIGN_IN_REASONS,
+    PageRoute,
+    VisitDep,
+    clear_session_cookie,
+    client_of,
+    redirect,
+    render,
+    secure_cookie,
+    set_session_cookie,
+    status_of,
+)
+
+router = APIRouter(prefix="/ui", route_class=PageRoute, include_in_schema=False)
+MODELS_PER_PAGE = 100
+STAGES = ("staging", "production", "archived")
+HISTORY_SHOWN = 100
+
+
+def _next_page(requested: str | None) -> str:
+    """Where to go after signing in: a console page only (never another site)."""
+    if (
+        requested
+        and requested.startswith("/ui/")
+        and not requested.startswith("/ui//")
+        and "\\" not in requested
+        and not any(ord(c) < 32 for c in requested)
+    ):
+        return requested
+    return "/ui/models"
+
+
+def actor(visit: VisitDep) -> str:
+    return f"{visit.principal.owner} ({visit.principal.key_id}, web console)"
+
+
+# --- signing in and out ---------------------------------------------------------------------------------
+
+
+def _sign_in_page(
+    request: Request, platform: Platform, next_page: str, error: str | None, status_code: int = 200
+) -> Response:
+    token = secrets.token_urlsafe(24)
+    response = render(
+        request,
+        "login.html",
+        status_code,
+        next_page=next_page,
+        error=error,
+        token=token,
+        reason=SIGN_IN_REASONS.get(request.query_params.get("reason", "")),
+    )
+    response.set_cookie(
+        SIGN_IN_COOKIE,
+        token,
+        path="/ui/login",
+        httponly=True,
+        samesite="strict",
+        secure=secure_cookie(platform),
+    )
+    return response
+
+
+@router.get("")
+@router.get("/")
+async def home(_: VisitDep) -> Response:
+    return redirect("/ui/models")
+
+
+@router.get("/login")
+async def sign_in_form(request: Request, next: str | None = None) -> Response:
+    platform: Platform = request.app.state.platform
+    return _sign_in_page(request, platform, _next_page(next), None)
+
+
+@router.post("/login")
+async def sign_in(
+    request: Request,
+    key: Annotated[str, Form(max_length=512)] = "",
+    csrf: Annotated[str, Form(max_length=128)] = "",
+    next: Annotated[str, Form(max_length=2048)] = "/ui/models",
+) -> Response:
+    platform: Platform = request.app.state.platform
+    expected = request.cookies.get(SIGN_IN_COOKIE, "")
+    if not (expected and secrets.compare_digest(expected.encode(), csrf.encode())):
+        message = "the sign-in form expired or cookies are off: allow cookies for this site and try again"
+        return _sign_in_page(request, platform, _next_page(next), message, 403)
+    if not key.strip():
+        return _sign_in_page(request, platform, _next_page(next), "key: enter an API key", 422)
+    try:
+        principal = await platform.auth.authenticate(key.strip(), client_of(request))
+    except DomainError as exc:  # Unauthorized, or RateLimited after too many failures from this address
+        return _sign_in_page(request, platform, _next_page(next), f"key: {exc.message}", status_of(exc))
+    if (earlier := request.cookies.get(COOKIE)) is not None:
+        await platform.sessions.end(earlier)  # signing in again replaces the session, never keeps two
+    session = await platform.sessions.create(principal.key_id)
+    response = redirect(_next_page(next))
+    set_session_cookie(response, platform, session.id)
+    response.delete_cookie(SIGN_IN_COOKIE, path="/ui/login")
+    return response
+
+
+@router.post("/logout")
+async def sign_out(visit: VisitDep) -> Response:
+    await visit.check_csrf()
+    await visit.platform.sessions.end(visit.session.id)
+    response = redirect("/ui/login?reason=signed-out")
+    clear_session_cookie(response, visit.platform)
+    return response
+
+
+# --- models ---------------------------------------------------------------------------------------------
+
+
+@router.get("/models")
+async def models_page(
+    visit: VisitDep,
+    q: Annotated[str, Query(max_length=128)] = "",
+    stage: Annotated[str, Query(max_length=64)] = "",
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> Response:
+    platform = visit.platform
+    if stage and stage not in STAGES:
+        check_alias(stage, "stage")
+    where = ModelFilter(prefix=q.strip() or None, stage=stage or None)
+    page = await platform.registry.list_models(where, limit=MODELS_PER_PAGE, offset=offset)
+    last = await platform.monitoring.last_predictions(models=[m.name for m in page.items])
+    headers = visit.request.headers
+    # htmx swaps in the rows alone; a history restore (Back after a search) wants the whole page.
+    partial = headers.get("hx-request") == "true" and headers.get("hx-history-restore-request") != "true"
+    return visit.render(
+        "models_rows.html" if partial else "models.html",
+        page=page,
+        last=last,
+        q=q,
+        stage=stage,
+        stages=STAGES,
+        per_page=MODELS_PER_PAGE,
+    )
+
+
+@router.get("/models/{name}")
+async def model_page(
+    name: str, visit: VisitDep, version: Annotated[int | None, Query(ge=1)] = None
+) -> Response:
+    registry = visit.platform.registry
+    model = await registry.get_model(check_name(name))
+    versions = await registry.list_versions(name, limit=1000, offset=0)
+    history = await registry.history(name, limit=HISTORY_SHOWN, offset=0)
+    shown = version or model.default_version or model.latest_version
+    graph = None
+    if shown is not None:
+        graph = lineage.render(name, shown, await registry.lineage(name, shown))
+    return visit.render(
+        "model.html",
+        model=model,
+        versions=versions,
+        history=history,
+        shown=shown,
+        graph=graph,
+        stages=STAGES,
+        editor=visit.can(Permission.WRITE),
+    )
+
+
+@router.post("/models/{name}/versions/{version}/stage")
+async def set_stage(
+    name: str, version: VersionNumber, visit: VisitDep, stage: Annotated[str, Form(max_length=32)] = ""
+) -> Response:
+    await visit.check_csrf()
+    visit.require(Permission.WRITE)
+    if stage not in STAGES:
+        raise InvalidInput(
+            f"stage: {stage!r} is not one of {', '.join(STAGES)}",
+            details=[{"field": "stage", "problem": "unknown stage"}],
+        )
+    await visit.platform.registry.set_stage(check_name(name), version, stage, actor=actor(visit))
+    return redirect(f"/ui/models/{quote(name)}")
+
+
+@router.post("/models/{name}/aliases")
+async def set_alias(
+    name: str,
+    visit: VisitDep,
+    version: Annotated[int, Form(ge=1)],
+    alias: Annotated[str, Form(max_length=64)] = "",
+) -> Response:
+    await visit.check_csrf()
+    visit.require(Permission.WRITE)
+    await visit.platform.registry.set_alias(
+        check_name(name), check_alias(alias.strip()), version, actor=actor(visit)
+    )
+    return redirect(f"/ui/models/{quote(name)}")
+
+
+@router.post("/models/{name}/aliases/{alias}/remove")
+async def remove_alias(name: str, alias: str, visit: VisitDep) -> Response:
+    await visit.check_csrf()
+    visit.require(Permission.WRITE)
+    await visit.platform.registry.remove_alias(check_name(name), alias, actor=actor(visit))
+    return redirect(f"/ui/models/{quote(name)}")
+
+
+# --- a version ------------------------------------------------------------------------------------------
+
+
+@router.get("/models/{name}/versions/{version}")
+async def version_page(name: str, version: VersionNumber, visit: VisitDep) -> Response:
+    platform = visit.platform
+    found = await platform.registry.get_version(check_name(name), version)
+    try:
+        reference = await platform.monitoring.reference(model=name, version=version)
+    except NotFound:
+        reference = None
+    histograms = {}
+    if reference is not None:
+        histograms = {f.name: charts.histogram(f.histogram, f.name) for f in reference.features}
+    return visit.render("version.html", version=found, reference=reference, histograms=histograms)
+
+
+@router.get("/models/{name}/versions/{version}/artifact")
+async def download(name: str, version: VersionNumber, visit: VisitDep) -> Response:
+    found, chunks = await visit.platform.registry.download(check_name(name), version)
+    return StreamingResponse(
+        chunks,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{found.id}-{found.artifact.format}"',
+            "Content-Length": str(found.artifact.size),
+            "X-Artifact-SHA256": found.artifact.sha256,
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+# --- static files (public: the sign-in page needs them) -----------------------------------------------------
+
+
+@router.get("/static/{path:path}")
+async def static(path: str, request: Request) -> Response:
+    return serve_asset(request, path)
