@@ -34,4 +34,5 @@ def test_a_serving_process_is_tuned_and_freezes_what_is_alive(restored: None) ->
     frozen = gc.get_freeze_count()
     assert frozen > 1000  # at least the modules this test process imported
     gc.collect()  # a full collection leaves the frozen objects where they are
-    assert gc.get_freeze_count() == frozen
+    # (other threads of the test process, e.g. pytest-xdist's, may free a few by reference count meanwhile)
+    assert 0 <= frozen - gc.get_freeze_count() < 100
