@@ -56,7 +56,8 @@ def test_every_ignored_rule_says_why() -> None:
 def test_final_stage_is_slim_non_root_and_serves_on_8080() -> None:
     steps = instructions()
     stages = [arguments for keyword, arguments in steps if keyword == "FROM"]
-    assert len(stages) == 2 and stages[0].endswith(" AS builder")  # multi-stage
+    # multi-stage: the console's npm files, the wheelhouse, then the image itself
+    assert len(stages) == 3 and stages[0].endswith(" AS assets") and stages[1].endswith(" AS builder")
     base = next(a for k, a in steps if k == "ARG" and a.startswith("PYTHON_IMAGE="))
     assert re.fullmatch(r"PYTHON_IMAGE=python:3\.11-slim(-\w+)?", base)
     final = steps[max(i for i, (k, _) in enumerate(steps) if k == "FROM") :]
