@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import secrets
-from typing import Annotated
+from typing import Annotated, cast, get_args
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Query, Request
@@ -15,6 +16,7 @@ from mlplatform.errors import DomainError, InvalidInput, NotFound
 from mlplatform.platform import Platform
 from mlplatform.registry.refs import check_alias, check_name
 from mlplatform.registry.store import ModelFilter
+from mlplatform.training.schemas import TERMINAL, JobState, TrainingJobRead
 from mlplatform.ui import charts, lineage
 from mlplatform.ui.assets import serve_asset
 from mlplatform.ui.console import (
@@ -252,6 +254,58 @@ async def download(name: str, version: VersionNumber, visit: VisitDep) -> Respon
             "Cache-Control": "no-store",
         },
     )
+
+
+# --- training jobs --------------------------------------------------------------------------------------
+
+JOBS_PER_PAGE = 100
+JOB_STATES: tuple[str, ...] = get_args(JobState)
+_VERSION_ID = re.compile(r"-v(\d+)-\d{14}$")
+
+
+def version_link(job: TrainingJobRead) -> str | None:
+    """The console page of the version a succeeded job registered (its id is `NAME-vN-STAMP`)."""
+    found = _VERSION_ID.search(job.version_id or "")
+    return f"/ui/models/{quote(job.model, safe='')}/versions/{found.group(1)}" if found else None
+
+
+@router.get("/jobs")
+async def jobs_page(
+    visit: VisitDep,
+    state: Annotated[str, Query(max_length=32)] = "",
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> Response:
+    if state and state not in JOB_STATES:
+        raise InvalidInput(
+            f"state: {state[:32]!r} is not one of {', '.join(JOB_STATES)}",
+            details=[{"field": "state", "problem": "unknown state"}],
+        )
+    page = await visit.platform.training.list_jobs(
+        model=None,
+        state=cast(JobState | None, state or None),  # checked against JOB_STATES above
+        limit=JOBS_PER_PAGE,
+        offset=offset,
+    )
+    headers = visit.request.headers
+    partial = headers.get("hx-request") == "true" and headers.get("hx-history-restore-request") != "true"
+    return visit.render(
+        "jobs_rows.html" if partial else "jobs.html",
+        page=page,
+        state=state,
+        states=JOB_STATES,
+        per_page=JOBS_PER_PAGE,
+        live=any(j.state not in TERMINAL for j in page.items),
+        links={j.id: version_link(j) for j in page.items},
+        editor=visit.can(Permission.WRITE),
+    )
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(job_id: str, visit: VisitDep) -> Response:
+    await visit.check_csrf()
+    visit.require(Permission.WRITE)
+    await visit.platform.training.cancel(job_id[:64], actor=actor(visit))
+    return redirect("/ui/jobs")
 
 
 # --- static files (public: the sign-in page needs them) -----------------------------------------------------
