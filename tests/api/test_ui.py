@@ -312,3 +312,52 @@ async def test_the_jobs_page_follows_jobs_and_an_editor_cancels_one(
         assert job["state"] == "cancelled", job
         page = await browser.get("/ui/jobs")
         assert "badge-job-cancelled" in page.text and 'hx-trigger="every 2s"' not in page.text
+
+
+async def test_the_datasets_pages_show_the_schema_and_an_editor_trains_from_them(
+    make_app: AppFactory, scheduler: str
+) -> None:
+    client, _, dataset = await app_with_dataset(make_app, scheduler)
+    async with browser_of(client) as browser:
+        await sign_in(browser, (await create_key(client, "viewer"))["key"])
+        listed = await browser.get("/ui/datasets")
+        assert listed.status_code == 200 and f'href="/ui/datasets/{dataset}">houses</a>' in listed.text
+        page = await browser.get(f"/ui/datasets/{dataset}")
+        assert page.status_code == 200 and "300 rows" in page.text
+        for column in ("x1", "city", "price", "double", "string"):
+            assert f">{column}<" in page.text, column
+        assert "Train a model" not in page.text and "/train" not in page.text  # not for a viewer
+        refused = await browser.post(
+            f"/ui/datasets/{dataset}/train",
+            data={"csrf": csrf_of(page), "model": "m", "target": "label", "algorithm": "ridge"},
+        )
+        assert refused.status_code == 403 and "may not write" in refused.text
+        assert (await browser.get("/ui/datasets/nope")).status_code == 404
+
+    async with browser_of(client) as browser:
+        await sign_in(browser, (await create_key(client, "editor"))["key"])
+        page = await browser.get(f"/ui/datasets/{dataset}")
+        assert "Train a model" in page.text
+        form = {"csrf": csrf_of(page), "model": "houses", "target": "label", "algorithm": "random_forest"}
+        forged = await browser.post(f"/ui/datasets/{dataset}/train", data={**form, "csrf": "x"})
+        assert forged.status_code == 403
+        for changes, field in (
+            ({"target": "nope"}, "target: the dataset has no column"),
+            ({"hyperparameters": "n_trees=5"}, "hyperparameters: n_trees: not a parameter"),
+            ({"hyperparameters": "just words"}, "hyperparameters: line 1"),
+            ({"algorithm": "magic"}, "algorithm:"),
+            ({"model": "no way"}, "model"),
+        ):
+            bad = await browser.post(f"/ui/datasets/{dataset}/train", data={**form, **changes})
+            assert bad.status_code == 422 and field in bad.text, (changes, bad.text[-3000:])
+            assert 'role="alert"' in bad.text and "Start training" in bad.text  # the form, filled in again
+        assert (await client.get("/api/ml/training-jobs")).json()["total"] == 0
+        started = await browser.post(
+            f"/ui/datasets/{dataset}/train",
+            data={**form, "hyperparameters": "n_estimators=5\n# a comment\nmax_depth = 3\n"},
+        )
+        assert started.status_code == 303 and started.headers["location"] == "/ui/jobs"
+    jobs = (await client.get("/api/ml/training-jobs")).json()["items"]
+    assert len(jobs) == 1 and jobs[0]["hyperparameters"] == {"n_estimators": 5, "max_depth": 3}
+    assert "web console" in jobs[0]["created_by"]
+    assert (await wait_for(client, jobs[0]["id"], TERMINAL))["state"] == "succeeded"
