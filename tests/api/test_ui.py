@@ -13,6 +13,9 @@ import pytest
 from mlplatform.ui.sessions import session_key
 from tests.api.conftest import AppFactory, two_instances
 from tests.api.models import Reference, reference, upload
+from tests.api.test_training_api import TERMINAL, app_with_dataset, job_body, scheduler, wait_for
+
+__all__ = ["scheduler"]  # a module fixture: one Dask LocalCluster for the training jobs below
 
 TOKEN = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -262,3 +265,99 @@ async def test_a_session_in_redis_is_known_to_every_instance(
         out = await on_second.post("/ui/logout", data={"csrf": csrf_of(page)}, headers=cookie)
         assert out.status_code == 303  # ended on the other instance
         assert (await on_first.get("/ui/models")).status_code == 303
+
+
+async def test_the_jobs_page_follows_jobs_and_an_editor_cancels_one(
+    make_app: AppFactory, scheduler: str
+) -> None:
+    client, _, dataset = await app_with_dataset(make_app, scheduler, rows=2000)
+    short = (await client.post("/api/ml/training-jobs", json=job_body(dataset))).json()
+    done = await wait_for(client, short["id"], TERMINAL)
+    assert done["state"] == "succeeded", done
+    long_body = job_body(dataset, hyperparameters={"n_estimators": 200_000, "max_depth": 6})
+    running = (await client.post("/api/ml/training-jobs", json=long_body)).json()
+    async with browser_of(client) as browser:
+        await sign_in(browser, (await create_key(client, "viewer"))["key"])
+        page = await browser.get("/ui/jobs")
+        assert page.status_code == 200 and 'aria-current="page">Training jobs' in page.text
+        assert page.text.index(running["id"]) < page.text.index(short["id"])  # newest first
+        assert 'hx-trigger="every 2s"' in page.text  # a job runs: the table polls
+        assert "badge-job-succeeded" in page.text and "<progress" in page.text
+        assert f'href="/ui/models/houses/versions/1">{done["version_id"]}</a>' in page.text
+        assert "/cancel" not in page.text  # a viewer is offered no cancel
+        refused = await browser.post(f"/ui/jobs/{running['id']}/cancel", data={"csrf": csrf_of(page)})
+        assert refused.status_code == 403 and "may not write" in refused.text
+        only = await browser.get("/ui/jobs", params={"state": "succeeded"}, headers={"HX-Request": "true"})
+        assert "<html" not in only.text and short["id"] in only.text and running["id"] not in only.text
+        assert 'hx-trigger="every 2s"' not in only.text  # no job shown runs: no polling
+        bad = await browser.get("/ui/jobs", params={"state": "sleeping"})
+        assert bad.status_code == 422 and "state" in bad.text
+
+    async with browser_of(client) as browser:
+        await sign_in(browser, (await create_key(client, "editor"))["key"])
+        page = await browser.get("/ui/jobs")
+        cancel = f"/ui/jobs/{running['id']}/cancel"
+        assert (
+            f'action="{cancel}"' in page.text and f'action="/ui/jobs/{short["id"]}/cancel"' not in page.text
+        )
+        for data in ({}, {"csrf": "forged"}):
+            forged = await browser.post(cancel, data=data)
+            assert forged.status_code == 403 and "security token" in forged.text
+        assert (await client.get(f"/api/ml/training-jobs/{running['id']}")).json()[
+            "cancel_requested"
+        ] is False
+        cancelled = await browser.post(cancel, data={"csrf": csrf_of(page)})
+        assert cancelled.status_code == 303 and cancelled.headers["location"] == "/ui/jobs"
+        job = await wait_for(client, running["id"], TERMINAL)
+        assert job["state"] == "cancelled", job
+        page = await browser.get("/ui/jobs")
+        assert "badge-job-cancelled" in page.text and 'hx-trigger="every 2s"' not in page.text
+
+
+async def test_the_datasets_pages_show_the_schema_and_an_editor_trains_from_them(
+    make_app: AppFactory, scheduler: str
+) -> None:
+    client, _, dataset = await app_with_dataset(make_app, scheduler)
+    async with browser_of(client) as browser:
+        await sign_in(browser, (await create_key(client, "viewer"))["key"])
+        listed = await browser.get("/ui/datasets")
+        assert listed.status_code == 200 and f'href="/ui/datasets/{dataset}">houses</a>' in listed.text
+        page = await browser.get(f"/ui/datasets/{dataset}")
+        assert page.status_code == 200 and "300 rows" in page.text
+        for column in ("x1", "city", "price", "double", "string"):
+            assert f">{column}<" in page.text, column
+        assert "Train a model" not in page.text and "/train" not in page.text  # not for a viewer
+        refused = await browser.post(
+            f"/ui/datasets/{dataset}/train",
+            data={"csrf": csrf_of(page), "model": "m", "target": "label", "algorithm": "ridge"},
+        )
+        assert refused.status_code == 403 and "may not write" in refused.text
+        assert (await browser.get("/ui/datasets/nope")).status_code == 404
+
+    async with browser_of(client) as browser:
+        await sign_in(browser, (await create_key(client, "editor"))["key"])
+        page = await browser.get(f"/ui/datasets/{dataset}")
+        assert "Train a model" in page.text
+        form = {"csrf": csrf_of(page), "model": "houses", "target": "label", "algorithm": "random_forest"}
+        forged = await browser.post(f"/ui/datasets/{dataset}/train", data={**form, "csrf": "x"})
+        assert forged.status_code == 403
+        for changes, field in (
+            ({"target": "nope"}, "target: the dataset has no column"),
+            ({"hyperparameters": "n_trees=5"}, "hyperparameters: n_trees: not a parameter"),
+            ({"hyperparameters": "just words"}, "hyperparameters: line 1"),
+            ({"algorithm": "magic"}, "algorithm:"),
+            ({"model": "no way"}, "model"),
+        ):
+            bad = await browser.post(f"/ui/datasets/{dataset}/train", data={**form, **changes})
+            assert bad.status_code == 422 and field in bad.text, (changes, bad.text[-3000:])
+            assert 'role="alert"' in bad.text and "Start training" in bad.text  # the form, filled in again
+        assert (await client.get("/api/ml/training-jobs")).json()["total"] == 0
+        started = await browser.post(
+            f"/ui/datasets/{dataset}/train",
+            data={**form, "hyperparameters": "n_estimators=5\n# a comment\nmax_depth = 3\n"},
+        )
+        assert started.status_code == 303 and started.headers["location"] == "/ui/jobs"
+    jobs = (await client.get("/api/ml/training-jobs")).json()["items"]
+    assert len(jobs) == 1 and jobs[0]["hyperparameters"] == {"n_estimators": 5, "max_depth": 3}
+    assert "web console" in jobs[0]["created_by"]
+    assert (await wait_for(client, jobs[0]["id"], TERMINAL))["state"] == "succeeded"

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
-from typing import Annotated
+from typing import Annotated, cast, get_args
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Query, Request
+from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
 
 from mlplatform.auth.schemas import Permission
 from mlplatform.bounds import VersionNumber
+from mlplatform.datasets.schemas import DatasetRead
 from mlplatform.errors import DomainError, InvalidInput, NotFound
 from mlplatform.platform import Platform
 from mlplatform.registry.refs import check_alias, check_name
 from mlplatform.registry.store import ModelFilter
+from mlplatform.training.schemas import (
+    TERMINAL,
+    Algorithm,
+    JobState,
+    TrainingJobCreate,
+    TrainingJobRead,
+)
 from mlplatform.ui import charts, lineage
 from mlplatform.ui.assets import serve_asset
 from mlplatform.ui.console import (
@@ -22,6 +33,7 @@ from mlplatform.ui.console import (
     SIGN_IN_COOKIE,
     SIGN_IN_REASONS,
     PageRoute,
+    Visit,
     VisitDep,
     clear_session_cookie,
     client_of,
@@ -252,6 +264,153 @@ async def download(name: str, version: VersionNumber, visit: VisitDep) -> Respon
             "Cache-Control": "no-store",
         },
     )
+
+
+# --- training jobs --------------------------------------------------------------------------------------
+
+JOBS_PER_PAGE = 100
+JOB_STATES: tuple[str, ...] = get_args(JobState)
+_VERSION_ID = re.compile(r"-v(\d+)-\d{14}$")
+
+
+def version_link(job: TrainingJobRead) -> str | None:
+    """The console page of the version a succeeded job registered (its id is `NAME-vN-STAMP`)."""
+    found = _VERSION_ID.search(job.version_id or "")
+    return f"/ui/models/{quote(job.model, safe='')}/versions/{found.group(1)}" if found else None
+
+
+@router.get("/jobs")
+async def jobs_page(
+    visit: VisitDep,
+    state: Annotated[str, Query(max_length=32)] = "",
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> Response:
+    if state and state not in JOB_STATES:
+        raise InvalidInput(
+            f"state: {state[:32]!r} is not one of {', '.join(JOB_STATES)}",
+            details=[{"field": "state", "problem": "unknown state"}],
+        )
+    page = await visit.platform.training.list_jobs(
+        model=None,
+        state=cast(JobState | None, state or None),  # checked against JOB_STATES above
+        limit=JOBS_PER_PAGE,
+        offset=offset,
+    )
+    headers = visit.request.headers
+    partial = headers.get("hx-request") == "true" and headers.get("hx-history-restore-request") != "true"
+    return visit.render(
+        "jobs_rows.html" if partial else "jobs.html",
+        page=page,
+        state=state,
+        states=JOB_STATES,
+        per_page=JOBS_PER_PAGE,
+        live=any(j.state not in TERMINAL for j in page.items),
+        links={j.id: version_link(j) for j in page.items},
+        editor=visit.can(Permission.WRITE),
+    )
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(job_id: str, visit: VisitDep) -> Response:
+    await visit.check_csrf()
+    visit.require(Permission.WRITE)
+    await visit.platform.training.cancel(job_id[:64], actor=actor(visit))
+    return redirect("/ui/jobs")
+
+
+# --- datasets -------------------------------------------------------------------------------------------
+
+DATASETS_PER_PAGE = 100
+ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
+MAX_HYPERPARAMETER_LINES = 100
+
+
+def parse_hyperparameters(text: str) -> dict[str, object]:
+    """`key=value` lines (blank lines and `#` comments skipped); a value is JSON when it parses as JSON
+    (numbers, true/false, null, lists), else the text itself."""
+    found: dict[str, object] = {}
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if len(lines) > MAX_HYPERPARAMETER_LINES:
+        raise InvalidInput(f"hyperparameters: at most {MAX_HYPERPARAMETER_LINES} lines")
+    for number, line in enumerate(lines, 1):
+        key, equals, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not equals or not key:
+            raise InvalidInput(
+                f"hyperparameters: line {number} ({line[:60]!r}) is not key=value",
+                details=[{"field": "hyperparameters", "problem": "a line is not key=value"}],
+            )
+        if key in found:
+            raise InvalidInput(f"hyperparameters: {key[:60]!r} is given twice")
+        try:
+            found[key] = json.loads(value)
+        except ValueError:
+            found[key] = value
+    return found
+
+
+def _validation_message(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'form'}: {e['msg']}" for e in exc.errors()[:5])
+
+
+@router.get("/datasets")
+async def datasets_page(visit: VisitDep, offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> Response:
+    page = await visit.platform.datasets.list_datasets(name=None, limit=DATASETS_PER_PAGE, offset=offset)
+    return visit.render("datasets.html", page=page, per_page=DATASETS_PER_PAGE)
+
+
+def _dataset_page(
+    visit: Visit, dataset: DatasetRead, form: dict[str, str], error: str | None, status_code: int = 200
+) -> Response:
+    return visit.render(
+        "dataset.html",
+        status_code,
+        dataset=dataset,
+        form=form,
+        error=error,
+        algorithms=ALGORITHMS,
+        editor=visit.can(Permission.WRITE),
+    )
+
+
+@router.get("/datasets/{dataset_id}")
+async def dataset_page(dataset_id: str, visit: VisitDep) -> Response:
+    dataset = await visit.platform.datasets.get(dataset_id[:64])
+    form = {"model": dataset.name, "target": dataset.columns[-1].name if dataset.columns else ""}
+    return _dataset_page(visit, dataset, form, None)
+
+
+@router.post("/datasets/{dataset_id}/train")
+async def train(
+    dataset_id: str,
+    visit: VisitDep,
+    model: Annotated[str, Form(max_length=256)] = "",
+    target: Annotated[str, Form(max_length=256)] = "",
+    algorithm: Annotated[str, Form(max_length=64)] = "",
+    hyperparameters: Annotated[str, Form(max_length=20_000)] = "",
+) -> Response:
+    await visit.check_csrf()
+    visit.require(Permission.WRITE)
+    platform = visit.platform
+    dataset = await platform.datasets.get(dataset_id[:64])
+    form = {"model": model, "target": target, "algorithm": algorithm, "hyperparameters": hyperparameters}
+    try:
+        request = TrainingJobCreate.model_validate(
+            {
+                "model": model.strip(),
+                "dataset": dataset.id,
+                "target": target,
+                "algorithm": algorithm,
+                "hyperparameters": parse_hyperparameters(hyperparameters),
+            }
+        )
+        await platform.training.submit(request, actor=actor(visit))
+    except ValidationError as exc:
+        return _dataset_page(visit, dataset, form, _validation_message(exc), 422)
+    except InvalidInput as exc:
+        return _dataset_page(visit, dataset, form, exc.message, 422)
+    return redirect("/ui/jobs")
 
 
 # --- static files (public: the sign-in page needs them) -----------------------------------------------------
