@@ -200,6 +200,13 @@ async def test_each_bad_input_is_422_naming_the_field_and_queues_nothing(
         ({"algorithm": "svm"}, "algorithm"),
         ({"hyperparameters": {"n_estimators": 5, "not_a_param": 1}}, "hyperparameters.not_a_param"),
         ({"hyperparameters": {"callbacks": []}}, "hyperparameters.callbacks"),
+        (
+            {"algorithm": "random_forest", "hyperparameters": {"n_estimators": -3}},
+            "hyperparameters.n_estimators",
+        ),
+        ({"hyperparameters": {"learning_rate": 0}}, "hyperparameters.learning_rate"),
+        ({"algorithm": "lightgbm", "hyperparameters": {"num_leaves": 1}}, "hyperparameters.num_leaves"),
+        ({"algorithm": "logistic_regression", "hyperparameters": {"C": "x"}}, "hyperparameters.C"),
         ({"target": "nope"}, "target"),
         ({"dataset": "01NOTADATASET"}, "dataset"),
         ({"model": "Bad Name!"}, "model"),
@@ -285,10 +292,12 @@ async def test_a_job_the_library_refuses_fails_with_its_message_and_registers_no
     make_app: AppFactory, scheduler: str
 ) -> None:
     client, platform, dataset = await app_with_dataset(make_app, scheduler)
-    body = job_body(dataset, algorithm="random_forest", hyperparameters={"n_estimators": -3})
+    # values each valid alone that only the fit judges together: an L1 penalty with a solver that has none
+    hyperparameters = {"l1_ratio": 1, "solver": "lbfgs"}
+    body = job_body(dataset, algorithm="logistic_regression", hyperparameters=hyperparameters)
     submitted = (await client.post("/api/ml/training-jobs", json=body)).json()
     job = await wait_for(client, submitted["id"], TERMINAL)
-    assert job["state"] == "failed" and "n_estimators" in job["error"]
+    assert job["state"] == "failed" and "lbfgs" in job["error"]
     assert "Traceback" not in job["error"] and job["version_id"] is None and job["finished_at"]
     assert (await client.get("/api/ml/models/houses")).status_code == 404
     assert await platform.artifacts.list("models/") == []

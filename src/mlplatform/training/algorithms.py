@@ -7,6 +7,7 @@ against the estimator's `get_params()`; the Dask worker builds it).
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,25 @@ def estimator_class(algorithm: str, task: Task) -> Any:
     return getattr(importlib.import_module(spec.module), name)
 
 
+# What the boosting libraries' scikit-learn wrappers only check once the fit has started (or never): each
+# common parameter's test and what it must be. scikit-learn's estimators check their own (`_validate_params`).
+_INT = (int,)
+_NUMBER = (int, float)
+BOOSTING_RULES: dict[str, tuple[tuple[type, ...], Any, str]] = {
+    "n_estimators": (_INT, lambda v: v >= 1, "an integer of at least 1"),
+    "learning_rate": (_NUMBER, lambda v: v > 0, "a number above 0"),
+    "max_depth": (_INT, lambda v: v >= -1, "an integer (0 or -1 for no limit where the library allows it)"),
+    "num_leaves": (_INT, lambda v: v >= 2, "an integer of at least 2"),
+    "subsample": (_NUMBER, lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "colsample_bytree": (_NUMBER, lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "min_child_weight": (_NUMBER, lambda v: v >= 0, "a number of at least 0"),
+    "min_child_samples": (_INT, lambda v: v >= 0, "an integer of at least 0"),
+    "reg_alpha": (_NUMBER, lambda v: v >= 0, "a number of at least 0"),
+    "reg_lambda": (_NUMBER, lambda v: v >= 0, "a number of at least 0"),
+}
+_SKLEARN_PARAMETER = re.compile(r"The '(\w+)' parameter of \w+ (.*)")
+
+
 def parameter_problems(algorithm: str, task: Task, hyperparameters: dict[str, Any]) -> dict[str, str]:
     """Per hyperparameter the estimator does not take (or the job sets itself), why."""
     accepted = set(estimator_class(algorithm, task)().get_params())
@@ -74,4 +94,25 @@ def parameter_problems(algorithm: str, task: Task, hyperparameters: dict[str, An
             problems[key] = "set by the training job itself"
         elif key not in accepted:
             problems[key] = f"not a parameter of {algorithm} (see the library's documentation)"
+    return problems
+
+
+def value_problems(algorithm: str, task: Task, hyperparameters: dict[str, Any]) -> dict[str, str]:
+    """Per hyperparameter (each one the estimator takes) whose value it refuses, why: found before a job is
+    queued rather than when its fit starts."""
+    problems = {}
+    if ALGORITHMS[algorithm].library == "sklearn":
+        try:
+            estimator_class(algorithm, task)(**hyperparameters)._validate_params()
+        except (ValueError, TypeError) as exc:
+            found = _SKLEARN_PARAMETER.search(str(exc))
+            key = found.group(1) if found else next(iter(hyperparameters), "hyperparameters")
+            problems[key] = found.group(2) if found else str(exc)[:300]
+        return problems
+    for key, value in hyperparameters.items():
+        if key not in BOOSTING_RULES or value is None:
+            continue
+        types, test, wanted = BOOSTING_RULES[key]
+        if isinstance(value, bool) or not isinstance(value, types) or not test(value):
+            problems[key] = f"must be {wanted}; got {value!r}"
     return problems

@@ -24,7 +24,7 @@ from mlplatform.registry.service import RegistryService, Upload
 from mlplatform.settings import StorageSettings
 from mlplatform.stores.artifacts import create_artifact_store
 from mlplatform.stores.jobs import DaskEngine
-from mlplatform.training.algorithms import ALGORITHMS, parameter_problems
+from mlplatform.training.algorithms import ALGORITHMS, parameter_problems, value_problems
 from mlplatform.training.checkpoints import delete_checkpoints
 from mlplatform.training.distributed import wants_distributed
 from mlplatform.training.following import GaveUp, RunFollower
@@ -155,7 +155,7 @@ class TrainingService:
             raise _invalid("algorithm", f"{request.algorithm} does not do {task.value}")
         problems = await asyncio.to_thread(
             parameter_problems, request.algorithm, task, request.hyperparameters
-        )
+        ) or await asyncio.to_thread(value_problems, request.algorithm, task, request.hyperparameters)
         if problems:
             raise InvalidInput(
                 "hyperparameters: " + "; ".join(f"{k}: {v}" for k, v in problems.items()),
