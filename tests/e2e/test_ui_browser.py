@@ -8,23 +8,17 @@ violations fail the test).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 import skops.io
 from sklearn.linear_model import LogisticRegression
 
-from tests.e2e.conftest import REPO, ServerProcess
+from tests.e2e.conftest import ServerProcess
+from tests.e2e.console import StartServer, check_page, chromium, create_key
 
-StartServer = Callable[..., ServerProcess]
 ADMIN_KEY = "mlp_e2e-console-admin-key-0123456789abcdef"
-CHROMIUM = Path("/usr/bin/chromium")
-AXE = REPO / ".cache" / "ui-assets" / "node_modules" / "axe-core" / "axe.min.js"
-SCREENSHOTS = REPO / "docs" / "screenshots"
 FEATURES = ["amount", "age", "merchant_risk", "hour"]
 
 
@@ -61,50 +55,16 @@ def register(server: ServerProcess, folder: Path) -> None:
     assert predicted.status_code == 200, predicted.text
 
 
-def create_key(server: ServerProcess, role: str) -> str:
-    created = httpx.post(
-        f"{server.base_url}/api/admin/api-keys",
-        json={"name": f"console {role}", "role": role, "owner": f"ada-{role}"},
-        headers={"X-API-Key": ADMIN_KEY},
-        timeout=30,
-    )
-    assert created.status_code == 201, created.text
-    return str(created.json()["key"])
-
-
-def check_page(page: Any, name: str) -> None:
-    """A screenshot for the README, and axe-core's serious and critical violations, which fail the test."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-    page.add_script_tag(path=str(AXE))
-    found = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
-    bad = [v for v in found if v["impact"] in ("serious", "critical")]
-    report = [
-        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:5]}" for v in bad
-    ]
-    assert not bad, f"axe-core on the {name} page:\n" + "\n".join(report)
-
-
 def test_sign_in_stage_alias_and_sign_out_in_chromium(start_server: StartServer, tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    if not CHROMIUM.exists():
-        pytest.fail("no /usr/bin/chromium: `make chromium` installs Debian's package", pytrace=False)
-    if not AXE.exists():
-        pytest.fail(f"no {AXE}: `make ui-assets` installs axe-core", pytrace=False)
     server = start_server({"MLPLATFORM_SECURITY__API_KEYS__BOOTSTRAP_ADMIN_KEY": ADMIN_KEY})
     server.wait_for("/actuator/health/readiness")
     register(server, tmp_path)
-    editor = create_key(server, "editor")
+    editor = create_key(server.base_url, ADMIN_KEY, "editor")
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        # axe-core is injected as a script: the pages' own policy allows none but their own files.
-        context = browser.new_context(viewport={"width": 1280, "height": 860}, bypass_csp=True)
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-
+    with chromium(server.base_url) as browser:
+        page = browser.page
         page.goto(f"{server.base_url}/ui/models")
         expect(page).to_have_url(f"{server.base_url}/ui/login?next=%2Fui%2Fmodels")
         check_page(page, "sign-in")
@@ -150,5 +110,3 @@ def test_sign_in_stage_alias_and_sign_out_in_chromium(start_server: StartServer,
         expect(page.get_by_text("You signed out")).to_be_visible()
         page.goto(f"{server.base_url}/ui/models/fraud")
         expect(page).to_have_url(f"{server.base_url}/ui/login?next=%2Fui%2Fmodels%2Ffraud")
-        assert not errors, errors
-        browser.close()

@@ -10,9 +10,8 @@ import re
 
 import httpx
 import numpy as np
-import pytest
 
-from tests.e2e.test_ui_browser import AXE, CHROMIUM, StartServer, check_page
+from tests.e2e.console import StartServer, check_page, chromium, create_key
 
 ADMIN_KEY = "mlp_e2e-console-training-admin-0123456789"
 JOB_TIMEOUT_MS = 90_000  # the embedded cluster starts with the first job
@@ -34,41 +33,18 @@ def upload_dataset(base_url: str) -> str:
     return str(created.json()["id"])
 
 
-def editor_key(base_url: str) -> str:
-    created = httpx.post(
-        f"{base_url}/api/admin/api-keys",
-        json={"name": "console trainer", "role": "editor", "owner": "ada-editor"},
-        headers={"X-API-Key": ADMIN_KEY},
-        timeout=30,
-    )
-    assert created.status_code == 201, created.text
-    return str(created.json()["key"])
-
-
 def test_train_from_a_dataset_follow_and_cancel_in_chromium(start_server: StartServer) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    if not CHROMIUM.exists():
-        pytest.fail("no /usr/bin/chromium: `make chromium` installs Debian's package", pytrace=False)
-    if not AXE.exists():
-        pytest.fail(f"no {AXE}: `make ui-assets` installs axe-core", pytrace=False)
     server = start_server({"MLPLATFORM_SECURITY__API_KEYS__BOOTSTRAP_ADMIN_KEY": ADMIN_KEY})
     server.wait_for("/actuator/health/readiness")
     base = server.base_url
     upload_dataset(base)
-    editor = editor_key(base)
+    editor = create_key(base, ADMIN_KEY, "editor")
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        context = browser.new_context(viewport={"width": 1280, "height": 860}, bypass_csp=True)
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-
-        page.goto(f"{base}/ui/datasets")
-        page.get_by_label("API key").fill(editor)
-        page.keyboard.press("Enter")
-        expect(page).to_have_url(f"{base}/ui/datasets")
+    with chromium(base) as browser:
+        page = browser.page
+        browser.sign_in(editor, "/ui/datasets")
         check_page(page, "datasets")
 
         page.get_by_role("link", name="loans", exact=True).click()
@@ -106,5 +82,3 @@ def test_train_from_a_dataset_follow_and_cancel_in_chromium(start_server: StartS
         )
         expect(page.get_by_role("button", name=re.compile("^Cancel"))).to_have_count(0)
         check_page(page, "jobs")
-        assert not errors, errors
-        browser.close()
