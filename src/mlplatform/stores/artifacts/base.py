@@ -9,6 +9,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 
 class ArtifactNotFoundError(Exception):
@@ -84,6 +85,11 @@ class ArtifactStore(ABC):
         for key in orphans:
             await self.delete(key)
         return orphans
+
+    def open_local(self, key: str) -> BinaryIO | None:
+        """The object opened for reading when it is a file on this machine (None elsewhere): readers such
+        as pyarrow then read it in place instead of through a copy of its bytes."""
+        return None
 
     async def read_bytes(self, key: str) -> bytes:
         return b"".join([chunk async for chunk in self.get(key)])

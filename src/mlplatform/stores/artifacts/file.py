@@ -70,6 +70,10 @@ class FileArtifactStore(ArtifactStore):
         finally:
             file.close()
 
+    def open_local(self, key: str) -> BinaryIO:
+        check_key(key)
+        return self._open_for_read(key)
+
     async def head(self, key: str) -> ObjectInfo:
         check_key(key)
         return await _io(self._head, key)
