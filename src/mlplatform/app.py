@@ -72,6 +72,7 @@ from mlplatform.stores.cache.base import Cache
 from mlplatform.stores.jobs import DaskEngine
 from mlplatform.stores.predictions import PredictionLogStore, create_prediction_log_store
 from mlplatform.training import router as training_router
+from mlplatform.training.algorithms import TRAINING_MODULES
 from mlplatform.training.metrics import TrainingMetrics
 from mlplatform.training.service import TrainingService
 from mlplatform.training.sql_store import SqlTrainingJobStore
@@ -93,7 +94,7 @@ def build_platform(settings: Settings) -> Platform:
     cache = create_cache(settings.cache)
     artifacts = create_artifact_store(settings.storage)
     lifecycle = Lifecycle()
-    engine = DaskEngine(settings.jobs)
+    engine = DaskEngine(settings.jobs, preload=TRAINING_MODULES)
     health = HealthService(
         checks={"db": database.ping, "cache": cache.ping, "storage": artifacts.ping, "jobs": engine.ping},
         descriptions={

@@ -54,6 +54,20 @@ ALGORITHMS: dict[str, Algorithm] = {
     "xgboost": Algorithm("xgboost", "XGBClassifier", "XGBRegressor", "xgboost", "n_estimators"),
     "lightgbm": Algorithm("lightgbm", "LGBMClassifier", "LGBMRegressor", "lightgbm", "n_estimators"),
 }
+# What a worker imports as it joins the cluster (stores/jobs/warmup.py), before any job needs it.
+TRAINING_MODULES = (
+    "pandas",
+    "pyarrow.parquet",
+    "pyarrow.csv",
+    "sklearn.model_selection",
+    "sklearn.ensemble",
+    "sklearn.linear_model",
+    "sklearn.metrics",
+    "xgboost",
+    "lightgbm",
+    "skops.io",
+    "mlplatform.training.worker",
+)
 # Set by the job itself: progress callbacks, chunked growth and the evaluation set.
 RESERVED = frozenset({"callbacks", "warm_start", "eval_set", "eval_metric", "early_stopping_rounds"})
 

@@ -6,6 +6,7 @@ dask.distributed is imported on first use only: an instance that never trains ne
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -13,13 +14,19 @@ import structlog
 from mlplatform.settings import JobsSettings
 
 log = structlog.get_logger(__name__)
+# A task pinned to a worker that died (xgboost.dask pins each rank's training task) would otherwise wait for
+# that worker forever: the scheduler fails it after this long, and the job runs again from its checkpoint. A
+# worker the nanny restarts joins well within it. An existing cluster's scheduler needs the same setting
+# (`distributed.scheduler.no-workers-timeout`, see the README).
+NO_WORKERS_TIMEOUT = "20s"
 
 
 class DaskEngine:
     """One asynchronous Dask client per app, connected on first use and closed with the app."""
 
-    def __init__(self, settings: JobsSettings) -> None:
+    def __init__(self, settings: JobsSettings, preload: Sequence[str] = ()) -> None:
         self.settings = settings
+        self.preload = tuple(preload)  # modules every worker imports when it joins (see warmup.py)
         self._client: Any = None
         self._cluster: Any = None
         self._lock = asyncio.Lock()
@@ -37,25 +44,40 @@ class DaskEngine:
         """The connected `distributed.Client` (starting the embedded cluster the first time)."""
         async with self._lock:
             if self._client is None:
+                import dask
                 import distributed
 
                 dd: Any = distributed  # untyped library
                 if self.embedded:
-                    self._cluster = await dd.LocalCluster(
-                        n_workers=self.settings.workers,
-                        threads_per_worker=1,
-                        processes=True,
-                        host="127.0.0.1",
-                        dashboard_address=None,
-                        # the scheduler's HTTP routes (health, metrics) still listen: on a free loopback port
-                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                        asynchronous=True,
-                    )
+                    with dask.config.set({"distributed.scheduler.no-workers-timeout": NO_WORKERS_TIMEOUT}):
+                        self._cluster = await self._local_cluster(dd)
                     self._client = await dd.Client(self._cluster, asynchronous=True)
                 else:
                     self._client = await dd.Client(self.settings.scheduler, asynchronous=True)
                 log.info("dask connected", scheduler=self._client.scheduler.address)
+                if self.preload:
+                    await self._warm_up(self._client)
             return self._client
+
+    async def _local_cluster(self, dd: Any) -> Any:
+        return await dd.LocalCluster(
+            n_workers=self.settings.workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            # the scheduler's HTTP routes (health, metrics) still listen: on a free loopback port
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+            asynchronous=True,
+        )
+
+    async def _warm_up(self, client: Any) -> None:
+        from mlplatform.stores.jobs.warmup import ImportModules
+
+        try:
+            await client.register_plugin(ImportModules(self.preload))
+        except Exception as exc:  # an optimisation: jobs import what they need themselves
+            log.warning("dask worker warm-up not registered", error=f"{type(exc).__name__}: {exc}")
 
     async def ping(self) -> None:
         """Health: the scheduler answers (nothing to check before the first job connected us)."""
