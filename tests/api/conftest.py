@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from mlplatform.app import create_app
 from mlplatform.config import load_settings
 from mlplatform.platform import Platform
 from mlplatform.settings import DatabaseSettings
+from mlplatform.stores.jobs.dask import NO_WORKERS_TIMEOUT
 
 AppFactory = Callable[..., Awaitable[tuple[httpx.AsyncClient, Platform]]]
 ADMIN_KEY = "mlp_test-bootstrap-admin-key-0123456789"
@@ -99,3 +100,24 @@ async def two_instances(
     await asyncio.to_thread(db.upgrade, DatabaseSettings(url=database_url))
     shared = {"database": {"url": database_url}, "cache": {"url": cache_url, "timeout-ms": 500}, **overrides}
     return await make_app(**shared), await make_app(**shared)
+
+
+@contextmanager
+def local_cluster(workers: int = 2) -> Iterator[Any]:
+    """A Dask LocalCluster for `jobs.scheduler` as the embedded one is made: worker processes of one thread
+    each on 127.0.0.1, and a scheduler that fails tasks pinned to a worker that died."""
+    import dask
+    from distributed import LocalCluster
+
+    with (
+        dask.config.set({"distributed.scheduler.no-workers-timeout": NO_WORKERS_TIMEOUT}),
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        ) as cluster,
+    ):
+        yield cluster

@@ -21,33 +21,18 @@ from mlplatform.app import create_app
 from mlplatform.platform import Platform
 from mlplatform.settings import DatabaseSettings
 from mlplatform.training.checkpoints import round_of
-from tests.api.conftest import ADMIN_KEY, AppFactory, settings_for, wait_started
+from tests.api.conftest import ADMIN_KEY, AppFactory, local_cluster, settings_for, wait_started
 from tests.api.test_training_api import TERMINAL, table, wait_for
 from tests.api.test_training_recovery import no_checkpoints_left
 
 FEATURES = ["x1", "x2", "x3", "flag"]
-NO_WORKERS_TIMEOUT = "5s"
 
 
 @pytest.fixture(scope="module")
 def scheduler() -> Iterator[str]:
     """Two worker processes of one thread each: a job's own task secedes, so both can train. The scheduler
-    fails tasks pinned to a worker that is gone, as the README tells operators to configure (the embedded
-    cluster does it itself)."""
-    import dask
-    from distributed import LocalCluster
-
-    with (
-        dask.config.set({"distributed.scheduler.no-workers-timeout": NO_WORKERS_TIMEOUT}),
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-        ) as cluster,
-    ):
+    fails tasks pinned to a worker that is gone, as the embedded one does."""
+    with local_cluster() as cluster:
         yield str(cluster.scheduler_address)
 
 
@@ -59,6 +44,11 @@ async def task_stream(scheduler: str) -> AsyncIterator[Any]:
     async with Client(scheduler, asynchronous=True) as client:
         await client.get_task_stream()  # installs the scheduler's task-stream plugin: recorded from here on
         yield client
+
+
+def holds_task(prefix: str, dask_worker: Any) -> bool:
+    """On a worker (`client.run`): whether it holds a task whose key starts with `prefix`."""
+    return any(str(key).startswith(prefix) for key in dask_worker.state.tasks)
 
 
 async def workers_that_ran(client: Any, prefix: str) -> set[str]:
@@ -308,9 +298,9 @@ async def test_a_distributed_xgboost_job_whose_peer_worker_is_killed_runs_again_
             job = (await client.get(f"/api/ml/training-jobs/{job_id}")).json()
             assert job["state"] not in TERMINAL, job
             await asyncio.sleep(0.05)
-    processing = await task_stream.processing()
-    coordinator = next(w for w, keys in processing.items() if any(f"training-{job_id}" in k for k in keys))
-    peer = next(w for w in processing if w != coordinator)
+    runs_job = await task_stream.run(holds_task, prefix=f"training-{job_id}-")
+    assert sorted(runs_job.values()) == [False, True], runs_job  # the job's own task is on one worker
+    peer = next(worker for worker, holding in runs_job.items() if not holding)
     pids = await task_stream.run(os.getpid, workers=[peer])
     os.kill(pids[peer], signal.SIGKILL)
 

@@ -23,7 +23,7 @@ from mlplatform.platform import Platform
 from mlplatform.settings import DatabaseSettings
 from mlplatform.training.checkpoints import round_of
 from mlplatform.training.schemas import TrainingJobRead, ValidationSpec
-from tests.api.conftest import ADMIN_KEY, AppFactory, settings_for, wait_started
+from tests.api.conftest import ADMIN_KEY, AppFactory, local_cluster, settings_for, wait_started
 from tests.api.test_training_api import TERMINAL, job_body, table, wait_for
 
 EVERY = 20  # rounds between checkpoints in these tests
@@ -33,16 +33,7 @@ LONG = {"n_estimators": 4000, "max_depth": 6}  # seconds of training on 2,000 ro
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
     """A LocalCluster of this module's own (its workers get killed): 2 worker processes, 1 thread each."""
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-    ) as local:
+    with local_cluster() as local:
         yield local
 
 

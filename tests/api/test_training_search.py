@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mlplatform.platform import Platform
-from tests.api.conftest import AppFactory
+from tests.api.conftest import AppFactory, local_cluster
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 ROWS = 300
@@ -22,16 +22,7 @@ ROWS = 300
 @pytest.fixture(scope="module")
 def scheduler() -> Iterator[str]:
     """One LocalCluster (2 worker processes, 1 thread each) for the module's apps, as `jobs.scheduler`."""
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-    ) as cluster:
+    with local_cluster() as cluster:
         yield str(cluster.scheduler_address)
 
 
