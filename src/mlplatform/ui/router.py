@@ -311,11 +311,14 @@ async def jobs_page(
 
 
 @router.post("/jobs/{job_id}/cancel")
-async def cancel_job(job_id: str, visit: VisitDep) -> Response:
+async def cancel_job(
+    job_id: str, visit: VisitDep, back: Annotated[str, Form(max_length=16)] = "jobs"
+) -> Response:
     await visit.check_csrf()
     visit.require(Permission.WRITE)
-    await visit.platform.training.cancel(job_id[:64], actor=actor(visit))
-    return redirect("/ui/jobs")
+    job = await visit.platform.training.cancel(job_id[:64], actor=actor(visit))
+    # From the job's own page (`back=job`), back to it; from the list, to the list.
+    return redirect(f"/ui/jobs/{quote(job.id, safe='')}" if back == "job" else "/ui/jobs")
 
 
 # --- datasets -------------------------------------------------------------------------------------------
