@@ -75,14 +75,17 @@ def _line(kind: str, x1: float, y1: float, x2: float, y2: float) -> str:
 
 
 def _domain(values: list[float], include_zero: bool) -> tuple[float, float]:
+    """The values' range (with 0 when asked); a single value gets a range around it."""
     low, high = min(values), max(values)
     if include_zero:
         low, high = min(low, 0.0), max(high, 0.0)
     if high <= low:
         pad = abs(low) * 0.1 or 1.0
         return low - pad, high + pad
-    pad = (high - low) * 0.06
-    return low - pad, high + pad
+    return low, high
+
+
+INSET = 8  # pixels between a plot's edge and its outermost point, so a dot on the edge shows whole
 
 
 def _described(rows: list[Interval]) -> str:
@@ -97,7 +100,7 @@ def _described(rows: list[Interval]) -> str:
     return "; ".join(parts)
 
 
-def forest(title: str, rows: list[Interval], *, zero: bool = False, width: int = 460) -> Markup:
+def forest(title: str, rows: list[Interval], *, zero: bool = False, width: int = 480) -> Markup:
     """A forest plot: one row per label, its estimate as a dot on its interval's line. `zero` draws the
     line of no difference (for differences between variants)."""
     drawn = [r for r in rows if r[1] is not None]
@@ -105,19 +108,19 @@ def forest(title: str, rows: list[Interval], *, zero: bool = False, width: int =
         return Markup('<span class="muted">no data yet</span>')
     points = [v for r in drawn for v in r[1:] if v is not None]
     low, high = _domain(points, zero)
-    left, right, row_height, top = 110, 14, 24, 6
+    left, right, row_height, top = 150, 14, 24, 6
     height = top + row_height * len(rows) + 26
-    span = width - left - right
+    span = width - left - right - 2 * INSET
 
     def x(value: float) -> float:
-        return left + span * (value - low) / (high - low)
+        return left + INSET + span * (value - low) / (high - low)
 
     parts = [
         f'<svg class="forest" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
         f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}: {escape(_described(rows))}</title>',
         _line("axis", left, height - 22, width - right, height - 22),
     ]
-    if zero and low < 0 < high:
+    if zero and low <= 0 <= high:
         parts.append(_line("zero", x(0), top, x(0), height - 22))
     for tick in (low, (low + high) / 2, high):
         anchor = "start" if tick == low else "end" if tick == high else "middle"
@@ -129,7 +132,7 @@ def forest(title: str, rows: list[Interval], *, zero: bool = False, width: int =
         y = top + row_height * i + row_height / 2
         parts.append(
             f'<text class="row-label" x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">'
-            f"{escape(label[:16])}</text>"
+            f"{escape(label[:22])}</text>"
         )
         if value is None:
             parts.append(f'<text class="tick" x="{left + 4}" y="{y + 4:.1f}">no data</text>')
@@ -152,13 +155,13 @@ def trial_values(
     left, right, top, bottom = 56, 14, 10, 34
     last = max(n for n, _ in points)
     low, high = _domain([v for _, v in points], False)
-    span_x, span_y = width - left - right, height - top - bottom
+    span_x, span_y = width - left - right - 2 * INSET, height - top - bottom - 2 * INSET
 
     def x(number: float) -> float:
-        return left + span_x * (number / last if last else 0.5)
+        return left + INSET + span_x * (number / last if last else 0.5)
 
     def y(value: float) -> float:
-        return top + span_y * (1 - (value - low) / (high - low))
+        return top + INSET + span_y * (1 - (value - low) / (high - low))
 
     described = ", ".join(f"trial {n}: {_label(v)}{' (best)' if n == best else ''}" for n, v in points)
     parts = [
@@ -173,7 +176,7 @@ def trial_values(
             f'<text class="tick" x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">'
             f"{escape(_label(value))}</text>"
         )
-    for number in sorted({0, last // 2, last}):
+    for number in range(last + 1) if last <= 12 else sorted({0, last // 2, last}):
         parts.append(
             f'<text class="tick" x="{x(number):.1f}" y="{height - bottom + 16}" text-anchor="middle">'
             f"{number}</text>"

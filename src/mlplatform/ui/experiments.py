@@ -16,7 +16,6 @@ from mlplatform.errors import Conflict, InvalidInput
 from mlplatform.experiments.schemas import (
     HIGHER_IS_BETTER,
     Estimate,
-    ExperimentRead,
     ExperimentResults,
     ExperimentState,
 )
