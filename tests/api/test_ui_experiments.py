@@ -89,7 +89,7 @@ async def test_the_pages_show_the_services_results_and_a_viewer_may_not_act(
         assert results.reason in text
         assert text.count('<svg class="forest"') >= 6  # error rate, accuracy, 3 latencies, the difference
         assert '<line class="zero"' in text  # the difference's plot marks no difference
-        assert 'hx-trigger="every 5s"' in text  # running: the results refresh themselves
+        assert 'hx-trigger="every 10s"' in text  # running: the results refresh themselves
         assert "/promote" not in text and "/stop" not in text  # a viewer is offered neither
         for action in ("promote", "stop"):
             refused = await browser.post(
@@ -127,7 +127,8 @@ async def test_an_editor_promotes_the_recommended_winner_and_a_second_promotion_
         assert promoted.status_code == 303 and promoted.headers["location"] == path
         after = await browser.get(path)
         assert "badge-exp-promoted" in after.text and "<strong>a</strong> promoted" in after.text
-        assert 'hx-trigger="every 5s"' not in after.text and f'action="{path}/promote"' not in after.text
+        assert "a was the best variant on accuracy" in after.text and "Finding" in after.text
+        assert 'hx-trigger="every 10s"' not in after.text and f'action="{path}/promote"' not in after.text
 
         again = await browser.post(f"{path}/promote", data={"csrf": token, "variant": "b"})
         assert again.status_code == 409

@@ -7,7 +7,7 @@ import re
 
 import httpx
 
-from tests.api.conftest import AppFactory
+from tests.api.conftest import ADMIN_KEY, AppFactory
 from tests.api.test_ui import browser_of, create_key, csrf_of, sign_in
 
 NEW_KEY = re.compile(r'id="new-key" class="secret" value="([^"]+)"')
@@ -155,3 +155,12 @@ async def test_a_visitor_without_a_session_is_sent_to_sign_in(make_app: AppFacto
         )
         post = await browser.post("/ui/api-keys", data={"name": "x", "owner": "y", "role": "admin"})
         assert post.status_code == 303
+
+
+async def test_the_configured_bootstrap_key_is_said_to_be_unlisted(make_app: AppFactory) -> None:
+    client, _ = await make_app()
+    async with browser_of(client) as browser:
+        await sign_in(browser, ADMIN_KEY)
+        page = await browser.get("/ui/api-keys")
+        assert page.status_code == 200 and "No key is stored in use." in page.text
+        assert "You signed in with the configured bootstrap key" in page.text

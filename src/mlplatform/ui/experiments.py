@@ -73,12 +73,18 @@ def plots(results: ExperimentResults) -> list[tuple[str, str, Markup]]:
     return found
 
 
-def recommendation_words(results: ExperimentResults) -> str:
+def recommendation_words(results: ExperimentResults, *, running: bool) -> str:
+    """The service's recommendation as advice while the experiment runs, as a finding once it has ended."""
     if results.recommendation == "winner" and results.winner is not None:
         direction = "higher" if HIGHER_IS_BETTER.get(results.metric, True) else "lower"
-        return f"Promote {results.winner}: the best variant on {results.metric} ({direction} is better)."
+        best = f"the best variant on {results.metric} ({direction} is better)"
+        return f"Promote {results.winner}: {best}." if running else f"{results.winner} was {best}."
     if results.recommendation == "no_detectable_difference":
-        return "Stop, or promote either: no variant differs enough to matter."
+        if running:
+            return "Stop, or promote either: no variant differs enough to matter."
+        return "No variant differed enough to matter."
+    if not running:
+        return "Undecided: it ended before the data told the variants apart."
     more = f" About {results.more_samples} more observations per variant." if results.more_samples else ""
     return f"Keep running: no decision yet.{more}"
 
@@ -97,7 +103,7 @@ async def render_experiment(
         experiment=experiment,
         results=results,
         plots=plots(results),
-        advice=recommendation_words(results),
+        advice=recommendation_words(results, running=experiment.state == "running"),
         kinds=KINDS,
         latencies=LATENCIES,
         version_href=version_href,
