@@ -64,6 +64,12 @@ async def test_the_pages_show_the_services_results_and_a_viewer_may_not_act(
         assert "No experiment is stopped." in stopped.text and experiment["id"] not in stopped.text
         bad = await browser.get("/ui/experiments", params={"state": "paused"})
         assert bad.status_code == 422 and "state" in bad.text
+        on_churn = await browser.get("/ui/experiments", params={"model": "churn", "state": "running"})
+        assert experiment["id"] in on_churn.text and "1 experiment on churn running" in on_churn.text
+        elsewhere = await browser.get("/ui/experiments", params={"model": "fraud"})
+        assert "No experiment on fraud." in elsewhere.text and experiment["id"] not in elsewhere.text
+        bad_name = await browser.get("/ui/experiments", params={"model": "no way"})
+        assert bad_name.status_code == 422 and "model name" in bad_name.text
 
         page = await browser.get(f"/ui/experiments/{experiment['id']}")
         assert page.status_code == 200

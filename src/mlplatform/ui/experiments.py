@@ -19,6 +19,7 @@ from mlplatform.experiments.schemas import (
     ExperimentResults,
     ExperimentState,
 )
+from mlplatform.registry.refs import check_name
 from mlplatform.ui import charts
 from mlplatform.ui.console import PageRoute, Visit, VisitDep, redirect
 from mlplatform.ui.router import actor
@@ -116,15 +117,19 @@ async def render_experiment(
 async def experiments_page(
     visit: VisitDep,
     state: Annotated[str, Query(max_length=32)] = "",
+    model: Annotated[str, Query(max_length=128)] = "",
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Response:
+    model = model.strip()
+    if model:
+        check_name(model, "model")
     if state and state not in EXPERIMENT_STATES:
         raise InvalidInput(
             f"state: {state[:32]!r} is not one of {', '.join(EXPERIMENT_STATES)}",
             details=[{"field": "state", "problem": "unknown state"}],
         )
     page = await visit.platform.experiments.list_experiments(
-        model=None,
+        model=model or None,
         state=cast(ExperimentState | None, state or None),  # checked against EXPERIMENT_STATES above
         limit=EXPERIMENTS_PER_PAGE,
         offset=offset,
@@ -133,6 +138,7 @@ async def experiments_page(
         "experiments.html",
         page=page,
         state=state,
+        model=model,
         states=EXPERIMENT_STATES,
         kinds=KINDS,
         per_page=EXPERIMENTS_PER_PAGE,
