@@ -3,7 +3,6 @@ difference, the recommendation) with Promote and Stop for the roles the API lets
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, cast, get_args
 from urllib.parse import quote
 
@@ -22,7 +21,7 @@ from mlplatform.experiments.schemas import (
 from mlplatform.registry.refs import check_name
 from mlplatform.ui import charts
 from mlplatform.ui.console import PageRoute, Visit, VisitDep, redirect
-from mlplatform.ui.router import actor
+from mlplatform.ui.router import actor, version_href
 
 router = APIRouter(prefix="/ui", route_class=PageRoute, include_in_schema=False)
 EXPERIMENTS_PER_PAGE = 100
@@ -30,13 +29,6 @@ EXPERIMENT_STATES: tuple[str, ...] = get_args(ExperimentState)
 KINDS = {"ab": "A/B test", "canary": "canary", "shadow": "shadow"}
 LATENCIES = ("p50", "p95", "p99")
 MAX_REASON = 500
-_VERSION_ID = re.compile(r"-v(\d+)-\d{14}$")
-
-
-def version_href(model: str, version_id: str) -> str | None:
-    """The console page of a version known by its full id (`NAME-vN-STAMP`)."""
-    found = _VERSION_ID.search(version_id)
-    return f"/ui/models/{quote(model, safe='')}/versions/{found.group(1)}" if found else None
 
 
 def plots(results: ExperimentResults) -> list[tuple[str, str, Markup]]:

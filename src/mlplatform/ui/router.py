@@ -273,10 +273,15 @@ JOB_STATES: tuple[str, ...] = get_args(JobState)
 _VERSION_ID = re.compile(r"-v(\d+)-\d{14}$")
 
 
+def version_href(model: str, version_id: str | None) -> str | None:
+    """The console page of a version known by its full id (`NAME-vN-STAMP`)."""
+    found = _VERSION_ID.search(version_id or "")
+    return f"/ui/models/{quote(model, safe='')}/versions/{found.group(1)}" if found else None
+
+
 def version_link(job: TrainingJobRead) -> str | None:
-    """The console page of the version a succeeded job registered (its id is `NAME-vN-STAMP`)."""
-    found = _VERSION_ID.search(job.version_id or "")
-    return f"/ui/models/{quote(job.model, safe='')}/versions/{found.group(1)}" if found else None
+    """The console page of the version a succeeded job registered."""
+    return version_href(job.model, job.version_id)
 
 
 @router.get("/jobs")
