@@ -3,11 +3,13 @@ revoke (CSRF, and a revoked key's sessions end, the signed-in admin's own includ
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import httpx
+import pytest
 
-from tests.api.conftest import ADMIN_KEY, AppFactory
+from tests.api.conftest import ADMIN_KEY, AppFactory, two_instances
 from tests.api.test_ui import browser_of, create_key, csrf_of, sign_in
 
 NEW_KEY = re.compile(r'id="new-key" class="secret" value="([^"]+)"')
@@ -164,3 +166,26 @@ async def test_the_configured_bootstrap_key_is_said_to_be_unlisted(make_app: App
         page = await browser.get("/ui/api-keys")
         assert page.status_code == 200 and "No key is stored in use." in page.text
         assert "You signed in with the configured bootstrap key" in page.text
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+async def test_a_key_revoked_on_one_instance_ends_its_sessions_on_the_other(
+    make_app: AppFactory, postgres_url: str, redis_url: str
+) -> None:
+    (first, _), (second, _) = await two_instances(make_app, postgres_url, redis_url)
+    admin = await create_key(first, "admin")
+    editor = await create_key(first, "editor")
+    async with browser_of(first) as on_first, browser_of(second) as on_second:
+        await sign_in(on_first, admin["key"])
+        signed = await sign_in(on_second, editor["key"])
+        assert signed.status_code == 303
+        assert (await on_second.get("/ui/models")).status_code == 200
+        page = await on_first.get("/ui/api-keys")
+        assert "ui editor" in page.text
+        revoked = await on_first.post(f"/ui/api-keys/{editor['id']}/revoke", data={"csrf": csrf_of(page)})
+        assert revoked.status_code == 303
+        async with asyncio.timeout(2):  # the change reaches the other instance through Redis
+            while (ended := await on_second.get("/ui/models")).status_code == 200:
+                await asyncio.sleep(0.02)
+        assert ended.status_code == 303 and "reason=revoked" in ended.headers["location"]
