@@ -86,6 +86,12 @@ async def test_the_pages_show_the_services_results_and_a_viewer_may_not_act(
                 assert shown(variant.latency_ms[p]) in row, p
             href = f'href="/ui/models/churn/versions/{1 if variant.name == "a" else 2}">{variant.version}'
             assert href in row
+        answers = text[text.index('id="answers-h"') :]
+        for variant in results.variants:
+            row = answers[answers.index(f'<th scope="row">{variant.name}</th>') :]
+            row = row[: row.index("</tr>")]
+            for value, count in variant.predictions.items():
+                assert f"<code>{value}</code>: {count}" in row, (variant.name, value)
         comparison = results.comparisons[0]
         assert comparison.difference is not None and comparison.p_value is not None
         assert f'<span class="estimate">{comparison.difference:.4g}</span>' in text
