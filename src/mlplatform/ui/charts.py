@@ -149,7 +149,7 @@ def forest(title: str, rows: list[Interval], *, zero: bool = False, width: int =
 def trial_values(
     points: list[tuple[int, float]], best: int | None, metric: str, width: int = 560, height: int = 220
 ) -> Markup:
-    """Each trial's search metric by trial number; the best trial ringed."""
+    """Each trial's search metric by trial number; the best trial drawn larger, in its own colour."""
     if not points:
         return Markup('<span class="muted">no trial has a value yet</span>')
     left, right, top, bottom = 56, 14, 10, 34
