@@ -164,6 +164,10 @@ async def test_an_editor_stops_an_experiment_with_a_reason(make_app: AppFactory,
         page = await browser.get(path)
         assert "Keep running: no decision yet." in page.text and "0 of at least 50" in page.text
         assert "selected>" not in page.text.split('id="variant"')[1].split("</select>")[0]  # no winner
+        for data in ({"reason": "x"}, {"reason": "x", "csrf": "forged"}):
+            forged = await browser.post(f"{path}/stop", data=data)
+            assert forged.status_code == 403 and "security token" in forged.text
+        assert (await platform.experiments.get(experiment["id"])).state == "running"
         stopped = await browser.post(f"{path}/stop", data={"csrf": csrf_of(page), "reason": "wrong split"})
         assert stopped.status_code == 303
         after = await browser.get(path)
