@@ -84,6 +84,8 @@ async def run(models: int, runs: int, folder: Path) -> list[tuple[str, list[floa
                 body = {"model": f"model-{i % 10:03d}", "features": x[i].tolist()}
                 (await api.post("/api/ml/predict", json=body)).raise_for_status()
             print(f"registered {models} models in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+            experiment = await experiment_with_traffic(api, x)
+            job = await search_job(api, x)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as browser:
             form = await browser.get("/ui/login")
             token = re.search(r'name="csrf" value="([^"]+)"', form.text)
@@ -96,6 +98,10 @@ async def run(models: int, runs: int, folder: Path) -> list[tuple[str, list[floa
                 ("Models, search", "/ui/models?q=model-00"),
                 ("A model (10 versions)", "/ui/models/model-000"),
                 ("A version (reference sample)", "/ui/models/model-000/versions/1"),
+                ("Experiments", "/ui/experiments"),
+                ("An experiment (200 requests)", f"/ui/experiments/{experiment}"),
+                ("API keys", "/ui/api-keys"),
+                ("A search job (8 trials)", f"/ui/jobs/{job}"),
             ]
             results = []
             for label, page in pages:
@@ -109,6 +115,60 @@ async def run(models: int, runs: int, folder: Path) -> list[tuple[str, list[floa
                     size = len(response.content)
                 results.append((label, times[3:], size))  # the first few warm caches and templates
             return results
+
+
+async def experiment_with_traffic(api: httpx.AsyncClient, x: np.ndarray) -> str:
+    """An A/B test of model-000 v8 against v9 with 200 predictions, all labelled."""
+    body = {
+        "name": "v9 against v8",
+        "model": "model-000",
+        "type": "ab",
+        "variants": [
+            {"name": "a", "version": "8", "weight": 50},
+            {"name": "b", "version": "9", "weight": 50},
+        ],
+        "metric": "accuracy",
+        "min_samples": 50,
+    }
+    created = await api.post("/api/ml/experiments", json=body)
+    created.raise_for_status()
+    feedback = []
+    for i in range(200):
+        request = {"model": "model-000", "features": x[i].tolist(), "request_id": f"bench-{i}"}
+        answer = (await api.post("/api/ml/predict", json=request)).raise_for_status().json()
+        feedback.append({"prediction_id": answer["prediction_id"], "actual": int(x[i, 0] > 0.1)})
+    while (
+        len((await api.get("/api/ml/predictions", params={"model": "model-000", "limit": 1000})).json()) < 205
+    ):
+        await asyncio.sleep(0.1)  # the log is written behind the answers
+    (await api.post("/api/ml/feedback", json=feedback)).raise_for_status()
+    return str(created.json()["id"])
+
+
+async def search_job(api: httpx.AsyncClient, x: np.ndarray) -> str:
+    """A finished grid search of 8 trials (on the embedded Dask cluster, started by this first job)."""
+    rows = "\n".join(",".join(f"{v:.5f}" for v in row) + f",{int(row[0] > 0)}" for row in x)
+    content = (",".join(FEATURES) + ",label\n" + rows + "\n").encode()
+    dataset = await api.post(
+        "/api/ml/datasets", files={"file": ("bench.csv", content)}, data={"name": "bench"}
+    )
+    dataset.raise_for_status()
+    body = {
+        "model": "bench-search",
+        "dataset": dataset.json()["id"],
+        "target": "label",
+        "algorithm": "logistic_regression",
+        "search": {"strategy": "grid", "space": {"C": {"choice": [0.001, 0.01, 0.1, 1, 3, 10, 30, 100]}}},
+    }
+    job = (await api.post("/api/ml/training-jobs", json=body)).raise_for_status().json()
+    async with asyncio.timeout(300):
+        while (found := (await api.get(f"/api/ml/training-jobs/{job['id']}")).json())["state"] in (
+            "queued",
+            "running",
+        ):
+            await asyncio.sleep(0.2)
+    assert found["state"] == "succeeded", found
+    return str(job["id"])
 
 
 def main() -> None:

@@ -76,6 +76,9 @@ from mlplatform.training.algorithms import TRAINING_MODULES
 from mlplatform.training.metrics import TrainingMetrics
 from mlplatform.training.service import TrainingService
 from mlplatform.training.sql_store import SqlTrainingJobStore
+from mlplatform.ui import experiments as ui_experiments
+from mlplatform.ui import job as ui_job
+from mlplatform.ui import keys as ui_keys
 from mlplatform.ui import router as ui_router
 from mlplatform.ui.console import build_console
 from mlplatform.ui.sessions import SessionStore
@@ -423,6 +426,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(
         ui_router.router
     )  # the web console: its own sessions, left out of the OpenAPI document
+    app.include_router(ui_experiments.router)
+    app.include_router(ui_keys.router)
+    app.include_router(ui_job.router)
     document_contract(app)
     return app
 

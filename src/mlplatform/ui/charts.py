@@ -63,3 +63,132 @@ def histogram(histogram: ProfileHistogram, name: str, width: int = 220, height: 
         )
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+# --- experiments and training jobs (forest plots of intervals; trial values by trial number) ----------------
+
+Interval = tuple[str, float | None, float | None, float | None]  # label, value, low, high
+
+
+def _line(kind: str, x1: float, y1: float, x2: float, y2: float) -> str:
+    return f'<line class="{kind}" x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}"/>'
+
+
+def _domain(values: list[float], include_zero: bool) -> tuple[float, float]:
+    """The values' range (with 0 when asked); a single value gets a range around it."""
+    low, high = min(values), max(values)
+    if include_zero:
+        low, high = min(low, 0.0), max(high, 0.0)
+    if high <= low:
+        pad = abs(low) * 0.1 or 1.0
+        return low - pad, high + pad
+    return low, high
+
+
+INSET = 8  # pixels between a plot's edge and its outermost point, so a dot on the edge shows whole
+
+
+def _described(rows: list[Interval]) -> str:
+    parts = []
+    for label, value, low, high in rows:
+        if value is None:
+            parts.append(f"{label}: no data")
+        elif low is None or high is None:
+            parts.append(f"{label}: {_label(value)}")
+        else:
+            parts.append(f"{label}: {_label(value)} ({_label(low)} to {_label(high)})")
+    return "; ".join(parts)
+
+
+def forest(title: str, rows: list[Interval], *, zero: bool = False, width: int = 480) -> Markup:
+    """A forest plot: one row per label, its estimate as a dot on its interval's line. `zero` draws the
+    line of no difference (for differences between variants)."""
+    drawn = [r for r in rows if r[1] is not None]
+    if not drawn:
+        return Markup('<span class="muted">no data yet</span>')
+    points = [v for r in drawn for v in r[1:] if v is not None]
+    low, high = _domain(points, zero)
+    left, right, row_height, top = 150, 14, 24, 6
+    height = top + row_height * len(rows) + 26
+    span = width - left - right - 2 * INSET
+
+    def x(value: float) -> float:
+        return left + INSET + span * (value - low) / (high - low)
+
+    parts = [
+        f'<svg class="forest" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}: {escape(_described(rows))}</title>',
+        _line("axis", left, height - 22, width - right, height - 22),
+    ]
+    if zero and low <= 0 <= high:
+        parts.append(_line("zero", x(0), top, x(0), height - 22))
+    for tick in (low, (low + high) / 2, high):
+        anchor = "start" if tick == low else "end" if tick == high else "middle"
+        parts.append(
+            f'<text class="tick" x="{x(tick):.1f}" y="{height - 6}" text-anchor="{anchor}">'
+            f"{escape(_label(tick))}</text>"
+        )
+    for i, (label, value, lo, hi) in enumerate(rows):
+        y = top + row_height * i + row_height / 2
+        parts.append(
+            f'<text class="row-label" x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">'
+            f"{escape(label[:22])}</text>"
+        )
+        if value is None:
+            parts.append(f'<text class="tick" x="{left + 4}" y="{y + 4:.1f}">no data</text>')
+            continue
+        if lo is not None and hi is not None:
+            parts.append(_line("interval", x(lo), y, x(hi), y))
+            parts.append(_line("interval", x(lo), y - 5, x(lo), y + 5))
+            parts.append(_line("interval", x(hi), y - 5, x(hi), y + 5))
+        parts.append(f'<circle class="estimate" cx="{x(value):.1f}" cy="{y:.1f}" r="4.5"/>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def trial_values(
+    points: list[tuple[int, float]], best: int | None, metric: str, width: int = 560, height: int = 220
+) -> Markup:
+    """Each trial's search metric by trial number; the best trial drawn larger, in its own colour."""
+    if not points:
+        return Markup('<span class="muted">no trial has a value yet</span>')
+    left, right, top, bottom = 56, 14, 10, 34
+    last = max(n for n, _ in points)
+    low, high = _domain([v for _, v in points], False)
+    span_x, span_y = width - left - right - 2 * INSET, height - top - bottom - 2 * INSET
+
+    def x(number: float) -> float:
+        return left + INSET + span_x * (number / last if last else 0.5)
+
+    def y(value: float) -> float:
+        return top + INSET + span_y * (1 - (value - low) / (high - low))
+
+    described = ", ".join(f"trial {n}: {_label(v)}{' (best)' if n == best else ''}" for n, v in points)
+    parts = [
+        f'<svg class="trials-chart" role="img" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+        f"<title>{escape(metric)} by trial number: {escape(described)}</title>",
+        _line("axis", left, height - bottom, width - right, height - bottom),
+        _line("axis", left, top, left, height - bottom),
+    ]
+    for value in (low, (low + high) / 2, high):
+        parts.append(
+            f'<text class="tick" x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">'
+            f"{escape(_label(value))}</text>"
+        )
+    for number in range(last + 1) if last <= 12 else sorted({0, last // 2, last}):
+        parts.append(
+            f'<text class="tick" x="{x(number):.1f}" y="{height - bottom + 16}" text-anchor="middle">'
+            f"{number}</text>"
+        )
+    parts.append(
+        f'<text class="tick" x="{left + span_x / 2:.1f}" y="{height - 4}" text-anchor="middle">trial</text>'
+    )
+    for number, value in points:
+        if number != best:
+            parts.append(f'<circle class="trial" cx="{x(number):.1f}" cy="{y(value):.1f}" r="4"/>')
+    for number, value in points:
+        if number == best:
+            parts.append(f'<circle class="trial-best" cx="{x(number):.1f}" cy="{y(value):.1f}" r="7"/>')
+    parts.append("</svg>")
+    return Markup("".join(parts))

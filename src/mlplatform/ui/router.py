@@ -273,10 +273,15 @@ JOB_STATES: tuple[str, ...] = get_args(JobState)
 _VERSION_ID = re.compile(r"-v(\d+)-\d{14}$")
 
 
+def version_href(model: str, version_id: str | None) -> str | None:
+    """The console page of a version known by its full id (`NAME-vN-STAMP`)."""
+    found = _VERSION_ID.search(version_id or "")
+    return f"/ui/models/{quote(model, safe='')}/versions/{found.group(1)}" if found else None
+
+
 def version_link(job: TrainingJobRead) -> str | None:
-    """The console page of the version a succeeded job registered (its id is `NAME-vN-STAMP`)."""
-    found = _VERSION_ID.search(job.version_id or "")
-    return f"/ui/models/{quote(job.model, safe='')}/versions/{found.group(1)}" if found else None
+    """The console page of the version a succeeded job registered."""
+    return version_href(job.model, job.version_id)
 
 
 @router.get("/jobs")
@@ -311,11 +316,14 @@ async def jobs_page(
 
 
 @router.post("/jobs/{job_id}/cancel")
-async def cancel_job(job_id: str, visit: VisitDep) -> Response:
+async def cancel_job(
+    job_id: str, visit: VisitDep, back: Annotated[str, Form(max_length=16)] = "jobs"
+) -> Response:
     await visit.check_csrf()
     visit.require(Permission.WRITE)
-    await visit.platform.training.cancel(job_id[:64], actor=actor(visit))
-    return redirect("/ui/jobs")
+    job = await visit.platform.training.cancel(job_id[:64], actor=actor(visit))
+    # From the job's own page (`back=job`), back to it; from the list, to the list.
+    return redirect(f"/ui/jobs/{quote(job.id, safe='')}" if back == "job" else "/ui/jobs")
 
 
 # --- datasets -------------------------------------------------------------------------------------------
