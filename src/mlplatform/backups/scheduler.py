@@ -20,6 +20,7 @@ from mlplatform.backups.service import BackupService
 from mlplatform.clock import utcnow
 from mlplatform.ids import new_id
 from mlplatform.monitoring.alerts.store import CheckLeaseStore
+from mlplatform.periodic import PeriodicTask
 from mlplatform.settings import BackupSettings
 
 log = structlog.get_logger(__name__)
@@ -43,7 +44,9 @@ class BackupScheduler:
         self.every = timedelta(seconds=settings.schedule_seconds)
         self.poll = min(settings.schedule_seconds / 2, MAX_POLL_SECONDS)
         self.holder = f"{socket.gethostname()[:24]}:{os.getpid()}:{new_id()}"
-        self._task: asyncio.Task[None] | None = None
+        self._loop = PeriodicTask(
+            "scheduled-backups", self.tick, lambda: self.poll, failure="scheduled backup failed"
+        )
         self.runs = Counter(
             "ml_backups",
             "Scheduled backups run by this instance, by result: ok or failed",
@@ -58,24 +61,12 @@ class BackupScheduler:
         )
 
     def start(self) -> None:
-        if self.settings.schedule_seconds > 0 and self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="scheduled-backups")
+        if self.settings.schedule_seconds > 0:
+            self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
         await self.service.close()
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except Exception as exc:
-                log.warning("scheduled backup failed", error=f"{type(exc).__name__}: {exc}"[:300])
-            await asyncio.sleep(self.poll)
 
     async def tick(self) -> Manifest | None:
         """Run a backup if this instance wins the claim; None when none is due or it runs elsewhere."""

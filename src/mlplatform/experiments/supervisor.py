@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 import structlog
 
 from mlplatform.experiments.service import ExperimentService
+from mlplatform.periodic import PeriodicTask
 
 log = structlog.get_logger(__name__)
 
@@ -20,28 +18,25 @@ class ExperimentSupervisor:
     def __init__(self, service: ExperimentService, *, interval: float) -> None:
         self.service = service
         self.interval = interval
-        self.task: asyncio.Task[None] | None = None
+        self._loop = PeriodicTask(
+            "experiment-supervisor",
+            self._round,
+            interval,
+            failure="experiment supervision skipped",  # the database may be away for a while
+            wait_first=True,
+        )
 
     def start(self) -> None:
-        if self.task is None:
-            self.task = asyncio.create_task(self._run(), name="experiment-supervisor")
+        self._loop.start()
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.service.save_tallies()  # first, so the guards see this instance's latest counts
-                for action in await self.service.supervise():
-                    log.info("experiment supervised", action=action)
-            except Exception as exc:  # the database may be away for a while: the next round tries again
-                log.warning("experiment supervision skipped", error=f"{type(exc).__name__}: {exc}"[:300])
+    async def _round(self) -> None:
+        await self.service.save_tallies()  # first, so the guards see this instance's latest counts
+        for action in await self.service.supervise():
+            log.info("experiment supervised", action=action)
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-            self.task = None
+        if self._loop.running:
+            await self._loop.stop()
             try:  # what this process counted since the last round
                 await self.service.save_tallies()
             except Exception as exc:

@@ -28,6 +28,7 @@ from mlplatform.monitoring.alerts.schemas import CheckRunRead
 from mlplatform.monitoring.alerts.service import AlertService
 from mlplatform.monitoring.alerts.store import CheckLeaseStore
 from mlplatform.monitoring.service import MonitoringService, window_bounds
+from mlplatform.periodic import PeriodicTask
 from mlplatform.registry.service import RegistryService
 from mlplatform.settings import MonitoringSettings
 from mlplatform.stores.predictions import PredictionLogStore
@@ -232,26 +233,16 @@ class CheckScheduler:
         self.timeout = float(settings.check_timeout)
         self.poll = min(settings.check_interval / 2, MAX_POLL_SECONDS)
         self.holder = f"{socket.gethostname()[:24]}:{os.getpid()}:{new_id()}"
-        self._task: asyncio.Task[None] | None = None
+        self._loop = PeriodicTask(
+            "monitoring-checks", self.tick, lambda: self.poll, failure="monitoring check failed"
+        )
 
     def start(self) -> None:
-        if self.enabled and self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="monitoring-checks")
+        if self.enabled:
+            self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except Exception as exc:
-                log.warning("monitoring check failed", error=f"{type(exc).__name__}: {exc}"[:300])
-            await asyncio.sleep(self.poll)
+        await self._loop.stop()
 
     async def tick(self) -> CheckRunRead | None:
         """Run the checks if this instance wins the claim; None when they are not due or run elsewhere."""

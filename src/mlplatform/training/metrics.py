@@ -7,14 +7,13 @@ The duration is observed by the instance that saw a job succeed: from its start 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import get_args
 
 import structlog
 from prometheus_client import Histogram
 
 from mlplatform.metrics import Metrics, Reading
+from mlplatform.periodic import PeriodicTask
 from mlplatform.training.schemas import JobState, TrainingJobRead
 from mlplatform.training.store import TrainingJobStore
 
@@ -40,7 +39,7 @@ class TrainingMetrics:
             registry=metrics.registry,
             buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400),
         )
-        self._refresher: asyncio.Task[None] | None = None
+        self._refresher: PeriodicTask | None = None
 
     async def refresh(self, store: TrainingJobStore) -> None:
         counts: Reading = {}
@@ -55,20 +54,16 @@ class TrainingMetrics:
             self.duration.labels(job.algorithm).observe(max(seconds, 0.0))
 
     def start(self, store: TrainingJobStore) -> None:
-        if self._refresher is None:
-            self._refresher = asyncio.create_task(self._run(store), name="training-metrics")
-
-    async def _run(self, store: TrainingJobStore) -> None:
-        while True:
-            try:
-                await self.refresh(store)
-            except Exception as exc:  # the database may be down for a while: keep the last counts
-                log.warning("training job counts not refreshed", error=f"{type(exc).__name__}: {exc}"[:200])
-            await asyncio.sleep(REFRESH_SECONDS)
+        if self._refresher is None:  # the database may be down for a while: the last counts stay
+            self._refresher = PeriodicTask(
+                "training-metrics",
+                lambda: self.refresh(store),
+                REFRESH_SECONDS,
+                failure="training job counts not refreshed",
+            )
+            self._refresher.start()
 
     async def stop(self) -> None:
         if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+            await self._refresher.stop()
             self._refresher = None

@@ -6,8 +6,6 @@ instances that find the same unfollowed job, one claims it and resumes it from i
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import socket
 from collections.abc import Callable
@@ -17,6 +15,7 @@ import structlog
 
 from mlplatform.clock import utcnow
 from mlplatform.ids import new_id
+from mlplatform.periodic import PeriodicTask
 from mlplatform.settings import JobsSettings
 from mlplatform.training.store import TrainingJobStore
 
@@ -66,7 +65,12 @@ class Reconciler:
         self.store = store
         self.settings = settings
         self.follow = follow
-        self._task: asyncio.Task[None] | None = None
+        self._loop = PeriodicTask(
+            "training-reconciler",
+            self.reconcile,
+            lambda: self.settings.reconcile_seconds,
+            failure="training reconciler failed",
+        )
 
     async def reconcile(self) -> list[str]:
         """One pass; the ids handed over."""
@@ -79,21 +83,8 @@ class Reconciler:
             log.info("training jobs to resume", jobs=found)
         return found
 
-    async def _forever(self) -> None:
-        while True:
-            try:
-                await self.reconcile()
-            except Exception as exc:  # the database may be away for a while: try again next time
-                log.warning("training reconciler failed", error=f"{type(exc).__name__}: {exc}"[:300])
-            await asyncio.sleep(self.settings.reconcile_seconds)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._forever(), name="training-reconciler")
+    def start(self) -> None:  # a database away for a while: the next round tries again
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
