@@ -19,6 +19,7 @@ Prints the tables and writes them to `benchmarks/results/training.md` (every num
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import secrets
@@ -186,9 +187,11 @@ def direct_fit(algorithm: str, params: dict[str, Any], table: pa.Table) -> float
             X_train, y_train, eval_set=[(X_val, y_val)], verbose=False
         )
     elif algorithm == "lightgbm":
-        lightgbm.LGBMClassifier(**params, n_jobs=1, verbose=-1).fit(
-            X_train, y_train, eval_set=[(X_val, y_val)]
-        )
+        model = lightgbm.LGBMClassifier(**params, n_jobs=1, verbose=-1)
+        if "eval_X" in inspect.signature(model.fit).parameters:  # lightgbm >= 4.7 deprecates eval_set
+            model.fit(X_train, y_train, eval_X=(X_val,), eval_y=(y_val,))
+        else:
+            model.fit(X_train, y_train, eval_set=[(X_val, y_val)])
     else:
         RandomForestClassifier(**params, n_jobs=1).fit(X_train, y_train)
     return time.perf_counter() - started
