@@ -80,6 +80,7 @@ from mlplatform.ui import experiments as ui_experiments
 from mlplatform.ui import job as ui_job
 from mlplatform.ui import keys as ui_keys
 from mlplatform.ui import router as ui_router
+from mlplatform.ui import uploads as ui_uploads
 from mlplatform.ui.console import build_console
 from mlplatform.ui.sessions import SessionStore
 
@@ -429,6 +430,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ui_experiments.router)
     app.include_router(ui_keys.router)
     app.include_router(ui_job.router)
+    app.include_router(ui_uploads.router)
     document_contract(app)
     return app
 

@@ -38,7 +38,8 @@ access_log = structlog.get_logger(ACCESS_LOGGER)
 RawHeaders = list[tuple[bytes, bytes]]
 GOOD_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Uploads of model artifacts and datasets may be far larger than any other request.
-UPLOAD_PATHS = re.compile(r"^/api/ml/(models/[^/]+/versions|datasets)/?$")
+# The API's uploads and the console's upload forms (ui/uploads.py) take up to security.limits.max-upload-size.
+UPLOAD_PATHS = re.compile(r"^/(api/ml/(models/[^/]+/versions|datasets)|ui/upload/(model|dataset))/?$")
 DECODERS = {b"gzip": 31, b"deflate": 15}  # zlib `wbits` by Content-Encoding
 CLOSE = [(b"connection", b"close")]
 

@@ -169,6 +169,7 @@ async def models_page(
         stage=stage,
         stages=STAGES,
         per_page=MODELS_PER_PAGE,
+        editor=visit.can(Permission.WRITE),
     )
 
 
@@ -365,7 +366,9 @@ def _validation_message(exc: ValidationError) -> str:
 @router.get("/datasets")
 async def datasets_page(visit: VisitDep, offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> Response:
     page = await visit.platform.datasets.list_datasets(name=None, limit=DATASETS_PER_PAGE, offset=offset)
-    return visit.render("datasets.html", page=page, per_page=DATASETS_PER_PAGE)
+    return visit.render(
+        "datasets.html", page=page, per_page=DATASETS_PER_PAGE, editor=visit.can(Permission.WRITE)
+    )
 
 
 def _dataset_page(
