@@ -65,6 +65,8 @@ from mlplatform.serving.metrics import ServingMetrics, register_models
 from mlplatform.serving.model_cache import ModelCache
 from mlplatform.serving.prediction_cache import PredictionCache
 from mlplatform.serving.service import ServingService
+from mlplatform.serving.stats import ServingStatsService
+from mlplatform.serving.stats_store import SqlServingStatsStore
 from mlplatform.settings import Settings
 from mlplatform.stores.artifacts import create_artifact_store
 from mlplatform.stores.cache import create_cache
@@ -209,6 +211,13 @@ def build_platform(settings: Settings) -> Platform:
         experiments=experiments,
         supervisor=ExperimentSupervisor(experiments, interval=settings.ml.experiments.supervise_seconds),
         sessions=SessionStore(cache, settings.ui),
+        serving_stats=ServingStatsService(
+            store=SqlServingStatsStore(database),
+            metrics=serving_metrics,
+            logs=prediction_logs,
+            registry=registry,
+            settings=settings.ml.serving.stats,
+        ),
     )
 
 
@@ -343,6 +352,7 @@ async def start_up(platform: Platform) -> None:
     platform.backups.start()
     platform.training.start()
     platform.supervisor.start()
+    platform.serving_stats.start()
     min_age = timedelta(seconds=platform.settings.ml.models.orphan_min_age_seconds)
     try:
         await platform.registry.sweep_orphans(min_age=min_age)
@@ -377,6 +387,7 @@ def create_app(settings: Settings) -> FastAPI:
             steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
                 ("training jobs", platform.training.stop),
                 ("experiment supervisor", platform.supervisor.stop),
+                ("serving stats", platform.serving_stats.stop),
                 ("monitoring checks", platform.check_scheduler.stop),
                 ("scheduled backups", platform.backups.stop),
                 ("alert notifications", platform.alerts.notifier.stop),

@@ -67,9 +67,9 @@ async def test_each_instance_replaces_its_own_minutes_and_reads_add_every_instan
         "churn": counts(7, 2, (0, 7)),
         "fraud": counts(100, 0, (1, 100)),
     }
-    assert await store.instances("churn", minute(0), minute(5)) == 2
-    assert await store.instances("churn", minute(1), minute(5)) == 1
-    assert await store.instances("fraud", minute(2), minute(5)) == 0
+    assert await store.instances("churn", minute(0), minute(5)) == {"a", "b"}
+    assert await store.instances("churn", minute(1), minute(5)) == {"b"}
+    assert await store.instances("fraud", minute(2), minute(5)) == set()
 
 
 async def test_pruning_deletes_the_minutes_before_the_cut(store: SqlServingStatsStore) -> None:

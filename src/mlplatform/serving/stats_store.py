@@ -76,8 +76,8 @@ class ServingStatsStore(ABC):
         """Each model's counts over the window (every instance and minute added up)."""
 
     @abstractmethod
-    async def instances(self, model: str, start: datetime, end: datetime) -> int:
-        """How many server processes saved counts for the model in the window."""
+    async def instances(self, model: str, start: datetime, end: datetime) -> set[str]:
+        """The server processes that saved counts for the model in the window."""
 
     @abstractmethod
     async def prune(self, before: datetime) -> int:
@@ -160,14 +160,18 @@ class SqlServingStatsStore(ServingStatsStore):
             rows = (await conn.execute(query)).all()
         return {row[0]: _counts(tuple(row[1:])) for row in rows}
 
-    async def instances(self, model: str, start: datetime, end: datetime) -> int:
-        query = select(func.count(func.distinct(ServingStatRow.instance))).where(
-            ServingStatRow.model == model,
-            ServingStatRow.minute >= _stored(start),
-            ServingStatRow.minute < _stored(end),
+    async def instances(self, model: str, start: datetime, end: datetime) -> set[str]:
+        query = (
+            select(ServingStatRow.instance)
+            .where(
+                ServingStatRow.model == model,
+                ServingStatRow.minute >= _stored(start),
+                ServingStatRow.minute < _stored(end),
+            )
+            .distinct()
         )
         async with self.database.engine.connect() as conn:
-            return int((await conn.execute(query)).scalar_one())
+            return set((await conn.scalars(query)).all())
 
     async def prune(self, before: datetime) -> int:
         async with self.database.session() as session, session.begin():
