@@ -78,6 +78,7 @@ from mlplatform.training.metrics import TrainingMetrics
 from mlplatform.training.service import TrainingService
 from mlplatform.training.sql_store import SqlTrainingJobStore
 from mlplatform.ui import router as ui_router
+from mlplatform.ui import serving as ui_serving
 from mlplatform.ui.console import build_console
 from mlplatform.ui.sessions import SessionStore
 
@@ -433,6 +434,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(
         ui_router.router
     )  # the web console: its own sessions, left out of the OpenAPI document
+    app.include_router(ui_serving.router)  # the console's serving pages
     document_contract(app)
     return app
 
