@@ -35,9 +35,7 @@ async def predictions(client: httpx.AsyncClient, rows: Any, n: int, model: str =
 
 async def saved(platform: Platform, model: str = "m") -> Counts:
     now = utcnow()
-    minutes = await platform.serving_stats.store.per_minute(
-        model, now - timedelta(hours=1), now + timedelta(1)
-    )
+    minutes = await platform.serving_stats.store.periods(model, now - timedelta(hours=1), now + timedelta(1))
     return sum(minutes.values(), Counts())
 
 
@@ -59,6 +57,11 @@ async def test_counts_requests_errors_and_percentiles_live_and_once_saved(
     assert sum(p["predictions"] for p in live["points"]) == 35
     assert 60 <= len(live["points"]) <= 61 and live["points"][-1]["predictions"] == 35
     assert all(p["p50"] is None for p in live["points"][:-1])  # no traffic: no percentile, not a zero
+    week = await stats(client, window="7d")  # hourly steps: read from the hour rows
+    assert week["step_seconds"] == 3600 and week["totals"] == totals
+    for window in ("15m", "24h", "7d"):  # whole hours from hour rows, the edges from minute rows
+        _, _, overview = await platform.serving_stats.overview(models=["m", "other"], window=window)
+        assert list(overview) == ["m"] and overview["m"].model_dump() == totals, window
 
     slow_down(platform, "m")  # a model too slow for the deadline: 504, counted as an error
     assert (await predict(client, "m", ref.X[7].tolist())).status_code == 504
@@ -66,6 +69,9 @@ async def test_counts_requests_errors_and_percentiles_live_and_once_saved(
     assert (await saved(platform)).errors == 1 and (await saved(platform)).predictions == 35
     after = (await stats(client))["totals"]
     assert (after["predictions"], after["requests"], after["errors"]) == (35, 6, 1)  # saved: counted once
+    assert (await stats(client, window="7d"))["totals"] == after
+    _, _, overview = await platform.serving_stats.overview(models=["m"], window="24h")
+    assert overview["m"].model_dump() == after
     assert after["error_rate"] == pytest.approx(1 / 7)
 
 
@@ -75,13 +81,13 @@ async def test_the_loop_saves_every_few_seconds_and_prunes_past_the_retention(
     client, platform = await make_app(ml={"serving": {"stats": {"flush-seconds": 0.1, "retention": "1d"}}})
     service = platform.serving_stats
     old = minute_of(utcnow() - timedelta(days=2))
-    await service.store.save("gone-instance", {("m", old): Counts(predictions=9)}, at=old)
+    await service.store.save("gone-instance", {("m", old): Counts(predictions=9)}, {}, at=old)
     ref = await registered(client, tmp_path)
     await predictions(client, ref.X, 4)
     async with asyncio.timeout(10):
         while (await saved(platform)).predictions != 4:
             await asyncio.sleep(0.05)
-        while await service.store.per_minute("m", old, old + timedelta(minutes=1)):
+        while await service.store.periods("m", old, old + timedelta(minutes=1)):
             await asyncio.sleep(0.05)
     await predictions(client, ref.X, 2)
     await service.stop()  # stopping saves what was counted since the last round

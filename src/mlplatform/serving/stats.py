@@ -27,7 +27,7 @@ from mlplatform.serving.schemas import (
     ServingStatsRead,
     ServingTotalsRead,
 )
-from mlplatform.serving.stats_store import Counts, MinuteKey, ServingStatsStore
+from mlplatform.serving.stats_store import Counts, PeriodKey, ServingStatsStore
 from mlplatform.settings import ServingStatsSettings
 from mlplatform.stores.predictions import FeedbackHistoryEntry, LoggedPrediction, PredictionLogStore
 
@@ -37,6 +37,7 @@ DEFAULT_WINDOW = "1h"
 MAX_POINTS = 240
 STEP_MINUTES = (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440)
 PRUNE_EVERY = timedelta(minutes=10)
+HOURLY_AFTER = timedelta(hours=3)
 _MINUTE = timedelta(minutes=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -87,6 +88,10 @@ def minute_of(at: datetime) -> datetime:
     return at.astimezone(UTC).replace(second=0, microsecond=0)
 
 
+def hour_of(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
 def step_for(start: datetime, end: datetime) -> int:
     """Minutes per point: the smallest of `STEP_MINUTES` that keeps a window to `MAX_POINTS` points."""
     minutes = math.ceil((end - start) / _MINUTE)
@@ -128,6 +133,41 @@ def histogram_values(histogram: Histogram) -> dict[str, tuple[float, list[int]]]
     return found
 
 
+class Ledger:
+    """This process's counts per (model, period) until the store holds them whole: what was counted, and what
+    of it was saved."""
+
+    def __init__(self, period_of: Callable[[datetime], datetime]) -> None:
+        self.period_of = period_of
+        self.pending: dict[PeriodKey, Counts] = {}
+        self.saved: dict[PeriodKey, Counts] = {}
+
+    def add(self, model: str, at: datetime, delta: Counts) -> None:
+        key = (model, self.period_of(at))
+        self.pending[key] = self.pending.get(key, Counts()) + delta
+
+    def changed(self) -> dict[PeriodKey, Counts]:
+        return {key: c for key, c in self.pending.items() if self.saved.get(key) != c}
+
+    def forget(self, now: datetime, oldest: datetime) -> None:
+        """Past periods once saved whole, and any past the retention (the database was away that long)."""
+        current = self.period_of(now)
+        for key in list(self.pending):
+            if (key[1] < current and self.saved.get(key) == self.pending[key]) or key[1] < oldest:
+                del self.pending[key]
+                self.saved.pop(key, None)
+
+    def unsaved(
+        self, model: str | None, start: datetime, end: datetime
+    ) -> Iterable[tuple[PeriodKey, Counts]]:
+        """Counts per (model, period) in the window that the store does not hold yet."""
+        for key, counts in self.pending.items():
+            if (model is None or key[0] == model) and start <= key[1] < end:
+                unsaved = counts - self.saved.get(key, Counts())
+                if unsaved != Counts():
+                    yield key, unsaved
+
+
 @dataclass(frozen=True, slots=True)
 class RecentPrediction:
     """A logged prediction with its current feedback (None: none given yet), its version's number and
@@ -165,8 +205,8 @@ class ServingStatsService:
         # New at every start: a restarted process adds rows, never overwrites an earlier process's minutes.
         self.instance = f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(4)}"
         self._last: dict[str, Counts] = {}  # the counters' totals per model at the last reading
-        self._pending: dict[MinuteKey, Counts] = {}  # this process's counts per minute, until saved whole
-        self._saved: dict[MinuteKey, Counts] = {}  # what of those the store holds
+        self._minutes = Ledger(minute_of)
+        self._hours = Ledger(hour_of)
         self._pruned_at: datetime | None = None
         # A read adds this process's unsaved counts to the store's rows: a save in between would count twice.
         self._saving = asyncio.Lock()
@@ -187,45 +227,49 @@ class ServingStatsService:
         return found
 
     def collect(self) -> None:
-        """Add what the counters counted since the last reading to the current minute (no I/O)."""
-        minute = minute_of(self.clock())
+        """Add what the counters counted since the last reading to the current minute and hour (no I/O)."""
+        now = self.clock()
         for model, total in self._counter_totals().items():
             delta = total - self._last.get(model, Counts())
             if delta == Counts():
                 continue
             self._last[model] = total
-            key = (model, minute)
-            self._pending[key] = self._pending.get(key, Counts()) + delta
+            self._minutes.add(model, now, delta)
+            self._hours.add(model, now, delta)
 
     async def flush(self) -> None:
-        """Save the minutes that changed since the last save; forget past minutes once saved."""
+        """Save the minutes and hours that changed since the last save; forget past ones once saved."""
         async with self._saving:
             self.collect()
             now = self.clock()
-            changed = {key: c for key, c in self._pending.items() if self._saved.get(key) != c}
-            await self.store.save(self.instance, changed, at=now)
-            self._saved.update(changed)
-        current, oldest = minute_of(now), now - self.retention
-        for key in list(self._pending):
-            if (key[1] < current and self._saved.get(key) == self._pending[key]) or key[1] < oldest:
-                del self._pending[key]
-                self._saved.pop(key, None)
+            minutes, hours = self._minutes.changed(), self._hours.changed()
+            await self.store.save(self.instance, minutes, hours, at=now)
+            self._minutes.saved.update(minutes)
+            self._hours.saved.update(hours)
+        for ledger in (self._minutes, self._hours):
+            ledger.forget(now, now - self.retention)
 
     async def prune(self) -> int:
-        """Delete the minutes past `ml.serving.stats.retention` (every instance's: any of them may)."""
+        """Delete the minutes and hours past `ml.serving.stats.retention` (every instance's: any may)."""
         self._pruned_at = self.clock()
         return await self.store.prune(self._pruned_at - self.retention)
 
-    def _unsaved(
-        self, model: str | None, start: datetime, end: datetime
-    ) -> Iterable[tuple[MinuteKey, Counts]]:
-        """This process's counts per (model, minute) in the window that the store does not hold yet."""
-        self.collect()
-        for key, counts in self._pending.items():
-            if (model is None or key[0] == model) and start <= key[1] < end:
-                unsaved = counts - self._saved.get(key, Counts())
-                if unsaved != Counts():
-                    yield key, unsaved
+    async def _periods(
+        self, model: str, start: datetime, end: datetime, *, hourly: bool
+    ) -> dict[datetime, Counts]:
+        """The store's periods with this process's unsaved counts added (call with `_saving` held)."""
+        found = await self.store.periods(model, start, end, hourly=hourly)
+        ledger = self._hours if hourly else self._minutes
+        for (_, period), unsaved in ledger.unsaved(model, start, end):
+            found[period] = found.get(period, Counts()) + unsaved
+        return found
+
+    async def _by_model(self, start: datetime, end: datetime, *, hourly: bool) -> dict[str, Counts]:
+        found = await self.store.by_model(start, end, hourly=hourly)
+        ledger = self._hours if hourly else self._minutes
+        for (model, _), unsaved in ledger.unsaved(None, start, end):
+            found[model] = found.get(model, Counts()) + unsaved
+        return found
 
     # --- the loop ----------------------------------------------------------------------------------------
 
@@ -270,17 +314,19 @@ class ServingStatsService:
         start, end = window_bounds(window or DEFAULT_WINDOW, start, end, self.clock())
         step = step_for(start, end)
         start = _aligned(start, step)
+        hourly = step % 60 == 0  # steps of whole hours, aligned to hours: the hour rows add up to them
         async with self._saving:
-            minutes = await self.store.per_minute(model, start, end)
-            instances = await self.store.instances(model, start, end)
-            for (_, minute), unsaved in self._unsaved(model, start, end):
-                minutes[minute] = minutes.get(minute, Counts()) + unsaved
+            self.collect()
+            periods = await self._periods(model, start, end, hourly=hourly)
+            instances = await self.store.instances(model, start, end, hourly=hourly)
+            ledger = self._hours if hourly else self._minutes
+            if any(ledger.unsaved(model, start, end)):
                 instances.add(self.instance)
         width = timedelta(minutes=step)
         steps = math.ceil((end - start) / width)
         summed = [Counts() for _ in range(steps)]
-        for minute, counts in minutes.items():
-            index = (minute - start) // width
+        for period, counts in periods.items():
+            index = (period - start) // width
             if 0 <= index < steps:
                 summed[index] += counts
         points = [
@@ -308,13 +354,15 @@ class ServingStatsService:
     async def overview(
         self, *, models: Sequence[str], window: str | None = None
     ) -> tuple[datetime, datetime, dict[str, ServingTotalsRead]]:
-        """Each of these models' totals over the window (default the last hour): (start, end, by model)."""
+        """Each of these models' totals over the window (default the last hour): (start, end, by model); a
+        window of more than 3 hours starts at its first hour."""
         start, end = window_bounds(window or DEFAULT_WINDOW, None, None, self.clock())
-        start = minute_of(start)
+        # Past a few hours the hour rows answer (a row an hour, not sixty), from the window's first hour.
+        hourly = end - start > HOURLY_AFTER
+        start = hour_of(start) if hourly else minute_of(start)
         async with self._saving:
-            found = await self.store.by_model(start, end)
-            for (model, _), unsaved in self._unsaved(None, start, end):
-                found[model] = found.get(model, Counts()) + unsaved
+            self.collect()
+            found = await self._by_model(start, end, hourly=hourly)
         return start, end, {m: totals(found[m]) for m in models if m in found}
 
     async def recent(self, *, model: str, limit: int = 20) -> list[RecentPrediction]:

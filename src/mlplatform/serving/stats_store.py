@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mlplatform.clock import as_utc
 from mlplatform.db import Database
-from mlplatform.serving.tables import BUCKET_COLUMNS, STAT_BUCKETS, ServingStatRow
+from mlplatform.serving.tables import (
+    BUCKET_COLUMNS,
+    STAT_BUCKETS,
+    ServingCounts,
+    ServingStatHourRow,
+    ServingStatRow,
+)
 
 _EMPTY = (0,) * STAT_BUCKETS
 
@@ -49,62 +56,81 @@ class Counts:
         )
 
 
-# (model, minute): a minute is an aware UTC datetime with zero seconds.
-MinuteKey = tuple[str, datetime]
+# (model, period): a period is the start of a minute or an hour, an aware UTC datetime.
+PeriodKey = tuple[str, datetime]
 
 
 class ServingStatsStore(ABC):
-    """Per-minute serving counts of every server process.
+    """Serving counts of every server process, per model and minute and per model and hour.
 
     Contract, for every backend:
     - Each process (`instance`) writes only its own rows; `save` replaces the rows it names (one per model and
-      minute), so a process saves a minute's running totals as often as it likes and nothing counts twice.
-    - Reads add up every instance's rows. Times are aware UTC datetimes; `start` is inclusive and `end`
-      exclusive, compared with a row's minute.
+      period), so a process saves a period's running totals as often as it likes and nothing counts twice.
+    - Reads add up every instance's rows, from the minute rows, or the hour rows with `hourly`. Times are
+      aware UTC datetimes; `start` is inclusive and `end` exclusive, compared with a row's period (its start).
     """
 
     @abstractmethod
-    async def save(self, instance: str, counts: Mapping[MinuteKey, Counts], *, at: datetime) -> None:
-        """Insert or replace this instance's rows for these (model, minute) keys, in one transaction."""
+    async def save(
+        self,
+        instance: str,
+        minutes: Mapping[PeriodKey, Counts],
+        hours: Mapping[PeriodKey, Counts],
+        *,
+        at: datetime,
+    ) -> None:
+        """Insert or replace this instance's rows for these (model, minute) and (model, hour) keys, in one
+        transaction."""
 
     @abstractmethod
-    async def per_minute(self, model: str, start: datetime, end: datetime) -> dict[datetime, Counts]:
-        """The model's counts per minute (every instance's added up); minutes without a row are left out."""
+    async def periods(
+        self, model: str, start: datetime, end: datetime, *, hourly: bool = False
+    ) -> dict[datetime, Counts]:
+        """The model's counts per period (every instance's added up); periods without a row are left out."""
 
     @abstractmethod
-    async def by_model(self, start: datetime, end: datetime) -> dict[str, Counts]:
-        """Each model's counts over the window (every instance and minute added up)."""
+    async def by_model(self, start: datetime, end: datetime, *, hourly: bool = False) -> dict[str, Counts]:
+        """Each model's counts over the window (every instance and period added up)."""
 
     @abstractmethod
-    async def instances(self, model: str, start: datetime, end: datetime) -> set[str]:
+    async def instances(
+        self, model: str, start: datetime, end: datetime, *, hourly: bool = False
+    ) -> set[str]:
         """The server processes that saved counts for the model in the window."""
 
     @abstractmethod
     async def prune(self, before: datetime) -> int:
-        """Delete every row of a minute before `before`; how many went."""
+        """Delete every minute that starts before `before` and every hour that ended by then; how many
+        rows went."""
 
 
 def _stored(at: datetime) -> datetime:
     return as_utc(at).astimezone(UTC)
 
 
-_SUMS = (
-    func.sum(ServingStatRow.predictions),
-    func.sum(ServingStatRow.errors),
-    func.sum(ServingStatRow.latency_sum_ms),
-    *(func.sum(getattr(ServingStatRow, column)) for column in BUCKET_COLUMNS),
-)
+def _sums(table: type[ServingCounts]) -> tuple[Any, ...]:
+    return (
+        func.sum(table.predictions),
+        func.sum(table.errors),
+        func.sum(table.latency_sum_ms),
+        *(func.sum(getattr(table, column)) for column in BUCKET_COLUMNS),
+    )
 
 
-def _counts(sums: tuple[object, ...]) -> Counts:
-    """A row of `_SUMS` (SUM of BigInteger comes back as Decimal on PostgreSQL)."""
+def _counts(sums: Sequence[Any]) -> Counts:
+    """A row of `_sums` (SUM of BigInteger comes back as Decimal on PostgreSQL)."""
     predictions, errors, latency, *buckets = sums
     return Counts(
-        int(predictions or 0),  # type: ignore[call-overload]
-        int(errors or 0),  # type: ignore[call-overload]
-        float(latency or 0.0),  # type: ignore[arg-type]
-        tuple(int(b or 0) for b in buckets),  # type: ignore[call-overload]
+        int(predictions or 0), int(errors or 0), float(latency or 0.0), tuple(int(b or 0) for b in buckets)
     )
+
+
+def _table(hourly: bool) -> type[ServingCounts]:
+    return ServingStatHourRow if hourly else ServingStatRow
+
+
+def _window(table: type[ServingCounts], start: datetime, end: datetime) -> tuple[ColumnElement[bool], ...]:
+    return table.period >= _stored(start), table.period < _stored(end)
 
 
 class SqlServingStatsStore(ServingStatsStore):
@@ -112,70 +138,73 @@ class SqlServingStatsStore(ServingStatsStore):
         self.database = database
         self._insert = postgresql.insert if database.backend == "postgresql" else sqlite.insert
 
-    async def save(self, instance: str, counts: Mapping[MinuteKey, Counts], *, at: datetime) -> None:
-        if not counts:
+    async def save(
+        self,
+        instance: str,
+        minutes: Mapping[PeriodKey, Counts],
+        hours: Mapping[PeriodKey, Counts],
+        *,
+        at: datetime,
+    ) -> None:
+        if not minutes and not hours:
             return
-        rows = [
-            {
-                "model": model,
-                "minute": _stored(minute),
-                "instance": instance,
-                "predictions": c.predictions,
-                "errors": c.errors,
-                "latency_sum_ms": c.latency_sum_ms,
-                **dict(zip(BUCKET_COLUMNS, c.buckets, strict=True)),
-                "updated_at": at,
-            }
-            for (model, minute), c in sorted(counts.items())
-        ]
-        statement = self._insert(ServingStatRow)
-        key = ("model", "minute", "instance")
-        replaced = {k: statement.excluded[k] for k in rows[0] if k not in key}
         async with self.database.session() as session, session.begin():
-            await session.execute(
-                statement.on_conflict_do_update(index_elements=list(key), set_=replaced), rows
-            )
+            for table, counts in ((ServingStatRow, minutes), (ServingStatHourRow, hours)):
+                if not counts:
+                    continue
+                rows = [
+                    {
+                        "model": model,
+                        "period": _stored(period),
+                        "instance": instance,
+                        "predictions": c.predictions,
+                        "errors": c.errors,
+                        "latency_sum_ms": c.latency_sum_ms,
+                        **dict(zip(BUCKET_COLUMNS, c.buckets, strict=True)),
+                        "updated_at": at,
+                    }
+                    for (model, period), c in sorted(counts.items())
+                ]
+                statement = self._insert(table)
+                key = ("model", "period", "instance")
+                replaced = {k: statement.excluded[k] for k in rows[0] if k not in key}
+                await session.execute(
+                    statement.on_conflict_do_update(index_elements=list(key), set_=replaced), rows
+                )
 
-    async def per_minute(self, model: str, start: datetime, end: datetime) -> dict[datetime, Counts]:
+    async def periods(
+        self, model: str, start: datetime, end: datetime, *, hourly: bool = False
+    ) -> dict[datetime, Counts]:
+        table = _table(hourly)
         query = (
-            select(ServingStatRow.minute, *_SUMS)
-            .where(
-                ServingStatRow.model == model,
-                ServingStatRow.minute >= _stored(start),
-                ServingStatRow.minute < _stored(end),
-            )
-            .group_by(ServingStatRow.minute)
+            select(table.period, *_sums(table))
+            .where(table.model == model, *_window(table, start, end))
+            .group_by(table.period)
         )
         async with self.database.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return {as_utc(row[0]): _counts(tuple(row[1:])) for row in rows}
+        return {as_utc(row[0]): _counts(row[1:]) for row in rows}
 
-    async def by_model(self, start: datetime, end: datetime) -> dict[str, Counts]:
-        query = (
-            select(ServingStatRow.model, *_SUMS)
-            .where(ServingStatRow.minute >= _stored(start), ServingStatRow.minute < _stored(end))
-            .group_by(ServingStatRow.model)
-        )
+    async def by_model(self, start: datetime, end: datetime, *, hourly: bool = False) -> dict[str, Counts]:
+        table = _table(hourly)
+        query = select(table.model, *_sums(table)).where(*_window(table, start, end)).group_by(table.model)
         async with self.database.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return {row[0]: _counts(tuple(row[1:])) for row in rows}
+        return {row[0]: _counts(row[1:]) for row in rows}
 
-    async def instances(self, model: str, start: datetime, end: datetime) -> set[str]:
-        query = (
-            select(ServingStatRow.instance)
-            .where(
-                ServingStatRow.model == model,
-                ServingStatRow.minute >= _stored(start),
-                ServingStatRow.minute < _stored(end),
-            )
-            .distinct()
-        )
+    async def instances(
+        self, model: str, start: datetime, end: datetime, *, hourly: bool = False
+    ) -> set[str]:
+        table = _table(hourly)
+        query = select(table.instance).where(table.model == model, *_window(table, start, end)).distinct()
         async with self.database.engine.connect() as conn:
             return set((await conn.scalars(query)).all())
 
     async def prune(self, before: datetime) -> int:
+        deleted = 0
         async with self.database.session() as session, session.begin():
-            result = await session.execute(
-                delete(ServingStatRow).where(ServingStatRow.minute < _stored(before))
-            )
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+            hour = _stored(before).replace(minute=0, second=0, microsecond=0)
+            for table, cut in ((ServingStatRow, _stored(before)), (ServingStatHourRow, hour)):
+                result = await session.execute(delete(table).where(table.period < cut))
+                deleted += int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return deleted

@@ -74,23 +74,19 @@ class PredictionBatchRow(Base):
     )
 
 
-# The latency histogram's cells (`serving.metrics.LATENCY_BUCKETS_MS`, then +Inf) as columns of
-# `serving_stats`, so that the database adds them up over instances and minutes. Changing the buckets needs a
+# The latency histogram's cells (`serving.metrics.LATENCY_BUCKETS_MS`, then +Inf) as columns of the serving
+# stats tables, so that the database adds them up over instances and periods. Changing the buckets needs a
 # migration.
 STAT_BUCKETS = 17
 BUCKET_COLUMNS = tuple(f"b{i:02d}" for i in range(STAT_BUCKETS))
 
 
-class ServingStatRow(Base):
-    """One server process's serving counts for one model in one minute: predictions (rows), failed requests,
-    and the latency histogram's requests per cell (b00 = up to 0.1 ms, …, b15 = up to 10 s, b16 = slower),
-    with their summed latency. Each process writes only its own rows, replacing a minute's row as the minute
-    goes on, so the instances' rows add up to the cluster's counts."""
-
-    __tablename__ = "serving_stats"
+class ServingCounts:
+    """The counts of a serving stats row: predictions (rows), failed requests, and the latency histogram's
+    requests per cell (b00 = up to 0.1 ms, …, b15 = up to 10 s, b16 = slower), with their summed latency."""
 
     model: Mapped[str] = mapped_column(String(128), primary_key=True)
-    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    period: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     instance: Mapped[str] = mapped_column(String(64), primary_key=True)
     predictions: Mapped[int] = mapped_column(BigInteger)
     errors: Mapped[int] = mapped_column(BigInteger)
@@ -114,4 +110,19 @@ class ServingStatRow(Base):
     b16: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (Index("ix_serving_stats_minute", "minute"),)
+
+class ServingStatRow(ServingCounts, Base):
+    """One server process's serving counts for one model in one minute (`period`: its start). Each process
+    writes only its own rows, replacing a minute's row as the minute goes on, so the instances' rows add up to
+    the cluster's counts."""
+
+    __tablename__ = "serving_stats"
+    __table_args__ = (Index("ix_serving_stats_period", "period"),)
+
+
+class ServingStatHourRow(ServingCounts, Base):
+    """The same counts per hour (`period`: its start), written with the minutes, so that a window of days
+    reads a row an hour instead of sixty."""
+
+    __tablename__ = "serving_stats_hourly"
+    __table_args__ = (Index("ix_serving_stats_hourly_period", "period"),)
