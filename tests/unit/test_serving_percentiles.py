@@ -74,3 +74,26 @@ def test_steps_keep_a_window_to_at_most_240_points() -> None:
     assert step_for(start, start + timedelta(hours=24)) == 10
     assert step_for(start, start + timedelta(days=7)) == 60
     assert step_for(start, start + timedelta(days=366)) == 1440
+
+
+def test_the_counters_read_directly_match_what_a_scrape_collects(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlplatform.serving import stats
+
+    metrics = ServingMetrics(Metrics(application="t", environment="test"))
+    for i in range(30):
+        metrics.observe(f"m{i % 3}", "v", 0.07 * i, count=2)
+    metrics.errors.labels("m1").inc()
+    metrics.errors.labels("gone").inc()
+    read = (
+        stats.histogram_values(metrics.latency),
+        stats.counter_values(metrics.predictions),
+        stats.counter_values(metrics.errors),
+    )
+    monkeypatch.setattr(stats, "_children", lambda metric: None)  # as a prometheus_client without them
+    collected = (
+        stats.histogram_values(metrics.latency),
+        stats.counter_values(metrics.predictions),
+        stats.counter_values(metrics.errors),
+    )
+    assert read == collected
+    assert read[1] == {"m0": 20.0, "m1": 20.0, "m2": 20.0} and read[2] == {"m1": 1.0, "gone": 1.0}

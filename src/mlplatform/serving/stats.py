@@ -13,6 +13,7 @@ import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from prometheus_client import Counter, Histogram
@@ -104,8 +105,24 @@ def _aligned(at: datetime, step: int) -> datetime:
     return _EPOCH + timedelta(minutes=minutes - minutes % step)
 
 
+# Reading a labelled metric's children directly takes 0.3 ms for 100 models; `collect()` (what a scrape does)
+# takes 10 ms for the histogram, which would stall the event loop, and the predictions on it, at every read.
+# Both are prometheus_client's own values; the children are its internals, so `collect()` stays the fallback.
+
+
+def _children(metric: Counter | Histogram) -> list[tuple[tuple[str, ...], Any]] | None:
+    found = getattr(metric, "_metrics", None)
+    return list(found.items()) if isinstance(found, dict) else None
+
+
 def counter_values(counter: Counter) -> dict[str, float]:
     """A counter's value per model (its one label) in this process."""
+    try:
+        children = _children(counter)
+        if children is not None:
+            return {labels[0]: float(child._value.get()) for labels, child in children}
+    except AttributeError:
+        pass
     return {
         sample.labels["model_id"]: sample.value
         for family in counter.collect()
@@ -116,6 +133,15 @@ def counter_values(counter: Counter) -> dict[str, float]:
 
 def histogram_values(histogram: Histogram) -> dict[str, tuple[float, list[int]]]:
     """The latency histogram per model in this process: (sum of latencies, count per cell)."""
+    try:
+        children = _children(histogram)
+        if children is not None:
+            return {
+                labels[0]: (float(child._sum.get()), [int(cell.get()) for cell in child._buckets])
+                for labels, child in children
+            }
+    except AttributeError:
+        pass
     cumulative: dict[str, dict[float, float]] = {}
     sums: dict[str, float] = {}
     for family in histogram.collect():
