@@ -4,7 +4,7 @@ over instances (two apps on one PostgreSQL), errors counted, old minutes pruned,
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +132,15 @@ async def test_viewers_read_it_and_bad_input_is_refused(make_app: AppFactory, tm
     assert bad.status_code == 422 and bad.json()["error"]["details"][0]["field"] == "window"
     anonymous = await client.get("/api/ml/models/m/serving-stats", headers={"X-API-Key": ""})
     assert anonymous.status_code == 401
+
+
+async def test_a_past_window_of_hourly_steps_ends_with_its_last_hour(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    client, _ = await make_app()
+    await registered(client, tmp_path)
+    to = (utcnow() - timedelta(days=1)).replace(minute=20, second=0, microsecond=0)
+    found = await stats(client, **{"from": (to - timedelta(days=7)).isoformat(), "to": to.isoformat()})
+    assert found["step_seconds"] == 3600
+    end = datetime.fromisoformat(found["end"].replace("Z", "+00:00"))
+    assert end == to.replace(minute=0) + timedelta(hours=1)  # the hour that holds `to`, whole

@@ -1,6 +1,6 @@
 """Serving stats over time: each process saves what its own Prometheus counters counted per model and minute
-(predictions, errors, latency-histogram cells), every few seconds and at stop; reads add up every process's
-minutes (and this process's latest, unsaved counts) into a series with latency percentiles."""
+(and hour): predictions, errors, latency-histogram cells, every few seconds and at stop; reads add up every
+process's rows (and this process's latest, unsaved counts) into a series with latency percentiles."""
 
 from __future__ import annotations
 
@@ -341,6 +341,8 @@ class ServingStatsService:
         step = step_for(start, end)
         start = _aligned(start, step)
         hourly = step % 60 == 0  # steps of whole hours, aligned to hours: the hour rows add up to them
+        if hourly and end < self.clock():  # a past window's last hour row holds the whole hour: end with it
+            end = min(hour_of(end - timedelta(microseconds=1)) + timedelta(hours=1), self.clock())
         async with self._saving:
             self.collect()
             periods = await self._periods(model, start, end, hourly=hourly)
