@@ -65,6 +65,8 @@ from mlplatform.serving.metrics import ServingMetrics, register_models
 from mlplatform.serving.model_cache import ModelCache
 from mlplatform.serving.prediction_cache import PredictionCache
 from mlplatform.serving.service import ServingService
+from mlplatform.serving.stats import ServingStatsService
+from mlplatform.serving.stats_store import SqlServingStatsStore
 from mlplatform.settings import Settings
 from mlplatform.stores.artifacts import create_artifact_store
 from mlplatform.stores.cache import create_cache
@@ -80,6 +82,7 @@ from mlplatform.ui import experiments as ui_experiments
 from mlplatform.ui import job as ui_job
 from mlplatform.ui import keys as ui_keys
 from mlplatform.ui import router as ui_router
+from mlplatform.ui import serving as ui_serving
 from mlplatform.ui import uploads as ui_uploads
 from mlplatform.ui.console import build_console
 from mlplatform.ui.sessions import SessionStore
@@ -214,6 +217,13 @@ def build_platform(settings: Settings) -> Platform:
         experiments=experiments,
         supervisor=ExperimentSupervisor(experiments, interval=settings.ml.experiments.supervise_seconds),
         sessions=SessionStore(cache, settings.ui),
+        serving_stats=ServingStatsService(
+            store=SqlServingStatsStore(database),
+            metrics=serving_metrics,
+            logs=prediction_logs,
+            registry=registry,
+            settings=settings.ml.serving.stats,
+        ),
     )
 
 
@@ -348,6 +358,7 @@ async def start_up(platform: Platform) -> None:
     platform.backups.start()
     platform.training.start()
     platform.supervisor.start()
+    platform.serving_stats.start()
     min_age = timedelta(seconds=platform.settings.ml.models.orphan_min_age_seconds)
     try:
         await platform.registry.sweep_orphans(min_age=min_age)
@@ -382,6 +393,7 @@ def create_app(settings: Settings) -> FastAPI:
             steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
                 ("training jobs", platform.training.stop),
                 ("experiment supervisor", platform.supervisor.stop),
+                ("serving stats", platform.serving_stats.stop),
                 ("monitoring checks", platform.check_scheduler.stop),
                 ("scheduled backups", platform.backups.stop),
                 ("alert notifications", platform.alerts.notifier.stop),
@@ -431,6 +443,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ui_keys.router)
     app.include_router(ui_job.router)
     app.include_router(ui_uploads.router)
+    app.include_router(ui_serving.router)  # the console's serving pages
     document_contract(app)
     return app
 

@@ -17,6 +17,7 @@ from mlplatform.monitoring.checks import CheckScheduler, MonitoringChecks
 from mlplatform.monitoring.service import MonitoringService
 from mlplatform.registry.service import RegistryService
 from mlplatform.serving.service import ServingService
+from mlplatform.serving.stats import ServingStatsService
 from mlplatform.settings import Settings
 from mlplatform.stores.artifacts.base import ArtifactStore
 from mlplatform.stores.cache.base import Cache
@@ -46,3 +47,4 @@ class Platform:
     experiments: ExperimentService
     supervisor: ExperimentSupervisor
     sessions: SessionStore  # the web console's sign-in sessions, in the cache
+    serving_stats: ServingStatsService  # each process's serving counts per minute, saved and read back

@@ -272,11 +272,25 @@ class ExperimentsSettings(Section):
     )
 
 
+class ServingStatsSettings(Section):
+    """The per-minute serving counts each process saves (requests, errors, latency over time)."""
+
+    flush_seconds: float = Field(10.0, gt=0, le=60, description="how often a process saves its counts")
+    retention: str = Field("7d", description="how long saved minutes are kept (m, h or d)")
+
+    _retention = field_validator("retention")(_check_window)
+
+
+class ServingSettings(Section):
+    stats: ServingStatsSettings = ServingStatsSettings()
+
+
 class MlSettings(Section):
     models: ModelsSettings = ModelsSettings()
     predictions: PredictionsSettings = PredictionsSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     experiments: ExperimentsSettings = ExperimentsSettings()
+    serving: ServingSettings = ServingSettings()
 
 
 class ApiKeySettings(Section):

@@ -386,3 +386,18 @@ async def test_labelled_joins_current_feedback_to_predictions_as_arrays(store: P
     assert only_v2.prediction_ids == [v2.id] and only_v2.probabilities is None
     assert len(await store.labelled(model="m")) == 5
     assert len(await store.labelled(model="other")) == 0
+
+
+async def test_current_feedback_is_the_latest_value_of_each_prediction_that_has_one(
+    store: PredictionLogStore,
+) -> None:
+    one, other, many = single("m", at_offset=0), single("m", at_offset=1), block("m", 3, at_offset=0)
+    appended(store, one, other, many)
+    members = block_ids(many.first_id, 3)
+    await feedback(store, {one.id: "cat", members[2]: "dog"})
+    await feedback(store, {one.id: "dog"}, actor="b")
+    found = await store.current_feedback([one.id, other.id, members[2], new_id(), "not-an-id", one.id])
+    assert set(found) == {one.id, members[2]}
+    assert (found[one.id].actual, found[one.id].actor, found[one.id].superseded_at) == ("dog", "b", None)
+    assert found[members[2]].actual == "dog" and found[members[2]].received_at.tzinfo is not None
+    assert await store.current_feedback([]) == {}

@@ -1,5 +1,5 @@
-"""`/api/ml/predict`, `/api/ml/predict/batch` and `/api/ml/predictions` (the prediction log): the HTTP edge of
-the serving domain, which knows no HTTP."""
+"""`/api/ml/predict`, `/api/ml/predict/batch`, `/api/ml/predictions` (the prediction log) and a model's
+`serving-stats`: the HTTP edge of the serving domain, which knows no HTTP."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from mlplatform.auth.schemas import Permission, Principal
 from mlplatform.bounds import Text
 from mlplatform.errors import InvalidInput
 from mlplatform.platform import Platform
+from mlplatform.registry.refs import check_name
 from mlplatform.serving.schemas import (
     REQUEST_ID_LENGTH,
     BatchRequest,
@@ -23,6 +24,7 @@ from mlplatform.serving.schemas import (
     PredictionLogRead,
     PredictRequest,
     PredictResponse,
+    ServingStatsRead,
 )
 from mlplatform.serving.service import Header
 
@@ -98,3 +100,19 @@ async def predictions(
     return await platform.serving.logs.query(
         model=model, version=version, request_id=request_id, start=start, end=end, limit=limit
     )
+
+
+@router.get("/models/{name}/serving-stats", response_model=ServingStatsRead)
+async def serving_stats(
+    name: str,
+    platform: PlatformDep,
+    _: Reader,
+    window: Annotated[
+        str | None, Query(description="15m, 1h (default), 24h, 7d, …; ignored with from")
+    ] = None,
+    start: Annotated[datetime | None, Query(alias="from", description="inclusive, ISO 8601")] = None,
+    end: Annotated[datetime | None, Query(alias="to", description="exclusive, ISO 8601; default now")] = None,
+) -> ServingStatsRead:
+    """Predictions, requests, errors and latency percentiles per step (1 minute up to a day, at most 240
+    points), every server process's counts added up."""
+    return await platform.serving_stats.series(model=check_name(name), window=window, start=start, end=end)

@@ -96,3 +96,44 @@ class PredictionLogRead(BaseModel):
     latency_ms: float
     cached: bool
     created_at: datetime
+
+
+class LatencyRead(BaseModel):
+    """Latency of answered requests in ms: percentiles estimated from the latency histogram's cells (linear
+    within a cell, as Prometheus's histogram_quantile), and the exact mean. None without requests."""
+
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    mean: float | None
+
+
+class ServingTotalsRead(BaseModel):
+    predictions: int = Field(description="predictions answered (a batch counts each row)")
+    requests: int = Field(description="requests answered (a batch counts once)")
+    errors: int = Field(description="requests that failed (timeouts, model errors)")
+    error_rate: float | None = Field(description="errors / (requests + errors); None without traffic")
+    latency_ms: LatencyRead
+
+
+class ServingPointRead(BaseModel):
+    at: datetime = Field(description="start of the step")
+    predictions: int
+    requests: int
+    errors: int
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class ServingStatsRead(BaseModel):
+    """A model's serving counts over a window, from every server process's saved per-minute counts and
+    this process's latest ones."""
+
+    model: str
+    start: datetime = Field(description="inclusive, aligned to the step")
+    end: datetime = Field(description="exclusive")
+    step_seconds: int
+    instances: int = Field(description="server processes that counted traffic for the model in the window")
+    totals: ServingTotalsRead
+    points: list[ServingPointRead]

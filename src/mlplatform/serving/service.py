@@ -257,7 +257,10 @@ class ServingService:
                 sticky = sticky_key(route, request, header)  # pair the shadow's prediction with them
                 self._mirror(route, sticky, entry, matrix, ((answered["prediction_id"], 1),), raw.values)
             return answered
-        except InvalidInput:
+        except (
+            InvalidInput,
+            DeadlineExceeded,
+        ):  # bad input is no error of the model's; a timeout was counted
             raise
         except Exception:
             self.metrics.errors.labels(entry.name).inc()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, LargeBinary, String, text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, LargeBinary, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mlplatform.db import Base
@@ -72,3 +72,57 @@ class PredictionBatchRow(Base):
         Index("ix_prediction_batches_model_created_at", "model", "created_at"),
         Index("ix_prediction_batches_request_id", "request_id", postgresql_where=_GIVEN, sqlite_where=_GIVEN),
     )
+
+
+# The latency histogram's cells (`serving.metrics.LATENCY_BUCKETS_MS`, then +Inf) as columns of the serving
+# stats tables, so that the database adds them up over instances and periods. Changing the buckets needs a
+# migration.
+STAT_BUCKETS = 17
+BUCKET_COLUMNS = tuple(f"b{i:02d}" for i in range(STAT_BUCKETS))
+
+
+class ServingCounts:
+    """The counts of a serving stats row: predictions (rows), failed requests, and the latency histogram's
+    requests per cell (b00 = up to 0.1 ms, …, b15 = up to 10 s, b16 = slower), with their summed latency."""
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    period: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    instance: Mapped[str] = mapped_column(String(64), primary_key=True)
+    predictions: Mapped[int] = mapped_column(BigInteger)
+    errors: Mapped[int] = mapped_column(BigInteger)
+    latency_sum_ms: Mapped[float] = mapped_column(Float)
+    b00: Mapped[int] = mapped_column(BigInteger)
+    b01: Mapped[int] = mapped_column(BigInteger)
+    b02: Mapped[int] = mapped_column(BigInteger)
+    b03: Mapped[int] = mapped_column(BigInteger)
+    b04: Mapped[int] = mapped_column(BigInteger)
+    b05: Mapped[int] = mapped_column(BigInteger)
+    b06: Mapped[int] = mapped_column(BigInteger)
+    b07: Mapped[int] = mapped_column(BigInteger)
+    b08: Mapped[int] = mapped_column(BigInteger)
+    b09: Mapped[int] = mapped_column(BigInteger)
+    b10: Mapped[int] = mapped_column(BigInteger)
+    b11: Mapped[int] = mapped_column(BigInteger)
+    b12: Mapped[int] = mapped_column(BigInteger)
+    b13: Mapped[int] = mapped_column(BigInteger)
+    b14: Mapped[int] = mapped_column(BigInteger)
+    b15: Mapped[int] = mapped_column(BigInteger)
+    b16: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ServingStatRow(ServingCounts, Base):
+    """One server process's serving counts for one model in one minute (`period`: its start). Each process
+    writes only its own rows, replacing a minute's row as the minute goes on, so the instances' rows add up to
+    the cluster's counts."""
+
+    __tablename__ = "serving_stats"
+    __table_args__ = (Index("ix_serving_stats_period", "period"),)
+
+
+class ServingStatHourRow(ServingCounts, Base):
+    """The same counts per hour (`period`: its start), written with the minutes, so that a window of days
+    reads a row an hour instead of sixty."""
+
+    __tablename__ = "serving_stats_hourly"
+    __table_args__ = (Index("ix_serving_stats_hourly_period", "period"),)

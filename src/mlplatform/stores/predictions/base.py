@@ -249,6 +249,11 @@ class PredictionLogStore(ABC):
         """Every actual value received for the prediction, oldest first; the last is current."""
 
     @abstractmethod
+    async def current_feedback(self, prediction_ids: Sequence[str]) -> dict[str, FeedbackHistoryEntry]:
+        """The current actual value of each of these predictions that has one, by prediction id (predictions
+        without feedback, and unknown ids, are left out). A few queries for the whole sequence."""
+
+    @abstractmethod
     async def labelled(
         self,
         *,

@@ -421,6 +421,26 @@ class SqlPredictionLogStore(PredictionLogStore):
             for row in rows
         ]
 
+    async def current_feedback(self, prediction_ids: Sequence[str]) -> dict[str, FeedbackHistoryEntry]:
+        wanted = [id_ for id_ in dict.fromkeys(prediction_ids) if _ID.fullmatch(id_)]
+        if not wanted:
+            return {}
+        query = select(FEEDBACK).where(
+            self._one_of(FEEDBACK.c.prediction_id, wanted), FEEDBACK.c.superseded_at.is_(None)
+        )
+        async with self.database.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return {
+            row["prediction_id"]: FeedbackHistoryEntry(
+                actual=row["actual"],
+                observed_at=as_utc(row["observed_at"]),
+                received_at=as_utc(row["received_at"]),
+                actor=row["actor"],
+                superseded_at=None,
+            )
+            for row in rows
+        }
+
     async def labelled(
         self,
         *,
