@@ -33,7 +33,12 @@ PUBLIC = {
     ("POST", "/ui/login"),
     ("GET", "/ui/static/{path:path}"),
 }
-UPLOADS = {("POST", "/api/ml/models/{name}/versions"), ("POST", "/api/ml/datasets")}
+UPLOADS = {
+    ("POST", "/api/ml/models/{name}/versions"),
+    ("POST", "/api/ml/datasets"),
+    ("POST", "/ui/upload/model"),  # the console's upload forms
+    ("POST", "/ui/upload/dataset"),
+}
 
 
 def operations(app: FastAPI) -> list[tuple[str, str]]:

@@ -1,8 +1,8 @@
 """The web console in a real browser: Debian's Chromium, driven by Playwright, against `mlplatform serve`.
 
-Signs in, searches, stages a version and points an alias through the pages, sees the badges change, signs
-out; saves a screenshot of every page to docs/screenshots/ and runs axe-core on each (serious or critical
-violations fail the test).
+Signs in, uploads a model through its form, searches, stages a version and points an alias through the
+pages, sees the badges change, signs out; saves a screenshot of every page to docs/screenshots/ and runs
+axe-core on each (serious or critical violations fail the test).
 """
 
 from __future__ import annotations
@@ -22,37 +22,26 @@ ADMIN_KEY = "mlp_e2e-console-admin-key-0123456789abcdef"
 FEATURES = ["amount", "age", "merchant_risk", "hour"]
 
 
-def register(server: ServerProcess, folder: Path) -> None:
+def artifacts(folder: Path) -> tuple[Path, Path, np.ndarray]:
+    """A fraud model's skops file, a CSV of its training rows (the reference sample), and those rows."""
     x = np.random.default_rng(0).normal(size=(400, len(FEATURES)))
     artifact = folder / "model.skops"
     skops.io.dump(LogisticRegression().fit(x, (x[:, 0] + x[:, 2] > 0).astype(int)), artifact)
-    headers = {"X-API-Key": ADMIN_KEY}
-    first = {
-        "feature_names": FEATURES,
-        "description": "Card fraud score",
-        "metrics": {"auc": 0.912, "f1": 0.874},
-        "reference_sample": x[:300].tolist(),
-    }
-    for name, metadata in (
-        ("fraud", first),
-        ("fraud", {"feature_names": FEATURES, "parent": "fraud/1", "metrics": {"auc": 0.927}}),
-        ("churn", {"feature_names": FEATURES}),
-    ):
-        created = httpx.post(
-            f"{server.base_url}/api/ml/models/{name}/versions",
-            files={"file": ("model.skops", artifact.read_bytes(), "application/octet-stream")},
-            data={"metadata": json.dumps(metadata)},
-            headers=headers,
-            timeout=60,
-        )
-        assert created.status_code == 201, created.text
-    predicted = httpx.post(
-        f"{server.base_url}/api/ml/predict",
-        json={"model": "fraud", "features": x[0].tolist()},
-        headers=headers,
+    sample = folder / "reference.csv"
+    rows = "\n".join(",".join(f"{v:.6f}" for v in row) for row in x[:300])
+    sample.write_text(",".join(FEATURES) + "\n" + rows + "\n")
+    return artifact, sample, x
+
+
+def register(server: ServerProcess, artifact: Path, name: str, metadata: dict[str, object]) -> None:
+    created = httpx.post(
+        f"{server.base_url}/api/ml/models/{name}/versions",
+        files={"file": ("model.skops", artifact.read_bytes(), "application/octet-stream")},
+        data={"metadata": json.dumps(metadata)},
+        headers={"X-API-Key": ADMIN_KEY},
         timeout=60,
     )
-    assert predicted.status_code == 200, predicted.text
+    assert created.status_code == 201, created.text
 
 
 def test_sign_in_stage_alias_and_sign_out_in_chromium(start_server: StartServer, tmp_path: Path) -> None:
@@ -60,7 +49,8 @@ def test_sign_in_stage_alias_and_sign_out_in_chromium(start_server: StartServer,
 
     server = start_server({"MLPLATFORM_SECURITY__API_KEYS__BOOTSTRAP_ADMIN_KEY": ADMIN_KEY})
     server.wait_for("/actuator/health/readiness")
-    register(server, tmp_path)
+    artifact, sample, x = artifacts(tmp_path)
+    register(server, artifact, "churn", {"feature_names": FEATURES})
     editor = create_key(server.base_url, ADMIN_KEY, "editor")
 
     with chromium(server.base_url) as browser:
@@ -76,6 +66,28 @@ def test_sign_in_stage_alias_and_sign_out_in_chromium(start_server: StartServer,
         page.keyboard.type(editor)  # signed in with the keyboard alone
         page.keyboard.press("Enter")
         expect(page).to_have_url(f"{server.base_url}/ui/models")
+        expect(page.get_by_role("link", name="churn", exact=True)).to_be_visible()
+
+        page.get_by_role("link", name="Upload a model").click()  # the first fraud version, from the browser
+        page.get_by_label("Model name").fill("fraud")
+        page.get_by_label("Artifact file").set_input_files(str(artifact))
+        page.get_by_label("Description").fill("Card fraud score")
+        page.get_by_label("Feature names").fill(", ".join(FEATURES))
+        page.get_by_label("Reference sample").set_input_files(str(sample))
+        check_page(page, "upload-model")
+        page.get_by_role("button", name="Upload").click()
+        expect(page).to_have_url(f"{server.base_url}/ui/models/fraud/versions/1")
+        expect(page.get_by_role("heading", name="fraud v1")).to_be_visible()
+        expect(page.get_by_text("Card fraud score")).to_be_visible()
+        register(server, artifact, "fraud", {"feature_names": FEATURES, "parent": "fraud/1"})
+        predicted = httpx.post(
+            f"{server.base_url}/api/ml/predict",
+            json={"model": "fraud", "features": x[0].tolist()},
+            headers={"X-API-Key": ADMIN_KEY},
+            timeout=60,
+        )
+        assert predicted.status_code == 200, predicted.text
+        page.get_by_role("link", name="Models", exact=True).first.click()
         expect(page.get_by_role("link", name="fraud", exact=True)).to_be_visible()
 
         page.get_by_label("Name starts with").fill("zz")  # htmx: the rows change without a page load
