@@ -5,7 +5,6 @@ process's rows (and this process's latest, unsaved counts) into a series with la
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import os
 import secrets
@@ -20,6 +19,7 @@ from prometheus_client import Counter, Histogram
 
 from mlplatform.clock import utcnow
 from mlplatform.monitoring.service import UNITS, WINDOW, window_bounds
+from mlplatform.periodic import PeriodicTask
 from mlplatform.registry.service import RegistryService
 from mlplatform.serving.metrics import LATENCY_BUCKETS_MS, ServingMetrics
 from mlplatform.serving.schemas import (
@@ -236,7 +236,13 @@ class ServingStatsService:
         self._pruned_at: datetime | None = None
         # A read adds this process's unsaved counts to the store's rows: a save in between would count twice.
         self._saving = asyncio.Lock()
-        self.task: asyncio.Task[None] | None = None
+        self._loop = PeriodicTask(
+            "serving-stats",
+            self._round,
+            lambda: self.settings.flush_seconds,
+            failure="serving stats not saved",  # the database may be away a while: the counts wait in memory
+            wait_first=True,
+        )
 
     # --- this process's counts -----------------------------------------------------------------------------
 
@@ -300,26 +306,17 @@ class ServingStatsService:
     # --- the loop ----------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.task is None:
-            self.task = asyncio.create_task(self._run(), name="serving-stats")
+        self._loop.start()
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.flush_seconds)
-            try:
-                await self.flush()
-                due = self._pruned_at is None or self.clock() - self._pruned_at >= PRUNE_EVERY
-                if due and (pruned := await self.prune()):
-                    log.info("serving stats pruned", rows=pruned)
-            except Exception as exc:  # the database may be away a while: the counts wait in memory
-                log.warning("serving stats not saved", error=f"{type(exc).__name__}: {exc}"[:300])
+    async def _round(self) -> None:
+        await self.flush()
+        due = self._pruned_at is None or self.clock() - self._pruned_at >= PRUNE_EVERY
+        if due and (pruned := await self.prune()):
+            log.info("serving stats pruned", rows=pruned)
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-            self.task = None
+        if self._loop.running:
+            await self._loop.stop()
             try:  # what this process counted since the last round
                 await self.flush()
             except Exception as exc:
