@@ -125,6 +125,22 @@ class PerformanceRead(BaseModel):
     regression: RegressionPerformance | None = None
 
 
+class PerformanceTimelineRead(BaseModel):
+    """The model's performance per time bucket: each bucket is what `GET …/monitoring?from=&to=` answers for
+    the bucket's own bounds."""
+
+    model: str
+    version: str | None = Field(description="the version's full id, or null for every version")
+    task: str | None
+    start: datetime = Field(serialization_alias="from")
+    end: datetime = Field(serialization_alias="to")
+    bucket: str = Field(description="the bucket size: 1h, 6h, 1d, …")
+    buckets: list[PerformanceRead] = Field(
+        description="oldest first; buckets start at whole multiples of the size in UTC, the first and last "
+        "cut to the window"
+    )
+
+
 # --- drift: reference samples and reports ------------------------------------------------------------------
 
 REFERENCE_ROWS_LIMIT = 10_000  # rows a JSON reference body may hold

@@ -21,7 +21,7 @@ from mlplatform.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from mlplatform.formats.base import ModelDescription, Task
 from mlplatform.ids import new_id
 from mlplatform.metrics import Metrics
-from mlplatform.monitoring import performance, plot, references
+from mlplatform.monitoring import performance, plot, references, timeline
 from mlplatform.monitoring.drift import ReferenceProfile, compare
 from mlplatform.monitoring.references import REFERENCE_ROWS, SAMPLE_SEED, Candidate, Signature
 from mlplatform.monitoring.schemas import (
@@ -33,6 +33,7 @@ from mlplatform.monitoring.schemas import (
     FeedbackHistoryRead,
     FeedbackResult,
     PerformanceRead,
+    PerformanceTimelineRead,
     ReferenceRead,
     Trigger,
 )
@@ -268,30 +269,67 @@ class MonitoringService:
         start, end = window_bounds(window, start, end, utcnow())
         entry = self._version(model, version)
         version_id = entry.id if version else None
+        result, data = await self._labelled(entry, model, version_id, start, end)
+        _score(result, data, entry.description)
+        if version_id is None and result.classification is not None:
+            self.accuracy.labels(model).set(result.classification.accuracy)
+        return result
+
+    async def performance_over_time(
+        self,
+        *,
+        model: str,
+        version: str | None = None,
+        window: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        bucket: str | None = None,
+    ) -> PerformanceTimelineRead:
+        """`performance` for each time bucket of the window (`timeline.bucket_size`: given, or from the
+        window's length), oldest first. Sets no gauge: a bucket is not the model's current accuracy."""
+        start, end = window_bounds(window, start, end, utcnow())
+        size_name, size = timeline.bucket_size(bucket, end - start)
+        entry = self._version(model, version)
+        version_id = entry.id if version else None
+        measured = [
+            await self._labelled(entry, model, version_id, low, high)
+            for low, high in timeline.bounds(start, end, size)
+        ]
+
+        def score_all() -> None:  # scikit-learn's metrics, off the event loop
+            for result, data in measured:
+                _score(result, data, entry.description)
+
+        await asyncio.to_thread(score_all)
+        return PerformanceTimelineRead(
+            model=model,
+            version=version_id,
+            task=str(entry.description.task),
+            start=start,
+            end=end,
+            bucket=size_name,
+            buckets=[result for result, _ in measured],
+        )
+
+    async def _labelled(
+        self, entry: VersionEntry, model: str, version_id: str | None, start: datetime, end: datetime
+    ) -> tuple[PerformanceRead, LabelledPredictions]:
+        """The window's counts, and its labelled predictions to score."""
         counted = await self.store.count(model=model, version=version_id, start=start, end=end)
         data = await self.store.labelled(
             model=model, version=version_id, start=start, end=end, limit=MAX_LABELLED
         )
-        description = entry.description
         result = PerformanceRead(
             model=model,
             version=version_id,
-            task=str(description.task),
+            task=str(entry.description.task),
             start=start,
             end=end,
             predictions=counted,
             labelled=len(data),
             label_coverage=len(data) / counted if counted else None,
         )
-        if not len(data):
-            return result
-        if description.task == Task.REGRESSION:
-            result.regression = performance.regression(data)
-        else:
-            result.classification = performance.classification(data, description.classes)
-            if version_id is None:
-                self.accuracy.labels(model).set(result.classification.accuracy)
-        return result
+        return result, data
 
     # --- one arm of an experiment ---------------------------------------------------------------------------
 
@@ -514,6 +552,16 @@ class MonitoringService:
         """The report as a PNG, drawn on a worker thread."""
         report = await self.drift.get_report(model=model, report_id=report_id)
         return await asyncio.to_thread(plot.render, report)
+
+
+def _score(result: PerformanceRead, data: LabelledPredictions, description: ModelDescription) -> None:
+    """Fill in the metrics of the labelled predictions (none when there are none)."""
+    if not len(data):
+        return
+    if description.task == Task.REGRESSION:
+        result.regression = performance.regression(data)
+    else:
+        result.classification = performance.classification(data, description.classes)
 
 
 def _no_reference(model: str, version: int) -> str:
