@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -31,7 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from mlplatform.app import create_app  # noqa: E402
+from mlplatform.clock import utcnow  # noqa: E402
 from mlplatform.config import load_settings  # noqa: E402
+from mlplatform.ids import new_id  # noqa: E402
+from mlplatform.platform import Platform  # noqa: E402
+from mlplatform.stores.predictions import PredictionRecord  # noqa: E402
 
 ADMIN_KEY = "mlp_benchmark-admin-key-0123456789abcdef"
 FEATURES = [f"f{i}" for i in range(8)]
@@ -83,6 +88,7 @@ async def run(models: int, runs: int, folder: Path) -> list[tuple[str, list[floa
             for i in range(50):
                 body = {"model": f"model-{i % 10:03d}", "features": x[i].tolist()}
                 (await api.post("/api/ml/predict", json=body)).raise_for_status()
+            await prepare_monitoring(api, app.state.platform, x)
             print(f"registered {models} models in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as browser:
             form = await browser.get("/ui/login")
@@ -97,6 +103,7 @@ async def run(models: int, runs: int, folder: Path) -> list[tuple[str, list[floa
                 ("A model (10 versions)", "/ui/models/model-000"),
                 ("A version (reference sample)", "/ui/models/model-000/versions/1"),
             ]
+            pages += MONITORING_PAGES
             results = []
             for label, page in pages:
                 times = []
@@ -109,6 +116,50 @@ async def run(models: int, runs: int, folder: Path) -> list[tuple[str, list[floa
                     size = len(response.content)
                 results.append((label, times[3:], size))  # the first few warm caches and templates
             return results
+
+
+MONITORING_PAGES = [
+    ("Monitoring (100 models)", "/ui/monitoring"),
+    ("A model's monitoring, 24 h", "/ui/models/model-000/monitoring"),
+    ("A model's monitoring, 7 d", "/ui/models/model-000/monitoring?window=7d"),
+    ("A model's monitoring, 30 d", "/ui/models/model-000/monitoring?window=30d"),
+    ("Alerts", "/ui/alerts"),
+]
+
+
+async def prepare_monitoring(api: httpx.AsyncClient, platform: Platform, x: np.ndarray) -> None:
+    """Data for the monitoring pages: 2,000 predictions of model-000 (v1, which kept the reference
+    sample) spread over the last 30 days, 1,500 of them labelled (a quarter wrongly, so the accuracy rule
+    fires), a drift report, and a check run."""
+    entry = platform.registry.resolve("model-000/1")
+    now = utcnow()
+    rng = np.random.default_rng(2)
+    rows = x[rng.integers(0, len(x), size=2000)]
+    records = [
+        PredictionRecord(
+            id=new_id(),
+            model="model-000",
+            version=entry.id,
+            variant=None,
+            request_id=None,
+            inputs=row.tolist(),
+            prediction=int(row[0] > 0),
+            probabilities=None,
+            confidence=None,
+            latency_ms=2.0,
+            cached=False,
+            created_at=now - timedelta(minutes=21.6 * i),
+        )
+        for i, row in enumerate(rows)
+    ]
+    await asyncio.to_thread(platform.serving.logs.store.append, records)
+    feedback = [
+        {"prediction_id": r.id, "actual": r.prediction if i % 4 else 1 - r.prediction}
+        for i, r in enumerate(records[:1500])
+    ]
+    (await api.post("/api/ml/feedback", json=feedback)).raise_for_status()
+    (await api.post("/api/ml/models/model-000/drift-check", params={"version": "1"})).raise_for_status()
+    (await api.post("/api/ml/monitoring/check")).raise_for_status()
 
 
 def main() -> None:

@@ -75,6 +75,7 @@ from mlplatform.training import router as training_router
 from mlplatform.training.metrics import TrainingMetrics
 from mlplatform.training.service import TrainingService
 from mlplatform.training.sql_store import SqlTrainingJobStore
+from mlplatform.ui import monitoring as ui_monitoring
 from mlplatform.ui import router as ui_router
 from mlplatform.ui.console import build_console
 from mlplatform.ui.sessions import SessionStore
@@ -422,6 +423,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(
         ui_router.router
     )  # the web console: its own sessions, left out of the OpenAPI document
+    app.include_router(ui_monitoring.router)  # the console's monitoring and alerts pages
     document_contract(app)
     return app
 
