@@ -11,10 +11,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, root_mean_squared_error
 
 from mlplatform.clock import utcnow
 from mlplatform.ids import new_id
-from mlplatform.monitoring import timeline
+from mlplatform.monitoring import performance, timeline
 from mlplatform.platform import Platform
 from mlplatform.stores.predictions import PredictionRecord
 from tests.api.conftest import AppFactory
@@ -61,7 +62,17 @@ async def a_week_of_labels(client: httpx.AsyncClient, platform: Platform, model:
 
 
 def same_as_performance(bucket: dict[str, Any], direct: dict[str, Any]) -> None:
-    assert bucket == direct, (bucket, direct)
+    """A bucket's numbers are those `GET …/monitoring` gives for the bucket's bounds."""
+    counts = ("from", "to", "predictions", "labelled", "label_coverage")
+    assert {k: bucket[k] for k in counts} == {k: direct[k] for k in counts}
+    classification, regression = direct["classification"] or {}, direct["regression"] or {}
+    for name, value in (
+        ("accuracy", classification.get("accuracy")),
+        ("f1_macro", classification.get("f1_macro")),
+        ("mae", regression.get("mae")),
+        ("rmse", regression.get("rmse")),
+    ):
+        assert bucket[name] == (None if value is None else pytest.approx(value, rel=1e-12)), name
 
 
 async def test_each_bucket_is_the_services_own_performance_of_its_bounds(
@@ -88,16 +99,14 @@ async def test_each_bucket_is_the_services_own_performance_of_its_bounds(
     assert len(buckets) in (28, 29)
     assert sum(b["predictions"] for b in buckets) == 5 + 6 + 6 + 15
     filled = [b for b in buckets if b["predictions"]]
-    assert [(b["labelled"], b["classification"]["accuracy"]) for b in filled] == [
+    assert [(b["labelled"], b["accuracy"]) for b in filled] == [
         (4, 1.0),
         (6, 0.5),
         (4, 0.25),
         (10, 0.5),
     ]
     assert [b["label_coverage"] for b in filled] == pytest.approx([0.8, 1.0, 4 / 6, 10 / 15])
-    assert all(
-        b["classification"] is None and b["label_coverage"] is None for b in buckets if not b["predictions"]
-    )
+    assert all(b["accuracy"] is None and b["label_coverage"] is None for b in buckets if not b["predictions"])
     for bucket in filled:
         direct = await client.get(
             "/api/ml/models/clf/monitoring", params={"from": bucket["from"], "to": bucket["to"]}
@@ -135,7 +144,13 @@ async def test_a_regressor_has_rmse_and_mae_per_bucket(make_app: AppFactory, tmp
     body = (await client.get("/api/ml/models/reg/monitoring/timeline", params={"window": "2d"})).json()
     assert body["bucket"] == "1h" and body["task"] == "regression"
     filled = [b for b in body["buckets"] if b["labelled"]]
-    found = [value for b in filled for value in (b["regression"]["mae"], b["regression"]["rmse"])]
+    for bucket in filled:
+        direct = await client.get(
+            "/api/ml/models/reg/monitoring", params={"from": bucket["from"], "to": bucket["to"]}
+        )
+        same_as_performance(bucket, direct.json())
+    assert all(b["accuracy"] is None for b in body["buckets"])
+    found = [value for b in filled for value in (b["mae"], b["rmse"])]
     assert found == pytest.approx([1.0, 1.0, 8 / 3, 8**0.5])
 
 
@@ -181,3 +196,23 @@ def test_bounds_align_to_the_epoch_and_cut_the_ends() -> None:
         ("12:00", "12:20"),
     ]
     assert timeline.bucket_size(None, timedelta(days=30)) == ("1d", timedelta(days=1))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_bucket_scores_equal_scikit_learns(seed: int) -> None:
+    """The vectorised scores are scikit-learn's, as `performance.classification` and `regression` call it:
+    integer, string and boolean labels, classes missing from one side, one row."""
+    rng = np.random.default_rng(seed)
+    rows = int(rng.integers(1, 60))
+    kinds: list[list[Any]] = [[0, 1], [0, 1, 2, 3], ["cat", "dog", "eel"], [True, False]]
+    labels = kinds[seed % len(kinds)]
+    actual = [labels[i] for i in rng.integers(0, len(labels), rows)]
+    predicted = [labels[i] for i in rng.integers(0, max(len(labels) - seed % 2, 1), rows)]
+    accuracy, f1 = performance.label_scores(actual, predicted)
+    assert accuracy == pytest.approx(accuracy_score(actual, predicted), rel=1e-12)
+    assert f1 == pytest.approx(f1_score(actual, predicted, average="macro", zero_division=0.0), rel=1e-12)
+    numbers = rng.normal(size=rows) * 10
+    guesses = numbers + rng.normal(size=rows)
+    mae, rmse = performance.error_scores(numbers.tolist(), guesses.tolist())
+    assert mae == pytest.approx(mean_absolute_error(numbers, guesses), rel=1e-12)
+    assert rmse == pytest.approx(root_mean_squared_error(numbers, guesses), rel=1e-12)

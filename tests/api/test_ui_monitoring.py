@@ -18,8 +18,6 @@ from tests.api.models import Reference
 from tests.api.test_monitoring_api import batch, logged, send
 from tests.api.test_ui import browser_of, create_key, csrf_of, register, sign_in
 
-OUT = Path("/tmp/monitor-pages")
-OUT.mkdir(exist_ok=True)
 NO_SCHEDULE = {"monitoring": {"enabled": False}}  # checks run only when a test asks
 
 
@@ -62,21 +60,13 @@ async def test_a_viewer_sees_accuracy_over_time_and_the_latest_drift_report(
         timeline = await platform.monitoring.performance_over_time(model="clf", window="24h")
         [bucket] = [b for b in timeline.buckets if b.predictions]
         assert (bucket.predictions, bucket.labelled) == (40, 30)
-        assert bucket.classification is not None
-        accuracy, f1 = bucket.classification.accuracy, bucket.classification.f1_macro
+        accuracy, f1 = bucket.accuracy, bucket.f1_macro
+        assert accuracy is not None and f1 is not None
         row = re.search(r"<tr><th scope=\"row\">[^<]+</th>.*?</tr>", page.text, re.S)
         assert row is not None
         cells = re.findall(r'<td class="num">([^<]*)</td>', row.group(0))
-        assert cells == [
-            "40",
-            "30",
-            "75.0 %",
-            f"{accuracy:.4g}",
-            f"{f1:.4g}",
-            f"{bucket.classification.roc_auc:.4g}",
-        ]
+        assert cells == ["40", "30", "75.0 %", f"{accuracy:.4g}", f"{f1:.4g}"]
         assert f"accuracy {accuracy:.3g}" in html.unescape(page.text)  # a point's own label
-        (OUT / "monitoring.html").write_text(page.text)
 
         assert report["id"] in page.text  # the latest report, shown
         histograms = [f for f in report["features"] if f["histogram"] is not None]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import math
 import re
@@ -32,6 +33,7 @@ from mlplatform.monitoring.schemas import (
     FeedbackCreate,
     FeedbackHistoryRead,
     FeedbackResult,
+    PerformanceBucket,
     PerformanceRead,
     PerformanceTimelineRead,
     ReferenceRead,
@@ -285,22 +287,40 @@ class MonitoringService:
         end: datetime | None = None,
         bucket: str | None = None,
     ) -> PerformanceTimelineRead:
-        """`performance` for each time bucket of the window (`timeline.bucket_size`: given, or from the
-        window's length), oldest first. Sets no gauge: a bucket is not the model's current accuracy."""
+        """`performance`'s headline numbers for each time bucket of the window (`timeline.bucket_size`:
+        given, or from the window's length), oldest first: the window's labelled predictions are read once
+        and split by prediction time. Sets no gauge: a bucket is not the model's current accuracy."""
         start, end = window_bounds(window, start, end, utcnow())
         size_name, size = timeline.bucket_size(bucket, end - start)
         entry = self._version(model, version)
         version_id = entry.id if version else None
-        measured = [
-            await self._labelled(entry, model, version_id, low, high)
-            for low, high in timeline.bounds(start, end, size)
-        ]
-
-        def score_all() -> None:  # scikit-learn's metrics, off the event loop
-            for result, data in measured:
-                _score(result, data, entry.description)
-
-        await asyncio.to_thread(score_all)
+        spans = timeline.bounds(start, end, size)
+        edges = [low for low, _ in spans] + [end]
+        counts = await self.store.counts(model=model, version=version_id, edges=edges)
+        data = await self.store.labelled(
+            model=model, version=version_id, start=start, end=end, limit=MAX_LABELLED, probabilities=False
+        )
+        regression = entry.description.task == Task.REGRESSION
+        by_bucket: list[list[int]] = [[] for _ in spans]
+        for row, at in enumerate(data.predicted_at):
+            by_bucket[bisect.bisect_right(edges, at) - 1].append(row)
+        buckets = []
+        for (low, high), counted, rows in zip(spans, counts, by_bucket, strict=True):
+            found = PerformanceBucket(
+                start=low,
+                end=high,
+                predictions=counted,
+                labelled=len(rows),
+                label_coverage=len(rows) / counted if counted else None,
+            )
+            if rows:
+                actual = [data.actual[r] for r in rows]
+                predicted = [data.predicted[r] for r in rows]
+                if regression:
+                    found.mae, found.rmse = performance.error_scores(actual, predicted)
+                else:
+                    found.accuracy, found.f1_macro = performance.label_scores(actual, predicted)
+            buckets.append(found)
         return PerformanceTimelineRead(
             model=model,
             version=version_id,
@@ -308,7 +328,8 @@ class MonitoringService:
             start=start,
             end=end,
             bucket=size_name,
-            buckets=[result for result, _ in measured],
+            buckets=buckets,
+            labelled_limit_reached=len(data) >= MAX_LABELLED,
         )
 
     async def _labelled(

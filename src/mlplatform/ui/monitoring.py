@@ -23,7 +23,7 @@ from mlplatform.monitoring.alerts.schemas import (
 from mlplatform.monitoring.schemas import (
     DriftReportRead,
     DriftReportSummary,
-    PerformanceRead,
+    PerformanceBucket,
     PerformanceTimelineRead,
 )
 from mlplatform.registry.refs import check_name
@@ -98,16 +98,15 @@ def timeline_charts(timeline: PerformanceTimelineRead) -> list[tuple[str, object
     found: list[tuple[str, object]] = []
     if timeline.task == "regression":
         series = [
-            charts.Series("RMSE", [b.regression.rmse if b.regression else None for b in timeline.buckets]),
-            charts.Series("MAE", [b.regression.mae if b.regression else None for b in timeline.buckets]),
+            charts.Series("RMSE", [b.rmse for b in timeline.buckets]),
+            charts.Series("MAE", [b.mae for b in timeline.buckets]),
         ]
         title = "RMSE and MAE of labelled predictions"
         found.append((title, charts.time_chart(title=title, buckets=buckets, series=series, notes=notes)))
     else:
-        classified = [b.classification for b in timeline.buckets]
         series = [
-            charts.Series("accuracy", [c.accuracy if c else None for c in classified]),
-            charts.Series("macro F1", [c.f1_macro if c else None for c in classified]),
+            charts.Series("accuracy", [b.accuracy for b in timeline.buckets]),
+            charts.Series("macro F1", [b.f1_macro for b in timeline.buckets]),
         ]
         title = "Accuracy and macro F1 of labelled predictions"
         found.append(
@@ -145,7 +144,7 @@ def _model_page(
             for f in report.features
             if f.histogram is not None
         }
-    filled: list[PerformanceRead] = [b for b in timeline.buckets if b.predictions]
+    filled: list[PerformanceBucket] = [b for b in timeline.buckets if b.predictions]
     return visit.render(
         "model_monitoring.html",
         status_code,
