@@ -29,6 +29,7 @@ from mlplatform.monitoring.schemas import (
     FEEDBACK_MAX_ITEMS,
     DriftReportPage,
     DriftReportRead,
+    DriftReportSummary,
     FeatureDriftRead,
     FeedbackCreate,
     FeedbackHistoryRead,
@@ -565,6 +566,10 @@ class MonitoringService:
     ) -> DriftReportPage:
         items, total = await self.drift.list_reports(model=model, version=version, limit=limit, offset=offset)
         return DriftReportPage(items=items, total=total, limit=limit, offset=offset)
+
+    async def latest_drift_summaries(self, *, models: Sequence[str]) -> dict[str, DriftReportSummary]:
+        """The newest report of each model (any version), without per-feature results; by name."""
+        return await self.drift.latest_summaries(models)
 
     async def drift_report(self, *, model: str, report_id: str) -> DriftReportRead:
         return await self.drift.get_report(model=model, report_id=report_id)

@@ -68,10 +68,7 @@ async def monitoring_page(visit: VisitDep, offset: Annotated[int, Query(ge=0, le
         if alert.model is not None:
             open_alerts[alert.model].append(alert)
     shown = [m for m in page.items if m.name in last or m.name in open_alerts]
-    drift = {}
-    for model in shown:
-        reports = await platform.monitoring.drift_reports(model=model.name, limit=1, offset=0)
-        drift[model.name] = reports.items[0] if reports.items else None
+    drift = await platform.monitoring.latest_drift_summaries(models=[m.name for m in shown])
     worst = {
         name: max((a.severity for a in alerts), key=SEVERITY_RANK.__getitem__)
         for name, alerts in open_alerts.items()
