@@ -79,6 +79,12 @@ async def test_a_viewer_sees_accuracy_over_time_and_the_latest_drift_report(
 
         week = await browser.get("/ui/models/clf/monitoring", params={"window": "7d"})
         assert week.status_code == 200 and "buckets of 6h" in week.text
+        v1 = await browser.get("/ui/models/clf/monitoring", params={"version": "1"})
+        assert '<option value="1" selected>v1</option>' in v1.text and f"{accuracy:.4g}" in v1.text
+        v2 = await browser.get("/ui/models/clf/monitoring", params={"version": "2"})
+        assert "No prediction of clf was logged" in v2.text and '<svg class="time-chart"' not in v2.text
+        assert (await browser.get("/ui/models/clf/monitoring", params={"version": "9"})).status_code == 404
+        assert (await browser.get("/ui/models/clf/monitoring", params={"version": "x"})).status_code == 422
         shown = await browser.get("/ui/models/clf/monitoring", params={"report": report["id"]})
         assert "(shown)" in shown.text
         for params, status, text in (
@@ -126,13 +132,17 @@ async def test_an_editor_runs_a_drift_check_and_a_version_without_reference_is_a
         assert "Performance over time" in refused.text  # the page itself, not an error page
         assert (await client.get("/api/ml/models/clf/drift-reports")).json()["total"] == 0
 
-        await serve_v1(client, platform)
-        done = await browser.post("/ui/models/clf/drift-check", data={"csrf": csrf_of(page), "window": "7d"})
+        page = await browser.get("/ui/models/clf/monitoring", params={"version": "1"})  # v1 chosen
+        assert '<input type="hidden" name="version" value="1">' in page.text
+        data = {"csrf": csrf_of(page), "window": "7d", "version": "1"}
+        done = await browser.post("/ui/models/clf/drift-check", data=data)
         assert done.status_code == 303, done.text
         reports = (await client.get("/api/ml/models/clf/drift-reports")).json()
         assert reports["total"] == 1 and reports["items"][0]["trigger"] == "manual"
+        assert reports["items"][0]["version"] == 1
         location = done.headers["location"]
-        assert location == f"/ui/models/clf/monitoring?window=7d&report={reports['items'][0]['id']}#drift-h"
+        report_id = reports["items"][0]["id"]
+        assert location == f"/ui/models/clf/monitoring?window=7d&version=1&report={report_id}#drift-h"
         shown = await browser.get(location.split("#")[0])
         assert shown.status_code == 200 and reports["items"][0]["id"] in shown.text
         # v1 served none of the logged predictions (v2 did): the report says so, with no histograms.

@@ -272,10 +272,29 @@ class MonitoringService:
         start, end = window_bounds(window, start, end, utcnow())
         entry = self._version(model, version)
         version_id = entry.id if version else None
-        result, data = await self._labelled(entry, model, version_id, start, end)
-        _score(result, data, entry.description)
-        if version_id is None and result.classification is not None:
-            self.accuracy.labels(model).set(result.classification.accuracy)
+        counted = await self.store.count(model=model, version=version_id, start=start, end=end)
+        data = await self.store.labelled(
+            model=model, version=version_id, start=start, end=end, limit=MAX_LABELLED
+        )
+        description = entry.description
+        result = PerformanceRead(
+            model=model,
+            version=version_id,
+            task=str(description.task),
+            start=start,
+            end=end,
+            predictions=counted,
+            labelled=len(data),
+            label_coverage=len(data) / counted if counted else None,
+        )
+        if not len(data):
+            return result
+        if description.task == Task.REGRESSION:
+            result.regression = performance.regression(data)
+        else:
+            result.classification = performance.classification(data, description.classes)
+            if version_id is None:
+                self.accuracy.labels(model).set(result.classification.accuracy)
         return result
 
     async def performance_over_time(
@@ -332,26 +351,6 @@ class MonitoringService:
             buckets=buckets,
             labelled_limit_reached=len(data) >= MAX_LABELLED,
         )
-
-    async def _labelled(
-        self, entry: VersionEntry, model: str, version_id: str | None, start: datetime, end: datetime
-    ) -> tuple[PerformanceRead, LabelledPredictions]:
-        """The window's counts, and its labelled predictions to score."""
-        counted = await self.store.count(model=model, version=version_id, start=start, end=end)
-        data = await self.store.labelled(
-            model=model, version=version_id, start=start, end=end, limit=MAX_LABELLED
-        )
-        result = PerformanceRead(
-            model=model,
-            version=version_id,
-            task=str(entry.description.task),
-            start=start,
-            end=end,
-            predictions=counted,
-            labelled=len(data),
-            label_coverage=len(data) / counted if counted else None,
-        )
-        return result, data
 
     # --- one arm of an experiment ---------------------------------------------------------------------------
 
@@ -578,16 +577,6 @@ class MonitoringService:
         """The report as a PNG, drawn on a worker thread."""
         report = await self.drift.get_report(model=model, report_id=report_id)
         return await asyncio.to_thread(plot.render, report)
-
-
-def _score(result: PerformanceRead, data: LabelledPredictions, description: ModelDescription) -> None:
-    """Fill in the metrics of the labelled predictions (none when there are none)."""
-    if not len(data):
-        return
-    if description.task == Task.REGRESSION:
-        result.regression = performance.regression(data)
-    else:
-        result.classification = performance.classification(data, description.classes)
 
 
 def _no_reference(model: str, version: int) -> str:

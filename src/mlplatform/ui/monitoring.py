@@ -127,6 +127,8 @@ def _model_page(
     *,
     name: str,
     window: str,
+    version: int | None,
+    versions: list[int],
     timeline: PerformanceTimelineRead,
     report: DriftReportRead | None,
     reports: list[DriftReportSummary],
@@ -147,6 +149,8 @@ def _model_page(
         status_code,
         name=name,
         window=window,
+        version=version,
+        versions=versions,
         windows=WINDOWS,
         timeline=timeline,
         filled=filled,
@@ -161,10 +165,11 @@ def _model_page(
 
 
 async def _model_state(
-    visit: Visit, name: str, window: str, report_id: str | None
+    visit: Visit, name: str, window: str, version: int | None, report_id: str | None
 ) -> tuple[PerformanceTimelineRead, DriftReportRead | None, list[DriftReportSummary], list[AlertRead]]:
     monitoring = visit.platform.monitoring
-    timeline = await monitoring.performance_over_time(model=name, window=window)
+    chosen = str(version) if version is not None else None
+    timeline = await monitoring.performance_over_time(model=name, version=chosen, window=window)
     report: DriftReportRead | None
     if report_id:
         report = await monitoring.drift_report(model=name, report_id=report_id[:64])
@@ -175,41 +180,64 @@ async def _model_state(
     return timeline, report, list(reports.items), alerts.items
 
 
+async def _versions(visit: Visit, name: str) -> list[int]:
+    """The model's version numbers, newest first (the newest 100)."""
+    page = await visit.platform.registry.list_versions(name, limit=100, offset=0)
+    return sorted((v.version for v in page.items), reverse=True)
+
+
 @router.get("/models/{name}/monitoring")
 async def model_monitoring_page(
     name: str,
     visit: VisitDep,
     window: Annotated[str, Query(max_length=16)] = "24h",
+    version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     report: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
     one_of(window, WINDOWS, "window")
     model = await visit.platform.registry.get_model(check_name(name))
     if model.default_version is None:
         raise NotFound(f"model {name!r} has no version to monitor", details={"field": "name"})
-    timeline, shown, reports, alerts = await _model_state(visit, name, window, report)
+    timeline, shown, reports, alerts = await _model_state(visit, name, window, version, report)
     return _model_page(
-        visit, name=name, window=window, timeline=timeline, report=shown, reports=reports, alerts=alerts
+        visit,
+        name=name,
+        window=window,
+        version=version,
+        versions=await _versions(visit, name),
+        timeline=timeline,
+        report=shown,
+        reports=reports,
+        alerts=alerts,
     )
 
 
 @router.post("/models/{name}/drift-check")
 async def drift_check(
-    name: str, visit: VisitDep, window: Annotated[str, Form(max_length=16)] = "24h"
+    name: str,
+    visit: VisitDep,
+    window: Annotated[str, Form(max_length=16)] = "24h",
+    version: Annotated[int | None, Form(ge=1, le=2**31 - 1)] = None,
 ) -> Response:
-    """The monitoring service's drift check, as `POST /api/ml/models/{name}/drift-check` runs it; no
-    reference sample (409) shows the page again with the service's message."""
+    """The monitoring service's drift check, as `POST /api/ml/models/{name}/drift-check` runs it (the
+    chosen version, else the default one); no reference sample (409) shows the page again with the
+    service's message."""
     await visit.check_csrf()
     visit.require(Permission.WRITE)
     one_of(window, WINDOWS, "window")
     check_name(name)
     try:
-        report = await visit.platform.monitoring.check_drift(model=name, window=window, trigger="manual")
+        report = await visit.platform.monitoring.check_drift(
+            model=name, version=version, window=window, trigger="manual"
+        )
     except Conflict as exc:
-        timeline, shown, reports, alerts = await _model_state(visit, name, window, None)
+        timeline, shown, reports, alerts = await _model_state(visit, name, window, version, None)
         return _model_page(
             visit,
             name=name,
             window=window,
+            version=version,
+            versions=await _versions(visit, name),
             timeline=timeline,
             report=shown,
             reports=reports,
@@ -217,7 +245,7 @@ async def drift_check(
             error=f"The drift check did not run: {exc.message}",
             status_code=409,
         )
-    query = urlencode({"window": window, "report": report.id})
+    query = urlencode({"window": window, **({"version": version} if version else {}), "report": report.id})
     return redirect(f"/ui/models/{quote(name, safe='')}/monitoring?{query}#drift-h")
 
 
