@@ -199,6 +199,11 @@ async def test_the_alerts_page_filters_and_an_editor_acknowledges(
                 and (alert["id"] in found.text or "badge-alert-firing" in found.text) is shown
             )
             assert ("No alert matches these filters" in found.text) is not shown
+        assert 'hx-trigger="every 15s"' in page.text  # the rows refresh themselves
+        rows = await browser.get("/ui/alerts", params={"state": "firing"}, headers={"HX-Request": "true"})
+        assert rows.status_code == 200 and "<html" not in rows.text and "Rules" not in rows.text
+        assert rows.text.startswith('<div id="alert-rows"')
+        assert "ModelAccuracyDegraded" in rows.text and 'hx-get="/ui/alerts?state=firing"' in rows.text
         for params, field in (({"state": "sleeping"}, "state"), ({"severity": "loud"}, "severity")):
             bad = await browser.get("/ui/alerts", params=params)
             assert bad.status_code == 422 and f"{field}: " in bad.text and "<html" in bad.text

@@ -115,12 +115,14 @@ def test_accuracy_drift_and_acknowledging_an_alert_in_chromium(
         expect(page.get_by_role("row", name=re.compile("^fraud"))).to_contain_text("drift")
         check_page(page, "monitoring-overview")
 
-        assert api(base, "POST", "/api/ml/monitoring/check").json()["started"] >= 1
         page.get_by_role("navigation", name="Console").get_by_role("link", name="Alerts").click()
+        expect(page.get_by_text("No alert has fired yet")).to_be_visible()
+        assert api(base, "POST", "/api/ml/monitoring/check").json()["started"] >= 1
+        # no reload: the rows refresh themselves (htmx, every 15 s)
         firing = page.get_by_role("region", name="Alerts").get_by_role(
             "row", name=re.compile("^ModelAccuracyDegraded")
         )
-        expect(firing.locator(".badge-alert-firing")).to_be_visible()
+        expect(firing.locator(".badge-alert-firing")).to_be_visible(timeout=25_000)
         expect(firing).to_contain_text("fraud: accuracy 0.500 is below 0.8")
         firing.get_by_role("button", name=re.compile("^Acknowledge")).click()
         expect(page).to_have_url(f"{base}/ui/alerts")

@@ -277,7 +277,11 @@ async def _alerts_page(
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
+    """The alerts page, or its rows alone for htmx's refresh (not for a history restore, which wants the
+    whole page)."""
     platform = visit.platform
+    headers = visit.request.headers
+    partial = headers.get("hx-request") == "true" and headers.get("hx-history-restore-request") != "true"
     page = await platform.alerts.list_alerts(
         state=AlertState(state) if state else None,
         model=model or None,
@@ -286,7 +290,7 @@ async def _alerts_page(
         offset=offset,
     )
     return visit.render(
-        "alerts.html",
+        "alerts_rows.html" if partial else "alerts.html",
         status_code,
         page=page,
         state=state,
@@ -295,7 +299,7 @@ async def _alerts_page(
         states=STATES,
         severities=SEVERITIES,
         kinds=sorted(RULE_KINDS),
-        rules=await platform.alerts.rules(),
+        rules=[] if partial else await platform.alerts.rules(),
         api_source=RuleSource.API,
         here=alerts_location(state, model, severity, offset),
         previous=alerts_location(state, model, severity, max(offset - ALERTS_PER_PAGE, 0)),
