@@ -7,15 +7,19 @@ from __future__ import annotations
 import asyncio
 import html
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from mlplatform.clock import utcnow
 from mlplatform.platform import Platform
 from tests.api.conftest import AppFactory
 from tests.api.models import Reference
-from tests.api.test_monitoring_api import batch, logged, send
+from tests.api.test_monitoring_api import batch, logged, registered, send
+from tests.api.test_monitoring_timeline import logged_at
 from tests.api.test_ui import browser_of, create_key, csrf_of, register, sign_in
 
 NO_SCHEDULE = {"monitoring": {"enabled": False}}  # checks run only when a test asks
@@ -290,3 +294,29 @@ async def test_an_editor_adds_and_deletes_a_rule(make_app: AppFactory) -> None:
             "/ui/alert-rules/default:ModelAccuracyDegraded/delete", data={"csrf": csrf_of(page)}
         )
         assert configured.status_code == 409 and "configuration" in configured.text
+
+
+async def test_a_regressor_shows_rmse_and_mae_over_the_week(make_app: AppFactory, tmp_path: Path) -> None:
+    client, platform = await make_app(ml=NO_SCHEDULE)
+    ref = await registered(client, tmp_path, "sklearn-regressor-skops", "reg")
+    now = utcnow()
+    for days_ago, errors in ((5, [1.0, -1.0]), (1, [2.0, 2.0, -4.0])):
+        at = now - timedelta(days=days_ago)
+        ids = await logged_at(platform, "reg", ref.X[: len(errors)], [10.0] * len(errors), at)
+        items = [{"prediction_id": i, "actual": 10.0 + e} for i, e in zip(ids, errors, strict=True)]
+        assert (await send(client, items)).json()["accepted"] == len(errors)
+    async with browser_of(client) as browser:
+        await sign_in(browser, (await create_key(client, "viewer"))["key"])
+        page = await browser.get("/ui/models/reg/monitoring", params={"window": "7d"})
+        assert page.status_code == 200
+        assert "RMSE and MAE of labelled predictions" in page.text and "Accuracy" not in page.text
+        assert '<th scope="col" class="num">RMSE</th>' in page.text
+        chart = page.text[page.text.index('<svg class="time-chart"') :]
+        chart = chart[: chart.index("</svg>")]
+        assert chart.count('<circle class="point series-0"') == 2  # RMSE, one point per labelled bucket
+        assert "RMSE 2.83" in chart and "MAE 2.67" in chart  # sqrt(8) and 8/3, as the timeline gives them
+        timeline = await platform.monitoring.performance_over_time(model="reg", window="7d")
+        filled = [b for b in timeline.buckets if b.labelled]
+        assert [b.rmse for b in filled] == pytest.approx([1.0, 8**0.5])
+        for bucket in filled:
+            assert f'<td class="num">{bucket.rmse:.4g}</td><td class="num">{bucket.mae:.4g}</td>' in page.text
