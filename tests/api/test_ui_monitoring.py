@@ -320,3 +320,16 @@ async def test_a_regressor_shows_rmse_and_mae_over_the_week(make_app: AppFactory
         assert [b.rmse for b in filled] == pytest.approx([1.0, 8**0.5])
         for bucket in filled:
             assert f'<td class="num">{bucket.rmse:.4g}</td><td class="num">{bucket.mae:.4g}</td>' in page.text
+
+
+async def test_the_pages_and_their_forms_need_a_session(make_app: AppFactory) -> None:
+    client, _ = await make_app(ml=NO_SCHEDULE)
+    for path in ("/ui/monitoring", "/ui/alerts?state=firing", "/ui/models/clf/monitoring"):
+        response = await client.get(path)  # carries X-API-Key: pages want the session
+        assert response.status_code == 303, (path, response.status_code)
+        assert response.headers["location"].startswith(
+            "/ui/login?next=" + path.split("?")[0].replace("/", "%2F")
+        )
+    for path in ("/ui/alerts/x/acknowledge", "/ui/alert-rules", "/ui/models/clf/drift-check"):
+        forged = await client.post(path, data={"name": "x"})
+        assert forged.status_code == 303 and forged.headers["location"].startswith("/ui/login"), path
