@@ -190,6 +190,12 @@ async def test_the_alerts_page_filters_and_an_editor_acknowledges(
         assert acknowledge not in page.text and "Add a rule" not in page.text  # a viewer acts on nothing
         refused = await browser.post(acknowledge, data={"csrf": csrf_of(page)})
         assert refused.status_code == 403 and "may not write" in refused.text
+        model = await browser.get("/ui/models/clf")
+        assert 'href="/ui/models/clf/monitoring">Monitoring' in model.text  # from the model's page
+        monitoring = await browser.get("/ui/models/clf/monitoring")
+        assert "1 open alert:" in monitoring.text and "clf: accuracy 0.000 is below 0.8" in monitoring.text
+        overview = await browser.get("/ui/monitoring")
+        assert "badge-severity-warning" in overview.text and "1 open" in overview.text
         for params, shown in (
             ({"state": "firing"}, True),
             ({"state": "resolved"}, False),
