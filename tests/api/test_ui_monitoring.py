@@ -339,3 +339,30 @@ async def test_the_pages_and_their_forms_need_a_session(make_app: AppFactory) ->
     for path in ("/ui/alerts/x/acknowledge", "/ui/alert-rules", "/ui/models/clf/drift-check"):
         forged = await client.post(path, data={"name": "x"})
         assert forged.status_code == 303 and forged.headers["location"].startswith("/ui/login"), path
+
+
+async def test_alerts_are_paged_fifty_at_a_time_keeping_the_filters(make_app: AppFactory) -> None:
+    client, platform = await make_app(ml=NO_SCHEDULE)
+    for i in range(60):  # as a check run would raise them: 60 rules firing for one model
+        await platform.alerts.store.fire(
+            rule=f"rule-{i:02d}",
+            kind="latency_p95_above",
+            model="clf",
+            severity="critical",
+            value=300.0 + i,
+            threshold=250.0,
+            message=f"clf: p95 latency {300 + i} ms is above 250 ms over the last 1h",
+            at=utcnow(),
+        )
+    async with browser_of(client) as browser:
+        await sign_in(browser, (await create_key(client, "viewer"))["key"])
+        first = await browser.get("/ui/alerts", params={"severity": "critical", "model": "clf"})
+        assert first.text.count('<tr>\n      <th scope="row">rule-') == 50
+        assert "60 alerts matching, newest first, 1–50 shown" in first.text
+        assert "rule-59" in first.text and "rule-09" not in first.text  # newest last_seen first
+        following = "/ui/alerts?model=clf&amp;severity=critical&amp;offset=50"
+        assert f'href="{following}">Next</a>' in first.text and ">Previous</a>" not in first.text
+        second = await browser.get(following.replace("&amp;", "&"))
+        assert second.text.count('<tr>\n      <th scope="row">rule-') == 10 and "51–60 shown" in second.text
+        assert 'href="/ui/alerts?model=clf&amp;severity=critical">Previous</a>' in second.text
+        assert 'hx-get="/ui/alerts?model=clf&amp;severity=critical&amp;offset=50"' in second.text
