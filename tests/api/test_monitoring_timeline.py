@@ -112,6 +112,9 @@ async def test_each_bucket_is_the_services_own_performance_of_its_bounds(
             "/api/ml/models/clf/monitoring", params={"from": bucket["from"], "to": bucket["to"]}
         )
         same_as_performance(bucket, direct.json())
+    whole = await client.get("/api/ml/models/clf/monitoring", params={"from": body["from"], "to": body["to"]})
+    same_as_performance(body["total"], whole.json())
+    assert (body["total"]["predictions"], body["total"]["labelled"]) == (32, 24)
 
     one = await client.get("/api/ml/models/clf/monitoring/timeline", params={"window": "7d", "version": "1"})
     assert one.json()["version"] == platform.registry.resolve("clf").id

@@ -71,6 +71,9 @@ async def test_a_viewer_sees_accuracy_over_time_and_the_latest_drift_report(
         cells = re.findall(r'<td class="num">([^<]*)</td>', row.group(0))
         assert cells == ["40", "30", "75.0 %", f"{accuracy:.4g}", f"{f1:.4g}"]
         assert f"accuracy {accuracy:.3g}" in html.unescape(page.text)  # a point's own label
+        total = timeline.total
+        assert "Last 24h: <strong>40</strong> predictions, <strong>30</strong> labelled (75.0 %)" in page.text
+        assert f"accuracy <strong>{total.accuracy:.4g}</strong>" in page.text
 
         assert report["id"] in page.text  # the latest report, shown
         histograms = [f for f in report["features"] if f["histogram"] is not None]
@@ -317,6 +320,9 @@ async def test_a_regressor_shows_rmse_and_mae_over_the_week(make_app: AppFactory
         assert page.status_code == 200
         assert "RMSE and MAE of labelled predictions" in page.text and "Accuracy" not in page.text
         assert '<th scope="col" class="num">RMSE</th>' in page.text
+        assert (
+            "· RMSE <strong>2.28</strong> · MAE <strong>2</strong>" in page.text
+        )  # the week: sqrt(26/5), 10/5
         chart = page.text[page.text.index('<svg class="time-chart"') :]
         chart = chart[: chart.index("</svg>")]
         assert chart.count('<circle class="point series-0"') == 2  # RMSE, one point per labelled bucket

@@ -148,6 +148,7 @@ class PerformanceTimelineRead(BaseModel):
     start: datetime = Field(serialization_alias="from")
     end: datetime = Field(serialization_alias="to")
     bucket: str = Field(description="the bucket size: 1h, 6h, 1d, …")
+    total: PerformanceBucket = Field(description="the same numbers for the whole window")
     buckets: list[PerformanceBucket] = Field(
         description="buckets start at whole multiples of the size in UTC; the first and last are cut to the "
         "window"

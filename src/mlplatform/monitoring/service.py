@@ -321,11 +321,8 @@ class MonitoringService:
             model=model, version=version_id, start=start, end=end, limit=MAX_LABELLED, probabilities=False
         )
         regression = entry.description.task == Task.REGRESSION
-        by_bucket: list[list[int]] = [[] for _ in spans]
-        for row, at in enumerate(data.predicted_at):
-            by_bucket[bisect.bisect_right(edges, at) - 1].append(row)
-        buckets = []
-        for (low, high), counted, rows in zip(spans, counts, by_bucket, strict=True):
+
+        def scored(low: datetime, high: datetime, counted: int, rows: list[int]) -> PerformanceBucket:
             found = PerformanceBucket(
                 start=low,
                 end=high,
@@ -340,7 +337,15 @@ class MonitoringService:
                     found.mae, found.rmse = performance.error_scores(actual, predicted)
                 else:
                     found.accuracy, found.f1_macro = performance.label_scores(actual, predicted)
-            buckets.append(found)
+            return found
+
+        by_bucket: list[list[int]] = [[] for _ in spans]
+        for row, at in enumerate(data.predicted_at):
+            by_bucket[bisect.bisect_right(edges, at) - 1].append(row)
+        buckets = [
+            scored(low, high, counted, rows)
+            for (low, high), counted, rows in zip(spans, counts, by_bucket, strict=True)
+        ]
         return PerformanceTimelineRead(
             model=model,
             version=version_id,
@@ -348,6 +353,7 @@ class MonitoringService:
             start=start,
             end=end,
             bucket=size_name,
+            total=scored(start, end, sum(counts), list(range(len(data)))),
             buckets=buckets,
             labelled_limit_reached=len(data) >= MAX_LABELLED,
         )
