@@ -76,9 +76,9 @@ def same_as_performance(bucket: dict[str, Any], direct: dict[str, Any]) -> None:
 
 
 async def test_each_bucket_is_the_services_own_performance_of_its_bounds(
-    make_app: AppFactory, tmp_path: Path
+    backend: dict[str, Any], make_app: AppFactory, tmp_path: Path
 ) -> None:
-    client, platform = await make_app(ml={"monitoring": {"enabled": False}})
+    client, platform = await make_app(**backend, ml={"monitoring": {"enabled": False}})
     ref = await registered(client, tmp_path, "sklearn-forest-skops", "clf")
     await a_week_of_labels(client, platform, "clf", ref.X)
 
