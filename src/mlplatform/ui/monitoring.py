@@ -7,6 +7,7 @@ from typing import Annotated, cast, get_args
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Form, Query
+from markupsafe import Markup
 from pydantic import ValidationError
 from starlette.responses import Response
 
@@ -88,11 +89,11 @@ async def monitoring_page(visit: VisitDep, offset: Annotated[int, Query(ge=0, le
 # --- one model ------------------------------------------------------------------------------------------
 
 
-def timeline_charts(timeline: PerformanceTimelineRead) -> list[tuple[str, object]]:
+def timeline_charts(timeline: PerformanceTimelineRead) -> list[tuple[str, Markup]]:
     """The charts of the timeline: the task's metrics, and label coverage."""
     buckets = [(b.start, b.end) for b in timeline.buckets]
     notes = [f"{b.labelled} of {b.predictions} labelled" if b.predictions else "" for b in timeline.buckets]
-    found: list[tuple[str, object]] = []
+    found: list[tuple[str, Markup]] = []
     if timeline.task == "regression":
         series = [
             charts.Series("RMSE", [b.rmse for b in timeline.buckets]),
@@ -176,8 +177,8 @@ async def _model_state(
     else:
         report = await monitoring.latest_drift_report(model=name)
     reports = await monitoring.drift_reports(model=name, limit=REPORTS_SHOWN, offset=0)
-    alerts = await visit.platform.alerts.list_alerts(state=None, model=name, limit=10, offset=0)
-    return timeline, report, list(reports.items), alerts.items
+    alerts = [a for a in await visit.platform.alerts.open_alerts() if a.model == name]
+    return timeline, report, list(reports.items), alerts
 
 
 async def _versions(visit: Visit, name: str) -> list[int]:
