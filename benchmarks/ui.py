@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -31,7 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from mlplatform.app import create_app  # noqa: E402
+from mlplatform.clock import utcnow  # noqa: E402
 from mlplatform.config import load_settings  # noqa: E402
+from mlplatform.ids import new_id  # noqa: E402
+from mlplatform.platform import Platform  # noqa: E402
+from mlplatform.stores.predictions import PredictionRecord  # noqa: E402
 
 ADMIN_KEY = "mlp_benchmark-admin-key-0123456789abcdef"
 FEATURES = [f"f{i}" for i in range(8)]
@@ -84,7 +89,8 @@ async def run(models: int, runs: int, folder: Path) -> list[tuple[str, list[floa
                 body = {"model": f"model-{i % 10:03d}", "features": x[i].tolist()}
                 (await api.post("/api/ml/predict", json=body)).raise_for_status()
             print(f"registered {models} models in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-            experiment = await experiment_with_traffic(api, x)
+            experiment = await experiment_with_traffic(api, x)  # first: it waits for its 200 logged answers
+            await prepare_monitoring(api, app.state.platform, x)
             job = await search_job(api, x)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as browser:
             form = await browser.get("/ui/login")
@@ -101,6 +107,7 @@ async def run(models: int, runs: int, folder: Path) -> list[tuple[str, list[floa
                 ("Experiments", "/ui/experiments"),
                 ("An experiment (200 requests)", f"/ui/experiments/{experiment}"),
                 ("API keys", "/ui/api-keys"),
+                ("Upload a model (form)", "/ui/upload/model"),
                 ("A search job (8 trials)", f"/ui/jobs/{job}"),
                 ("Serving (100 rows)", "/ui/serving"),
                 ("Serving, a model (1h)", "/ui/serving/model-000"),
@@ -108,6 +115,7 @@ async def run(models: int, runs: int, folder: Path) -> list[tuple[str, list[floa
                 ("Serving, a model (live part)", "/ui/serving/model-000#htmx"),
             ]
             await app.state.platform.serving_stats.flush()  # the serving pages read saved minutes too
+            pages += MONITORING_PAGES
             results = []
             for label, page in pages:
                 times = []
@@ -175,6 +183,50 @@ async def search_job(api: httpx.AsyncClient, x: np.ndarray) -> str:
             await asyncio.sleep(0.2)
     assert found["state"] == "succeeded", found
     return str(job["id"])
+
+
+MONITORING_PAGES = [
+    ("Monitoring (100 models)", "/ui/monitoring"),
+    ("A model's monitoring, 24 h", "/ui/models/model-000/monitoring"),
+    ("A model's monitoring, 7 d", "/ui/models/model-000/monitoring?window=7d"),
+    ("A model's monitoring, 30 d", "/ui/models/model-000/monitoring?window=30d"),
+    ("Alerts", "/ui/alerts"),
+]
+
+
+async def prepare_monitoring(api: httpx.AsyncClient, platform: Platform, x: np.ndarray) -> None:
+    """Data for the monitoring pages: 2,000 predictions of model-000 (v1, which kept the reference
+    sample) spread over the last 30 days, 1,500 of them labelled (a quarter wrongly, so the accuracy rule
+    fires), a drift report, and a check run."""
+    entry = platform.registry.resolve("model-000/1")
+    now = utcnow()
+    rng = np.random.default_rng(2)
+    rows = x[rng.integers(0, len(x), size=2000)]
+    records = [
+        PredictionRecord(
+            id=new_id(),
+            model="model-000",
+            version=entry.id,
+            variant=None,
+            request_id=None,
+            inputs=row.tolist(),
+            prediction=int(row[0] > 0),
+            probabilities=None,
+            confidence=None,
+            latency_ms=2.0,
+            cached=False,
+            created_at=now - timedelta(minutes=21.6 * i),
+        )
+        for i, row in enumerate(rows)
+    ]
+    await asyncio.to_thread(platform.serving.logs.store.append, records)
+    feedback = [
+        {"prediction_id": r.id, "actual": r.prediction if i % 4 else 1 - r.prediction}
+        for i, r in enumerate(records[:1500])
+    ]
+    (await api.post("/api/ml/feedback", json=feedback)).raise_for_status()
+    (await api.post("/api/ml/models/model-000/drift-check", params={"version": "1"})).raise_for_status()
+    (await api.post("/api/ml/monitoring/check")).raise_for_status()
 
 
 def main() -> None:

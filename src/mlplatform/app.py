@@ -81,6 +81,7 @@ from mlplatform.training.sql_store import SqlTrainingJobStore
 from mlplatform.ui import experiments as ui_experiments
 from mlplatform.ui import job as ui_job
 from mlplatform.ui import keys as ui_keys
+from mlplatform.ui import monitoring as ui_monitoring
 from mlplatform.ui import router as ui_router
 from mlplatform.ui import serving as ui_serving
 from mlplatform.ui import uploads as ui_uploads
@@ -444,6 +445,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ui_job.router)
     app.include_router(ui_uploads.router)
     app.include_router(ui_serving.router)  # the console's serving pages
+    app.include_router(ui_monitoring.router)  # the console's monitoring and alerts pages
     document_contract(app)
     return app
 

@@ -166,6 +166,13 @@ class Client:
         params = {k: v for k, v in (("window", window), ("version", version)) if v is not None}
         return dict(self._call("GET", f"/api/ml/models/{name}/monitoring", params=params))
 
+    def timeline(
+        self, name: str, window: str | None = None, version: str | None = None, bucket: str | None = None
+    ) -> dict[str, Any]:
+        given = (("window", window), ("version", version), ("bucket", bucket))
+        params = {k: v for k, v in given if v is not None}
+        return dict(self._call("GET", f"/api/ml/models/{name}/monitoring/timeline", params=params))
+
     def drift_check(self, name: str, window: str | None = None, version: str | None = None) -> dict[str, Any]:
         params = {k: v for k, v in (("window", window), ("version", version)) if v is not None}
         return dict(self._call("POST", f"/api/ml/models/{name}/drift-check", params=params))
@@ -183,8 +190,15 @@ class Client:
             self._raise(response)
         return response.content
 
-    def alerts(self, state: str | None = None, model: str | None = None, limit: int = 100) -> dict[str, Any]:
-        params = {k: v for k, v in (("state", state), ("model", model), ("limit", limit)) if v is not None}
+    def alerts(
+        self,
+        state: str | None = None,
+        model: str | None = None,
+        limit: int = 100,
+        severity: str | None = None,
+    ) -> dict[str, Any]:
+        given = (("state", state), ("model", model), ("severity", severity), ("limit", limit))
+        params = {k: v for k, v in given if v is not None}
         return dict(self._call("GET", "/api/ml/alerts", params=params))
 
     def acknowledge(self, alert_id: str) -> dict[str, Any]:

@@ -81,7 +81,9 @@ async def test_rules_round_trip_names_are_unique_and_deletes_say_what_they_remov
         await store.delete_rule(first.id)
 
 
-async def test_one_open_alert_per_rule_and_model_updated_while_it_fires(store: SqlAlertStore) -> None:
+async def test_one_open_alert_per_rule_and_model_updated_while_it_fires_and_listed_by_filter(
+    store: SqlAlertStore,
+) -> None:
     created, new = await fire(store, 300.0)
     assert new and created.state == AlertState.FIRING and created.model == "clf"
     again, new = await fire(store, 320.0, message="p95 320")
@@ -93,6 +95,13 @@ async def test_one_open_alert_per_rule_and_model_updated_while_it_fires(store: S
     assert {a.id for a in await store.open_alerts()} == {created.id, other.id}
     page = await store.list_alerts(state=AlertState.FIRING, model="clf", limit=10, offset=0)
     assert (page.total, [a.id for a in page.items]) == (1, [created.id])
+    warned, _ = await fire(store, 0.5, rule="accuracy", kind="accuracy_below", severity="warning")
+    critical = await store.list_alerts(state=None, model=None, severity="critical", limit=10, offset=0)
+    assert {a.id for a in critical.items} == {created.id, other.id} and critical.total == 2
+    warning = await store.list_alerts(state=None, model="clf", severity="warning", limit=10, offset=0)
+    assert (warning.total, [a.id for a in warning.items]) == (1, [warned.id])
+    none = await store.list_alerts(state=None, model=None, severity="info", limit=10, offset=0)
+    assert (none.total, none.items) == (0, [])
 
 
 async def test_concurrent_first_firings_open_one_alert(store: SqlAlertStore) -> None:

@@ -14,7 +14,7 @@ from mlplatform.clock import utcnow
 from mlplatform.errors import NotFound
 from mlplatform.ids import new_id
 from mlplatform.monitoring.drift import ReferenceProfile, compare
-from mlplatform.monitoring.schemas import DriftReportRead, FeatureDriftRead
+from mlplatform.monitoring.schemas import DriftReportRead, DriftReportSummary, FeatureDriftRead
 from mlplatform.monitoring.sql_store import SqlDriftStore
 from mlplatform.monitoring.store import StoredReference
 from mlplatform.settings import DatabaseSettings
@@ -133,3 +133,9 @@ async def test_reports_page_newest_first_by_model_and_version(store: SqlDriftSto
     by_version = await store.latest_report(model="churn", version_id=made[1].version_id)
     assert by_version is not None and by_version.id == made[3].id
     assert await store.latest_report(model="nobody", version_id=None) is None
+
+    summaries = await store.latest_summaries(["churn", "other", "nobody"])
+    assert set(summaries) == {"churn", "other"}
+    assert summaries["churn"].id == made[4].id and not hasattr(summaries["churn"], "features")
+    assert summaries["churn"] == DriftReportSummary.model_validate(made[4].model_dump(exclude={"features"}))
+    assert await store.latest_summaries([]) == {}

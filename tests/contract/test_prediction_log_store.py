@@ -225,6 +225,31 @@ async def test_count_counts_every_member_of_a_block_in_the_window(store: Predict
     assert await store.count(model="m", version="nope") == 0
 
 
+async def test_counts_per_bucket_match_count_of_each_bucket(store: PredictionLogStore) -> None:
+    records = [
+        single("m", at_offset=-10),
+        block("m", 5, at_offset=-5),
+        single("m", at_offset=-4),
+        block("m", 2, at_offset=0),
+    ]
+    appended(store, *records, single("other", at_offset=-5))
+    at = [r.created_at for r in records]
+    edges = [
+        at[0] - timedelta(seconds=30),
+        at[0],
+        at[1],
+        at[2] + timedelta(seconds=1),
+        at[3] + timedelta(seconds=1),
+    ]
+    found = await store.counts(model="m", edges=edges)
+    assert found == [0, 1, 6, 2]
+    assert found == [
+        await store.count(model="m", start=a, end=b) for a, b in zip(edges, edges[1:], strict=False)
+    ]
+    assert await store.counts(model="m", version="nope", edges=edges) == [0, 0, 0, 0]
+    assert await store.counts(model="m", edges=edges[:1]) == []
+
+
 async def test_latencies_are_one_per_request_newest_first_in_the_window(store: PredictionLogStore) -> None:
     records = [
         dataclasses.replace(single("m", at_offset=-10), latency_ms=1.0),
@@ -382,6 +407,17 @@ async def test_labelled_joins_current_feedback_to_predictions_as_arrays(store: P
     assert window.probabilities[by_id[one.id], cat] == 0.75
     assert np.isnan(window.probabilities[by_id[v2.id]]).all()
     assert window.versions[by_id[v2.id]] == "m-v2-20261202000000"
+    assert window.predicted_at[by_id[one.id]] == one.created_at  # aware UTC, as logged
+    assert window.predicted_at[by_id[members[3]]] == many.created_at
+    labels_only = await store.labelled(
+        model="m", start=one.created_at - timedelta(seconds=1), probabilities=False
+    )
+    assert labels_only.probabilities is None and labels_only.classes == []
+    assert (labels_only.prediction_ids, labels_only.predicted, labels_only.actual) == (
+        window.prediction_ids,
+        window.predicted,
+        window.actual,
+    )
     only_v2 = await store.labelled(model="m", version="m-v2-20261202000000")
     assert only_v2.prediction_ids == [v2.id] and only_v2.probabilities is None
     assert len(await store.labelled(model="m")) == 5

@@ -61,6 +61,14 @@ def test_feedback_from_a_csv_moves_the_model_accuracy(start_server: StartServer,
     shown = cli("monitor", "show", "fraud", "--window", "1h")
     expected = accuracy_score(actuals, [p["prediction"] for p in predictions])
     assert "labelled 40" in shown and "accuracy" in shown and f"{expected:.4g}" in shown
+    timeline = cli("monitor", "timeline", "fraud", "--window", "24h")
+    assert "in buckets of 1h" in timeline and "labelled 40 (100.0%)" in timeline
+    assert f"accuracy {expected:.4g}" in timeline and "f1_macro" in timeline
+    every = cli("monitor", "timeline", "fraud", "--window", "2h", "--bucket", "30m", "--all")
+    filled = cli("monitor", "timeline", "fraud", "--window", "2h", "--bucket", "30m")
+    assert (
+        "buckets of 30m" in every and len(every.splitlines()) >= len(filled.splitlines()) + 3
+    )  # 4 or 5 buckets
 
     # accuracy 0.5 is below the default threshold (0.8): a check raises ModelAccuracyDegraded
     assert (
@@ -72,6 +80,8 @@ def test_feedback_from_a_csv_moves_the_model_accuracy(start_server: StartServer,
     alert_id = httpx.get(f"{server.base_url}/api/ml/alerts", headers=headers).json()["items"][0]["id"]
     assert "acknowledged" in cli("monitor", "ack", alert_id)
     assert "acknowledged" in cli("monitor", "alerts", "--model", "fraud")
+    assert "ModelAccuracyDegraded" in cli("monitor", "alerts", "--severity", "warning")
+    assert "0 alerts" in cli("monitor", "alerts", "--severity", "critical")
 
     missing = run_cli(["monitor", "drift", "fraud"], env, tmp_path)
     assert missing.returncode == 1 and "--check" in missing.stderr

@@ -1,4 +1,4 @@
-"""`mlplatform feedback send` (with a progress bar) and `mlplatform monitor show|drift|alerts|ack`."""
+"""`mlplatform feedback send` (a progress bar) and `mlplatform monitor show|timeline|drift|alerts|ack`."""
 
 from __future__ import annotations
 
@@ -153,6 +153,46 @@ def show(
         console.print(classes)
 
 
+@monitor_app.command("timeline")
+def timeline(
+    model: Annotated[str, typer.Argument(metavar="MODEL")],
+    window: Annotated[str, typer.Option(help="1h, 24h, 7d, 30d, …")] = "24h",
+    bucket: Annotated[str | None, typer.Option(help="15m, 1h, 6h, 1d, …; default from the window")] = None,
+    version: Annotated[str | None, typer.Option(help="one version (number or id); default: all")] = None,
+    everything: Annotated[bool, typer.Option("--all", help="also the buckets without predictions")] = False,
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+) -> None:
+    """Show a model's performance per time bucket (accuracy and macro F1, or RMSE and MAE) from feedback."""
+    found = call_server(url, key, lambda c: c.timeline(model, window=window, version=version, bucket=bucket))
+    regression = found["task"] == "regression"
+    metrics = ("rmse", "mae") if regression else ("accuracy", "f1_macro")
+    total = found["total"]
+    coverage = total["label_coverage"]
+    console.print(
+        f"[bold]{escape(found['model'])}[/] {escape(found['version'] or 'all versions')}  "
+        f"{found['from'][:19]} → {found['to'][:19]} in buckets of {found['bucket']}  "
+        f"predictions {total['predictions']}, labelled {total['labelled']} "
+        f"({'-' if coverage is None else f'{coverage:.1%}'})"
+        + "".join(f", {m} {_number(total[m])}" for m in metrics if total[m] is not None)
+    )
+    table = Table()
+    for column in ("from", "to", "predictions", "labelled", "coverage", *metrics):
+        table.add_column(column, justify="left" if column in ("from", "to") else "right")
+    for b in found["buckets"]:
+        if b["predictions"] or everything:
+            share = b["label_coverage"]
+            table.add_row(
+                b["from"][:16].replace("T", " "),
+                b["to"][:16].replace("T", " "),
+                str(b["predictions"]),
+                str(b["labelled"]),
+                "-" if share is None else f"{share:.1%}",
+                *(_number(b[m]) for m in metrics),
+            )
+    console.print(table)
+
+
 def _p(value: float | None) -> str:
     return "-" if value is None else f"{value:.2e}" if value < 1e-3 else f"{value:.3f}"
 
@@ -210,12 +250,13 @@ def drift(
 def alerts(
     state: Annotated[str | None, typer.Option(help="firing, acknowledged or resolved")] = None,
     model: Annotated[str | None, typer.Option(help="one model's alerts")] = None,
+    severity: Annotated[str | None, typer.Option(help="info, warning or critical")] = None,
     limit: int = 100,
     url: Url = DEFAULT_URL,
     key: Key = None,
 ) -> None:
     """List alerts, most recently seen first."""
-    page = call_server(url, key, lambda c: c.alerts(state=state, model=model, limit=limit))
+    page = call_server(url, key, lambda c: c.alerts(state=state, model=model, limit=limit, severity=severity))
     table = Table(title=f"{page['total']} alerts")
     for column in (
         "id",

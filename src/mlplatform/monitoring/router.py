@@ -25,6 +25,7 @@ from mlplatform.monitoring.schemas import (
     FeedbackList,
     FeedbackResult,
     PerformanceRead,
+    PerformanceTimelineRead,
     ReferenceRead,
     ReferenceSet,
 )
@@ -90,6 +91,26 @@ async def performance(
 ) -> PerformanceRead:
     return await platform.monitoring.performance(
         model=name, version=version, window=window, start=start, end=end
+    )
+
+
+@router.get("/models/{name}/monitoring/timeline", response_model=PerformanceTimelineRead)
+async def performance_timeline(
+    name: str,
+    platform: PlatformDep,
+    _: Reader,
+    window: Window = None,
+    start: Start = None,
+    end: End = None,
+    version: Annotated[str | None, Query(description="a version number or full id; default: all")] = None,
+    bucket: Annotated[
+        str | None,
+        Query(max_length=8, description="15m, 1h, 6h, 1d, …; default: 1h up to 2 days, 6h up to 14, else 1d"),
+    ] = None,
+) -> PerformanceTimelineRead:
+    """The performance of each time bucket of the window, oldest first (at most 200 buckets)."""
+    return await platform.monitoring.performance_over_time(
+        model=name, version=version, window=window, start=start, end=end, bucket=bucket
     )
 
 

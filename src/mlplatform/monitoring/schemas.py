@@ -125,6 +125,40 @@ class PerformanceRead(BaseModel):
     regression: RegressionPerformance | None = None
 
 
+class PerformanceBucket(BaseModel):
+    """One bucket's headline numbers: those of `GET …/monitoring?from=&to=` for the bucket's bounds."""
+
+    start: datetime = Field(serialization_alias="from")
+    end: datetime = Field(serialization_alias="to")
+    predictions: int = Field(description="predictions logged in the bucket")
+    labelled: int = Field(description="of those, predictions with an actual value")
+    label_coverage: float | None = Field(description="labelled / predictions")
+    accuracy: float | None = Field(None, description="classification; null without labels")
+    f1_macro: float | None = Field(None, description="classification; null without labels")
+    mae: float | None = Field(None, description="regression; null without labels")
+    rmse: float | None = Field(None, description="regression; null without labels")
+
+
+class PerformanceTimelineRead(BaseModel):
+    """The model's performance per time bucket, oldest first."""
+
+    model: str
+    version: str | None = Field(description="the version's full id, or null for every version")
+    task: str | None
+    start: datetime = Field(serialization_alias="from")
+    end: datetime = Field(serialization_alias="to")
+    bucket: str = Field(description="the bucket size: 1h, 6h, 1d, …")
+    total: PerformanceBucket = Field(description="the same numbers for the whole window")
+    buckets: list[PerformanceBucket] = Field(
+        description="buckets start at whole multiples of the size in UTC; the first and last are cut to the "
+        "window"
+    )
+    labelled_limit_reached: bool = Field(
+        description="the window had more labelled predictions than one request reads (1,000,000): the "
+        "oldest buckets count only those of the newest million"
+    )
+
+
 # --- drift: reference samples and reports ------------------------------------------------------------------
 
 REFERENCE_ROWS_LIMIT = 10_000  # rows a JSON reference body may hold

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import math
 import re
@@ -21,18 +22,21 @@ from mlplatform.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from mlplatform.formats.base import ModelDescription, Task
 from mlplatform.ids import new_id
 from mlplatform.metrics import Metrics
-from mlplatform.monitoring import performance, plot, references
+from mlplatform.monitoring import performance, plot, references, timeline
 from mlplatform.monitoring.drift import ReferenceProfile, compare
 from mlplatform.monitoring.references import REFERENCE_ROWS, SAMPLE_SEED, Candidate, Signature
 from mlplatform.monitoring.schemas import (
     FEEDBACK_MAX_ITEMS,
     DriftReportPage,
     DriftReportRead,
+    DriftReportSummary,
     FeatureDriftRead,
     FeedbackCreate,
     FeedbackHistoryRead,
     FeedbackResult,
+    PerformanceBucket,
     PerformanceRead,
+    PerformanceTimelineRead,
     ReferenceRead,
     Trigger,
 )
@@ -293,6 +297,67 @@ class MonitoringService:
                 self.accuracy.labels(model).set(result.classification.accuracy)
         return result
 
+    async def performance_over_time(
+        self,
+        *,
+        model: str,
+        version: str | None = None,
+        window: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        bucket: str | None = None,
+    ) -> PerformanceTimelineRead:
+        """`performance`'s headline numbers for each time bucket of the window (`timeline.bucket_size`:
+        given, or from the window's length), oldest first: the window's labelled predictions are read once
+        and split by prediction time. Sets no gauge: a bucket is not the model's current accuracy."""
+        start, end = window_bounds(window, start, end, utcnow())
+        size_name, size = timeline.bucket_size(bucket, end - start)
+        entry = self._version(model, version)
+        version_id = entry.id if version else None
+        spans = timeline.bounds(start, end, size)
+        edges = [low for low, _ in spans] + [end]
+        counts = await self.store.counts(model=model, version=version_id, edges=edges)
+        data = await self.store.labelled(
+            model=model, version=version_id, start=start, end=end, limit=MAX_LABELLED, probabilities=False
+        )
+        regression = entry.description.task == Task.REGRESSION
+
+        def scored(low: datetime, high: datetime, counted: int, rows: list[int]) -> PerformanceBucket:
+            found = PerformanceBucket(
+                start=low,
+                end=high,
+                predictions=counted,
+                labelled=len(rows),
+                label_coverage=len(rows) / counted if counted else None,
+            )
+            if rows:
+                actual = [data.actual[r] for r in rows]
+                predicted = [data.predicted[r] for r in rows]
+                if regression:
+                    found.mae, found.rmse = performance.error_scores(actual, predicted)
+                else:
+                    found.accuracy, found.f1_macro = performance.label_scores(actual, predicted)
+            return found
+
+        by_bucket: list[list[int]] = [[] for _ in spans]
+        for row, at in enumerate(data.predicted_at):
+            by_bucket[bisect.bisect_right(edges, at) - 1].append(row)
+        buckets = [
+            scored(low, high, counted, rows)
+            for (low, high), counted, rows in zip(spans, counts, by_bucket, strict=True)
+        ]
+        return PerformanceTimelineRead(
+            model=model,
+            version=version_id,
+            task=str(entry.description.task),
+            start=start,
+            end=end,
+            bucket=size_name,
+            total=scored(start, end, sum(counts), list(range(len(data)))),
+            buckets=buckets,
+            labelled_limit_reached=len(data) >= MAX_LABELLED,
+        )
+
     # --- one arm of an experiment ---------------------------------------------------------------------------
 
     async def arm(
@@ -506,6 +571,10 @@ class MonitoringService:
     ) -> DriftReportPage:
         items, total = await self.drift.list_reports(model=model, version=version, limit=limit, offset=offset)
         return DriftReportPage(items=items, total=total, limit=limit, offset=offset)
+
+    async def latest_drift_summaries(self, *, models: Sequence[str]) -> dict[str, DriftReportSummary]:
+        """The newest report of each model (any version), without per-feature results; by name."""
+        return await self.drift.latest_summaries(models)
 
     async def drift_report(self, *, model: str, report_id: str) -> DriftReportRead:
         return await self.drift.get_report(model=model, report_id=report_id)

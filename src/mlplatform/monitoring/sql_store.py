@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import func, select
@@ -131,6 +132,27 @@ class SqlDriftStore(DriftStore):
             )
             items = [DriftReportSummary.model_validate(_summary(row)) for row in rows]
         return items, int(total or 0)
+
+    async def latest_summaries(self, models: Sequence[str]) -> dict[str, DriftReportSummary]:
+        if not models:
+            return {}
+        newest = (
+            select(DriftReportRow.model, func.max(DriftReportRow.created_at).label("newest"))
+            .where(DriftReportRow.model.in_(list(models)))
+            .group_by(DriftReportRow.model)
+            .subquery()
+        )
+        query = select(*_SUMMARY_COLUMNS).join(
+            newest,
+            (DriftReportRow.model == newest.c.model) & (DriftReportRow.created_at == newest.c.newest),
+        )
+        found: dict[str, DriftReportSummary] = {}
+        async with self.database.session() as session:
+            for row in await session.execute(query):
+                summary = DriftReportSummary.model_validate(_summary(row))
+                if summary.model not in found or summary.id > found[summary.model].id:  # a tie: the larger id
+                    found[summary.model] = summary
+        return found
 
     async def latest_report(self, *, model: str, version_id: str | None) -> DriftReportRead | None:
         where = [DriftReportRow.model == model]

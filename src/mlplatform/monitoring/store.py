@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -63,3 +64,8 @@ class DriftStore(ABC):
     @abstractmethod
     async def latest_report(self, *, model: str, version_id: str | None) -> DriftReportRead | None:
         """The newest report of the model, or of one of its versions."""
+
+    @abstractmethod
+    async def latest_summaries(self, models: Sequence[str]) -> dict[str, DriftReportSummary]:
+        """The newest report of each model, without its per-feature results, by name; models with none
+        are left out. One query, whatever the number of models."""

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
 from markupsafe import Markup, escape
 
-from mlplatform.monitoring.schemas import ProfileHistogram
+from mlplatform.monitoring.schemas import HistogramRead, ProfileHistogram
 
 
 def _label(value: float) -> str:
@@ -190,5 +194,173 @@ def trial_values(
     for number, value in points:
         if number == best:
             parts.append(f'<circle class="trial-best" cx="{x(number):.1f}" cy="{y(value):.1f}" r="7"/>')
+
+
+# --- monitoring: performance over time and drift histograms ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One line of a time chart: a value per bucket (None: no data, a gap in the line)."""
+
+    name: str
+    values: list[float | None]
+
+
+_TICK_STEPS = [timedelta(hours=h) for h in (1, 2, 3, 6, 12, 24, 48)] + [timedelta(days=d) for d in (7, 14)]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _time_ticks(start: datetime, end: datetime, most: int = 7) -> list[datetime]:
+    span = end - start
+    step = next((s for s in _TICK_STEPS if span / s <= most), _TICK_STEPS[-1])
+    tick = _EPOCH + -((_EPOCH - start) // step) * step  # the first whole multiple of step at or after start
+    found = []
+    while tick <= end:
+        found.append(tick)
+        tick += step
+    return found
+
+
+def _value_text(value: float, percent: bool) -> str:
+    return f"{value * 100:.0f} %" if percent else f"{value:.3g}"
+
+
+def time_chart(
+    *,
+    title: str,
+    buckets: list[tuple[datetime, datetime]],
+    series: list[Series],
+    percent: bool = False,
+    top: float | None = None,
+    notes: list[str] | None = None,
+    width: int = 900,
+    height: int = 250,
+) -> Markup:
+    """Lines over time, one point per bucket at its middle, with axes, a legend and each point's value as
+    its tooltip (and as a label while a line has at most 12 points). `top`: the y axis's end (default: the
+    largest value, rounded up); it starts at 0. `notes`: a text per bucket added to its points' tooltips."""
+    if not buckets:
+        return Markup('<p class="empty">No time in the window.</p>')
+    left, right, upper, lower = 56, 16, 30, 34
+    plot_w, plot_h = width - left - right, height - upper - lower
+    start, end = buckets[0][0], buckets[-1][1]
+    span = (end - start).total_seconds() or 1.0
+    present = [v for s in series for v in s.values if v is not None]
+    if top is None:
+        largest = max(present, default=0.0) or 1.0
+        magnitude = 10 ** math.floor(math.log10(largest))
+        top = math.ceil(largest / magnitude * 2) / 2 * magnitude
+
+    def x_of(at: datetime) -> float:
+        return left + plot_w * (at - start).total_seconds() / span
+
+    def y_of(value: float) -> float:
+        return upper + plot_h * (1 - min(max(value / top, 0.0), 1.0)) if top else upper + plot_h
+
+    names = ", ".join(s.name for s in series)
+    shown = sum(1 for s in series for v in s.values if v is not None)
+    parts = [
+        f'<svg class="time-chart" role="img" viewBox="0 0 {width} {height}" width="{width}" '
+        f'height="{height}" xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}: {escape(names)}, '
+        f"{shown} point{'s' if shown != 1 else ''} (the table below lists every value)</title>"
+    ]
+    for i in range(5):
+        value = top * i / 4
+        y = y_of(value)
+        parts.append(f'<line class="grid-line" x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}"/>')
+        parts.append(
+            f'<text class="tick" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">'
+            f"{escape(_value_text(value, percent))}</text>"
+        )
+    fmt = "%b %d %H:%M" if end - start <= timedelta(days=2) else "%b %d"
+    for tick in _time_ticks(start, end):
+        x = x_of(tick)
+        parts.append(
+            f'<line class="axis" x1="{x:.1f}" y1="{upper + plot_h}" x2="{x:.1f}" y2="{upper + plot_h + 5}"/>'
+        )
+        parts.append(
+            f'<text class="tick" x="{x:.1f}" y="{upper + plot_h + 18}" text-anchor="middle">'
+            f"{tick.strftime(fmt)}</text>"
+        )
+    parts.append(
+        f'<line class="axis" x1="{left}" y1="{upper + plot_h}" x2="{width - right}" y2="{upper + plot_h}"/>'
+        f'<line class="axis" x1="{left}" y1="{upper}" x2="{left}" y2="{upper + plot_h}"/>'
+        f'<text class="tick" x="{width - right}" y="{height - 2}" text-anchor="end">time (UTC)</text>'
+    )
+    middles = [a + (b - a) / 2 for a, b in buckets]
+    for k, line in enumerate(series):
+        lx = left + k * 170
+        parts.append(
+            f'<line class="series series-{k}" x1="{lx}" y1="12" x2="{lx + 22}" y2="12"/>'
+            f'<text class="legend" x="{lx + 28}" y="16">{escape(line.name)}</text>'
+        )
+        path, pen_down = [], False
+        for at, value in zip(middles, line.values, strict=True):
+            if value is None:
+                pen_down = False
+                continue
+            path.append(f"{'L' if pen_down else 'M'}{x_of(at):.1f},{y_of(value):.1f}")
+            pen_down = True
+        if path:
+            parts.append(f'<path class="series series-{k}" d="{" ".join(path)}"/>')
+        filled = sum(1 for v in line.values if v is not None)
+        for index, (bucket, at, value) in enumerate(zip(buckets, middles, line.values, strict=True)):
+            if value is None:
+                continue
+            label = (
+                f"{bucket[0]:%Y-%m-%d %H:%M}–{bucket[1]:%H:%M} UTC: {line.name} {_value_text(value, percent)}"
+            )
+            if notes and notes[index]:
+                label += f" ({notes[index]})"
+            x, y = x_of(at), y_of(value)
+            parts.append(
+                f'<circle class="point series-{k}" cx="{x:.1f}" cy="{y:.1f}" r="3.5">'
+                f"<title>{escape(label)}</title></circle>"
+            )
+            if filled <= 12:
+                dy = -8 if k % 2 == 0 else 16
+                parts.append(
+                    f'<text class="point-label" x="{x:.1f}" y="{y + dy:.1f}" text-anchor="middle">'
+                    f"{escape(_value_text(value, percent))}</text>"
+                )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def drift_histogram(histogram: HistogramRead, name: str, width: int = 240, height: int = 64) -> Markup:
+    """Reference and current shares side by side in the same cells (re-binned as `display_bins` does), as
+    shares of each side's rows, since the two samples differ in size."""
+    reference, cells = display_bins(
+        ProfileHistogram(counts=histogram.reference, edges=histogram.edges, labels=histogram.labels)
+    )
+    current, _ = display_bins(
+        ProfileHistogram(counts=histogram.current, edges=histogram.edges, labels=histogram.labels)
+    )
+    ref_total, cur_total = sum(reference), sum(current)
+    if not ref_total and not cur_total:
+        return Markup('<span class="muted">no values</span>')
+    ref_share = [c / ref_total if ref_total else 0.0 for c in reference]
+    cur_share = [c / cur_total if cur_total else 0.0 for c in current]
+    top = max(ref_share + cur_share) or 1.0
+    slot = width / len(cells)
+    bar = max(slot / 2 - 0.5, 0.5)
+    described = "; ".join(
+        f"{cell}: reference {r * 100:.1f} %, current {c * 100:.1f} %"
+        for cell, r, c in zip(cells, ref_share, cur_share, strict=True)
+    )
+    parts = [
+        f'<svg class="drift-histogram" role="img" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+        f"<title>{escape(name)}, share of rows per cell: {escape(described)}</title>"
+        f'<line class="axis" x1="0" y1="{height - 0.5}" x2="{width}" y2="{height - 0.5}"/>'
+    ]
+    for i, (r, c) in enumerate(zip(ref_share, cur_share, strict=True)):
+        for offset, share, kind in ((0.0, r, "reference"), (bar, c, "current")):
+            h = 0.0 if share <= 0 else max(1.0, (height - 2) * share / top)
+            parts.append(
+                f'<rect class="bar-{kind}" x="{i * slot + offset + 0.25:.1f}" y="{height - 1 - h:.1f}" '
+                f'width="{bar:.1f}" height="{h:.1f}"/>'
+            )
     parts.append("</svg>")
     return Markup("".join(parts))

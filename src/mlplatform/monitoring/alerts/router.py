@@ -18,6 +18,7 @@ from mlplatform.monitoring.alerts.schemas import (
     AlertState,
     CheckRunRead,
     Page,
+    Severity,
 )
 
 router = APIRouter(prefix="/api/ml", tags=["alerts"], route_class=ContractRoute)
@@ -52,10 +53,13 @@ async def list_alerts(
     _: Reader,
     state: AlertState | None = None,
     model: Annotated[str | None, Query(max_length=128)] = None,
+    severity: Severity | None = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[AlertRead]:
-    return await platform.alerts.list_alerts(state=state, model=model, limit=limit, offset=offset)
+    return await platform.alerts.list_alerts(
+        state=state, model=model, severity=severity, limit=limit, offset=offset
+    )
 
 
 @router.get("/alerts/{alert_id}")

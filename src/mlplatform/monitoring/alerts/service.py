@@ -126,9 +126,21 @@ class AlertService:
     # --- alerts ------------------------------------------------------------------------------------------
 
     async def list_alerts(
-        self, *, state: AlertState | None, model: str | None, limit: int, offset: int
+        self,
+        *,
+        state: AlertState | None,
+        model: str | None,
+        limit: int,
+        offset: int,
+        severity: Severity | None = None,
     ) -> Page[AlertRead]:
-        return await self.store.list_alerts(state=state, model=model, limit=limit, offset=offset)
+        return await self.store.list_alerts(
+            state=state, model=model, severity=severity, limit=limit, offset=offset
+        )
+
+    async def open_alerts(self) -> list[AlertRead]:
+        """Every firing or acknowledged alert."""
+        return await self.store.open_alerts()
 
     async def get(self, *, alert_id: str) -> AlertRead:
         return await self.store.get(alert_id)

@@ -13,7 +13,14 @@ from mlplatform.clock import as_utc
 from mlplatform.db import Database
 from mlplatform.errors import Conflict, NotFound
 from mlplatform.ids import new_id
-from mlplatform.monitoring.alerts.schemas import AlertRead, AlertRuleRead, AlertState, Page, RuleSource
+from mlplatform.monitoring.alerts.schemas import (
+    AlertRead,
+    AlertRuleRead,
+    AlertState,
+    Page,
+    RuleSource,
+    Severity,
+)
 from mlplatform.monitoring.alerts.store import AlertStore, CheckLeaseStore
 from mlplatform.monitoring.alerts.tables import AlertRow, AlertRuleRow, CheckLeaseRow
 
@@ -183,9 +190,17 @@ class SqlAlertStore(AlertStore):
         return _alert(row)
 
     async def list_alerts(
-        self, *, state: AlertState | None, model: str | None, limit: int, offset: int
+        self,
+        *,
+        state: AlertState | None,
+        model: str | None,
+        limit: int,
+        offset: int,
+        severity: Severity | None = None,
     ) -> Page[AlertRead]:
         where = []
+        if severity is not None:
+            where.append(ALERTS.c.severity == severity)
         if state is not None:
             where.append(ALERTS.c.state == state.value)
         if model is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from datetime import datetime, timedelta
 
-from mlplatform.monitoring.alerts.schemas import AlertRead, AlertRuleRead, AlertState, Page
+from mlplatform.monitoring.alerts.schemas import AlertRead, AlertRuleRead, AlertState, Page, Severity
 
 
 class AlertStore(ABC):
@@ -22,7 +22,8 @@ class AlertStore(ABC):
       None when none is open. A resolved alert is never changed again; the next `fire` opens a new one.
     - `acknowledge` of an unknown id raises `NotFound`, of a resolved alert `Conflict`; acknowledging an
       acknowledged alert changes nothing.
-    - `list_alerts` filters exactly on state and model, newest `last_seen` first; times are aware UTC.
+    - `list_alerts` filters exactly on state, model and severity (None: any), newest `last_seen` first;
+      times are aware UTC.
     """
 
     @abstractmethod
@@ -63,7 +64,13 @@ class AlertStore(ABC):
 
     @abstractmethod
     async def list_alerts(
-        self, *, state: AlertState | None, model: str | None, limit: int, offset: int
+        self,
+        *,
+        state: AlertState | None,
+        model: str | None,
+        limit: int,
+        offset: int,
+        severity: Severity | None = None,
     ) -> Page[AlertRead]: ...
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -126,6 +126,7 @@ class LabelledPredictions:
     actual: list[Any]
     classes: list[str]
     probabilities: np.ndarray | None
+    predicted_at: list[datetime] = field(default_factory=list)  # when each was predicted (aware UTC)
 
     def __len__(self) -> int:
         return len(self.prediction_ids)
@@ -186,6 +187,11 @@ class PredictionLogStore(ABC):
         arm: tuple[str, str] | None = None,
     ) -> int:
         """How many predictions match (every member of a block counts)."""
+
+    @abstractmethod
+    async def counts(self, *, model: str, version: str | None = None, edges: Sequence[datetime]) -> list[int]:
+        """How many predictions match in each `[edges[i], edges[i + 1])`, oldest first (one count fewer
+        than edges; every member of a block counts): a query per table, whatever the number of buckets."""
 
     @abstractmethod
     async def last_predictions(self, models: Sequence[str]) -> dict[str, datetime]:
@@ -262,6 +268,8 @@ class PredictionLogStore(ABC):
         start: datetime | None = None,
         end: datetime | None = None,
         limit: int = 1_000_000,
+        probabilities: bool = True,
     ) -> LabelledPredictions:
         """The matching predictions (by prediction time) that have a current actual value, with it: at most
-        `limit`, the newest."""
+        `limit`, the newest. `probabilities` False reads none (`probabilities` is then None), for metrics
+        that need the labels alone."""

@@ -183,6 +183,7 @@ def labelled(
     versions: list[str] = []
     predicted: list[Any] = []
     actual: list[Any] = []
+    predicted_at: list[datetime] = []
     by_class: list[dict[str, float] | None] = []
     for row in found:
         if row.batched:
@@ -201,6 +202,7 @@ def labelled(
         ids.append(row.prediction_id)
         versions.append(row.version)
         actual.append(row.actual)
+        predicted_at.append(as_utc(row.predicted_at))
     classes_seen = list(dict.fromkeys(label for probs in by_class if probs for label in probs))
     matrix = None
     if classes_seen:
@@ -209,4 +211,4 @@ def labelled(
         for index, probs in enumerate(by_class):
             for label, value in (probs or {}).items():
                 matrix[index, column[label]] = value
-    return LabelledPredictions(ids, versions, predicted, actual, classes_seen, matrix)
+    return LabelledPredictions(ids, versions, predicted, actual, classes_seen, matrix, predicted_at)
