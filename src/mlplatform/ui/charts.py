@@ -194,6 +194,8 @@ def trial_values(
     for number, value in points:
         if number == best:
             parts.append(f'<circle class="trial-best" cx="{x(number):.1f}" cy="{y(value):.1f}" r="7"/>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
 
 
 # --- monitoring: performance over time and drift histograms ------------------------------------------------
