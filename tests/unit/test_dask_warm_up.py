@@ -37,6 +37,7 @@ async def test_workers_import_the_libraries_when_they_join() -> None:
         processes=True,
         host="127.0.0.1",
         dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
         asynchronous=True,
     ) as cluster:
         async with dd.Client(cluster, asynchronous=True) as plain:

@@ -35,7 +35,7 @@ async def test_it_steps_at_its_interval_and_goes_on_after_a_failure() -> None:
     assert len(steps) == count  # stopped
 
 
-async def test_stop_cancels_a_step_in_progress_and_wait_first_waits() -> None:
+async def test_stop_lets_a_step_end_cancels_one_past_its_grace_and_wait_first_waits() -> None:
     started = asyncio.Event()
     cancelled = asyncio.Event()
 
@@ -53,9 +53,21 @@ async def test_stop_cancels_a_step_in_progress_and_wait_first_waits() -> None:
     assert not started.is_set()  # waits one interval first
     async with asyncio.timeout(5):
         await started.wait()
-    await loop.stop()
+    await loop.stop(grace=0.05)  # past its grace: cancelled
     assert cancelled.is_set()
     await loop.stop()  # stopping again is harmless
+
+    finished: list[str] = []
+
+    async def short_step() -> None:
+        await asyncio.sleep(0.1)
+        finished.append("step")
+
+    ending = PeriodicTask("test-loop", short_step, 60, failure="x")
+    ending.start()
+    await asyncio.sleep(0.02)  # in its step
+    await ending.stop()
+    assert finished == ["step"]  # the step ended, not cancelled; no second one began
 
 
 async def test_a_zero_interval_still_yields() -> None:
