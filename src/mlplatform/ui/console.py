@@ -92,6 +92,11 @@ class Visit:
     session: ConsoleSession
     principal: Principal
 
+    @property
+    def actor(self) -> str:
+        """Who acted, as the histories and audit entries of console actions name them."""
+        return f"{self.principal.owner} ({self.principal.key_id}, web console)"
+
     def can(self, permission: Permission) -> bool:
         return self.principal.can(permission)
 

@@ -21,7 +21,7 @@ from mlplatform.experiments.schemas import (
 from mlplatform.registry.refs import check_name
 from mlplatform.ui import charts
 from mlplatform.ui.console import PageRoute, Visit, VisitDep, redirect
-from mlplatform.ui.router import actor, version_href
+from mlplatform.ui.router import version_href
 
 router = APIRouter(prefix="/ui", route_class=PageRoute, include_in_schema=False)
 EXPERIMENTS_PER_PAGE = 100
@@ -150,7 +150,7 @@ async def promote(
     visit.require(Permission.WRITE)  # as POST /api/ml/experiments/{id}/promote
     try:
         await visit.platform.experiments.promote(
-            experiment_id[:64], variant=variant.strip() or None, actor=actor(visit)
+            experiment_id[:64], variant=variant.strip() or None, actor=visit.actor
         )
     except Conflict as exc:
         return await render_experiment(visit, experiment_id, exc.message, 409)
@@ -167,7 +167,7 @@ async def stop(
     visit.require(Permission.WRITE)  # as POST /api/ml/experiments/{id}/stop
     try:
         await visit.platform.experiments.stop(
-            experiment_id[:64], actor=actor(visit), reason=reason.strip() or None
+            experiment_id[:64], actor=visit.actor, reason=reason.strip() or None
         )
     except Conflict as exc:
         return await render_experiment(visit, experiment_id, exc.message, 409)

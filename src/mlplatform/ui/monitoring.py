@@ -23,7 +23,6 @@ from mlplatform.monitoring.alerts.schemas import (
 )
 from mlplatform.monitoring.schemas import (
     DriftReportRead,
-    DriftReportSummary,
     PerformanceBucket,
     PerformanceTimelineRead,
 )
@@ -40,10 +39,6 @@ WINDOWS = ("24h", "7d", "30d")
 STATES = tuple(s.value for s in AlertState)
 SEVERITIES: tuple[str, ...] = get_args(Severity)
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
-
-
-def actor(visit: Visit) -> str:
-    return f"{visit.principal.owner} ({visit.principal.key_id}, web console)"
 
 
 def one_of(value: str, allowed: tuple[str, ...], field: str) -> None:
@@ -123,20 +118,29 @@ def timeline_charts(timeline: PerformanceTimelineRead) -> list[tuple[str, Markup
     return found
 
 
-def _model_page(
+async def _model_page(
     visit: Visit,
-    *,
     name: str,
     window: str,
     version: int | None,
-    versions: list[int],
-    timeline: PerformanceTimelineRead,
-    report: DriftReportRead | None,
-    reports: list[DriftReportSummary],
-    alerts: list[AlertRead],
+    report_id: str | None,
+    *,
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
+    """A model's monitoring page: its timeline over `window`, the drift report shown (`report_id`, else the
+    newest), the newest reports and the model's open alerts."""
+    monitoring = visit.platform.monitoring
+    chosen = str(version) if version is not None else None
+    timeline = await monitoring.performance_over_time(model=name, version=chosen, window=window)
+    report: DriftReportRead | None
+    if report_id:
+        report = await monitoring.drift_report(model=name, report_id=report_id[:64])
+    else:
+        report = await monitoring.latest_drift_report(model=name)
+    reports = await monitoring.drift_reports(model=name, limit=REPORTS_SHOWN, offset=0)
+    alerts = [a for a in await visit.platform.alerts.open_alerts() if a.model == name]
+    versions = await visit.platform.registry.list_versions(name, limit=100, offset=0)
     histograms = {}
     if report is not None:
         histograms = {
@@ -151,40 +155,18 @@ def _model_page(
         name=name,
         window=window,
         version=version,
-        versions=versions,
+        versions=sorted((v.version for v in versions.items), reverse=True),  # the newest 100
         windows=WINDOWS,
         timeline=timeline,
         filled=filled,
         charts=timeline_charts(timeline) if filled else [],
         report=report,
         histograms=histograms,
-        reports=reports,
+        reports=list(reports.items),
         alerts=alerts,
         error=error,
         editor=visit.can(Permission.WRITE),
     )
-
-
-async def _model_state(
-    visit: Visit, name: str, window: str, version: int | None, report_id: str | None
-) -> tuple[PerformanceTimelineRead, DriftReportRead | None, list[DriftReportSummary], list[AlertRead]]:
-    monitoring = visit.platform.monitoring
-    chosen = str(version) if version is not None else None
-    timeline = await monitoring.performance_over_time(model=name, version=chosen, window=window)
-    report: DriftReportRead | None
-    if report_id:
-        report = await monitoring.drift_report(model=name, report_id=report_id[:64])
-    else:
-        report = await monitoring.latest_drift_report(model=name)
-    reports = await monitoring.drift_reports(model=name, limit=REPORTS_SHOWN, offset=0)
-    alerts = [a for a in await visit.platform.alerts.open_alerts() if a.model == name]
-    return timeline, report, list(reports.items), alerts
-
-
-async def _versions(visit: Visit, name: str) -> list[int]:
-    """The model's version numbers, newest first (the newest 100)."""
-    page = await visit.platform.registry.list_versions(name, limit=100, offset=0)
-    return sorted((v.version for v in page.items), reverse=True)
 
 
 @router.get("/models/{name}/monitoring")
@@ -199,18 +181,7 @@ async def model_monitoring_page(
     model = await visit.platform.registry.get_model(check_name(name))
     if model.default_version is None:
         raise NotFound(f"model {name!r} has no version to monitor", details={"field": "name"})
-    timeline, shown, reports, alerts = await _model_state(visit, name, window, version, report)
-    return _model_page(
-        visit,
-        name=name,
-        window=window,
-        version=version,
-        versions=await _versions(visit, name),
-        timeline=timeline,
-        report=shown,
-        reports=reports,
-        alerts=alerts,
-    )
+    return await _model_page(visit, name, window, version, report)
 
 
 @router.post("/models/{name}/drift-check")
@@ -232,20 +203,8 @@ async def drift_check(
             model=name, version=version, window=window, trigger="manual"
         )
     except Conflict as exc:
-        timeline, shown, reports, alerts = await _model_state(visit, name, window, version, None)
-        return _model_page(
-            visit,
-            name=name,
-            window=window,
-            version=version,
-            versions=await _versions(visit, name),
-            timeline=timeline,
-            report=shown,
-            reports=reports,
-            alerts=alerts,
-            error=f"The drift check did not run: {exc.message}",
-            status_code=409,
-        )
+        message = f"The drift check did not run: {exc.message}"
+        return await _model_page(visit, name, window, version, None, error=message, status_code=409)
     query = urlencode({"window": window, **({"version": version} if version else {}), "report": report.id})
     return redirect(f"/ui/models/{quote(name, safe='')}/monitoring?{query}#drift-h")
 
@@ -331,7 +290,7 @@ async def acknowledge(
     """As `POST /api/ml/alerts/{id}/acknowledge`: the same permission (write), the same service call."""
     await visit.check_csrf()
     visit.require(Permission.WRITE)
-    await visit.platform.alerts.acknowledge(alert_id=alert_id[:64], actor=actor(visit))
+    await visit.platform.alerts.acknowledge(alert_id=alert_id[:64], actor=visit.actor)
     return redirect(_back_to_alerts(back))
 
 
@@ -366,7 +325,7 @@ async def add_rule(
                 "model": model.strip() or None,
             }
         )
-        await visit.platform.alerts.add_rule(rule=rule, actor=actor(visit))
+        await visit.platform.alerts.add_rule(rule=rule, actor=visit.actor)
     except ValidationError as exc:
         message = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'form'}: {e['msg']}" for e in exc.errors()[:5])
         return await _rule_refused(visit, form, message, 422)

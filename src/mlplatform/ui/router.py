@@ -63,10 +63,6 @@ def _next_page(requested: str | None) -> str:
     return "/ui/models"
 
 
-def actor(visit: VisitDep) -> str:
-    return f"{visit.principal.owner} ({visit.principal.key_id}, web console)"
-
-
 # --- signing in and out ---------------------------------------------------------------------------------
 
 
@@ -208,7 +204,7 @@ async def set_stage(
             f"stage: {stage!r} is not one of {', '.join(STAGES)}",
             details=[{"field": "stage", "problem": "unknown stage"}],
         )
-    await visit.platform.registry.set_stage(check_name(name), version, stage, actor=actor(visit))
+    await visit.platform.registry.set_stage(check_name(name), version, stage, actor=visit.actor)
     return redirect(f"/ui/models/{quote(name)}")
 
 
@@ -222,7 +218,7 @@ async def set_alias(
     await visit.check_csrf()
     visit.require(Permission.WRITE)
     await visit.platform.registry.set_alias(
-        check_name(name), check_alias(alias.strip()), version, actor=actor(visit)
+        check_name(name), check_alias(alias.strip()), version, actor=visit.actor
     )
     return redirect(f"/ui/models/{quote(name)}")
 
@@ -231,7 +227,7 @@ async def set_alias(
 async def remove_alias(name: str, alias: str, visit: VisitDep) -> Response:
     await visit.check_csrf()
     visit.require(Permission.WRITE)
-    await visit.platform.registry.remove_alias(check_name(name), alias, actor=actor(visit))
+    await visit.platform.registry.remove_alias(check_name(name), alias, actor=visit.actor)
     return redirect(f"/ui/models/{quote(name)}")
 
 
@@ -322,7 +318,7 @@ async def cancel_job(
 ) -> Response:
     await visit.check_csrf()
     visit.require(Permission.WRITE)
-    job = await visit.platform.training.cancel(job_id[:64], actor=actor(visit))
+    job = await visit.platform.training.cancel(job_id[:64], actor=visit.actor)
     # From the job's own page (`back=job`), back to it; from the list, to the list.
     return redirect(f"/ui/jobs/{quote(job.id, safe='')}" if back == "job" else "/ui/jobs")
 
@@ -416,7 +412,7 @@ async def train(
                 "hyperparameters": parse_hyperparameters(hyperparameters),
             }
         )
-        await platform.training.submit(request, actor=actor(visit))
+        await platform.training.submit(request, actor=visit.actor)
     except ValidationError as exc:
         return _dataset_page(visit, dataset, form, _validation_message(exc), 422)
     except InvalidInput as exc:

@@ -26,10 +26,6 @@ MODEL_FIELDS = ("name", "description", "features", "parent", "tags")
 DATASET_FIELDS = ("name", "description", "tags")
 
 
-def actor(visit: Visit) -> str:
-    return f"{visit.principal.owner} ({visit.principal.key_id}, web console)"
-
-
 def parse_tags(text: str) -> dict[str, str]:
     """`key=value` lines (blank lines skipped) as the tags object the API takes."""
     found: dict[str, str] = {}
@@ -101,7 +97,7 @@ async def upload_model(
             metadata=metadata,
             reference=sample.file if sample is not None else None,
         )
-        created = await visit.platform.registry.register(name.strip(), upload, actor=actor(visit))
+        created = await visit.platform.registry.register(name.strip(), upload, actor=visit.actor)
     except DomainError as exc:  # refused: the form again, with the reason; nothing was stored
         return _form_page(visit, "upload_model.html", form, exc.message, status_of(exc))
     return redirect(f"/ui/models/{quote(created.name, safe='')}/versions/{created.version}")
@@ -148,7 +144,7 @@ async def upload_dataset(
         except ValidationError as exc:
             raise _problem(exc, "metadata") from None
         created = await visit.platform.datasets.upload(
-            name=name.strip(), source=data.file, metadata=metadata, actor=actor(visit)
+            name=name.strip(), source=data.file, metadata=metadata, actor=visit.actor
         )
     except DomainError as exc:
         return _form_page(visit, "upload_dataset.html", form, exc.message, status_of(exc))
