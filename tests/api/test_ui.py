@@ -222,6 +222,9 @@ async def test_every_page_renders_for_a_registered_model(make_app: AppFactory, t
         assert model.status_code == 200
         assert '<svg class="lineage"' in model.text and "clf v1" in model.text  # v2's parent
         assert "registered" in model.text or "History" in model.text
+        for related in ("/ui/serving/clf", "/ui/models/clf/monitoring", "/ui/experiments?model=clf"):
+            assert f'href="{related}"' in model.text, related  # the model's other pages
+            assert (await browser.get(related)).status_code == 200, related
 
         version = await browser.get("/ui/models/clf/versions/1")
         assert version.status_code == 200
