@@ -97,6 +97,12 @@ class Visit:
         """Who acted, as the histories and audit entries of console actions name them."""
         return f"{self.principal.owner} ({self.principal.key_id}, web console)"
 
+    @property
+    def partial(self) -> bool:
+        """An htmx refresh wants the page's live fragment; a history restore (Back) wants the whole page."""
+        headers = self.request.headers
+        return headers.get("hx-request") == "true" and headers.get("hx-history-restore-request") != "true"
+
     def can(self, permission: Permission) -> bool:
         return self.principal.can(permission)
 

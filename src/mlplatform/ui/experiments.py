@@ -88,8 +88,7 @@ async def render_experiment(
     service = visit.platform.experiments
     experiment = await service.get(experiment_id[:64])
     results = await service.results(experiment.id)
-    headers = visit.request.headers
-    partial = headers.get("hx-request") == "true" and headers.get("hx-history-restore-request") != "true"
+    partial = visit.partial
     return visit.render(
         "experiment_results.html" if partial else "experiment.html",
         status_code,

@@ -30,8 +30,7 @@ async def job_page(job_id: str, visit: VisitDep) -> Response:
         [(t.number, t.value) for t in trials if t.value is not None], best, metric or "search metric"
     )
     phases = [p for p in PHASES if p in job.timings] + sorted(set(job.timings) - set(PHASES))
-    headers = visit.request.headers
-    partial = headers.get("hx-request") == "true" and headers.get("hx-history-restore-request") != "true"
+    partial = visit.partial
     return visit.render(
         "job_live.html" if partial else "job.html",
         job=job,

@@ -212,8 +212,13 @@ async def drift_check(
 # --- alerts ---------------------------------------------------------------------------------------------
 
 
+def alert_filters(state: str, model: str, severity: str) -> dict[str, str]:
+    """The alerts page's filters that are set, as its query (the pager keeps them on its links)."""
+    return {k: v for k, v in (("state", state), ("model", model), ("severity", severity)) if v}
+
+
 def alerts_location(state: str, model: str, severity: str, offset: int = 0) -> str:
-    query = {k: v for k, v in (("state", state), ("model", model), ("severity", severity)) if v}
+    query = alert_filters(state, model, severity)
     if offset:
         query["offset"] = str(offset)
     return "/ui/alerts" + (f"?{urlencode(query)}" if query else "")
@@ -240,8 +245,7 @@ async def _alerts_page(
     """The alerts page, or its rows alone for htmx's refresh (not for a history restore, which wants the
     whole page)."""
     platform = visit.platform
-    headers = visit.request.headers
-    partial = headers.get("hx-request") == "true" and headers.get("hx-history-restore-request") != "true"
+    partial = visit.partial
     page = await platform.alerts.list_alerts(
         state=AlertState(state) if state else None,
         model=model or None,
@@ -262,8 +266,8 @@ async def _alerts_page(
         rules=[] if partial else await platform.alerts.rules(),
         api_source=RuleSource.API,
         here=alerts_location(state, model, severity, offset),
-        previous=alerts_location(state, model, severity, max(offset - ALERTS_PER_PAGE, 0)),
-        following=alerts_location(state, model, severity, offset + ALERTS_PER_PAGE),
+        filters=alert_filters(state, model, severity),
+        per_page=ALERTS_PER_PAGE,
         form=form or {"window": "1h", "severity": "warning"},
         error=error,
         editor=visit.can(Permission.WRITE),

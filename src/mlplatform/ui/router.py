@@ -154,9 +154,7 @@ async def models_page(
     where = ModelFilter(prefix=q.strip() or None, stage=stage or None)
     page = await platform.registry.list_models(where, limit=MODELS_PER_PAGE, offset=offset)
     last = await platform.monitoring.last_predictions(models=[m.name for m in page.items])
-    headers = visit.request.headers
-    # htmx swaps in the rows alone; a history restore (Back after a search) wants the whole page.
-    partial = headers.get("hx-request") == "true" and headers.get("hx-history-restore-request") != "true"
+    partial = visit.partial
     return visit.render(
         "models_rows.html" if partial else "models.html",
         page=page,
@@ -298,8 +296,7 @@ async def jobs_page(
         limit=JOBS_PER_PAGE,
         offset=offset,
     )
-    headers = visit.request.headers
-    partial = headers.get("hx-request") == "true" and headers.get("hx-history-restore-request") != "true"
+    partial = visit.partial
     return visit.render(
         "jobs_rows.html" if partial else "jobs.html",
         page=page,

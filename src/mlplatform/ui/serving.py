@@ -31,12 +31,6 @@ def _window(window: str) -> str:
     return window
 
 
-def _partial(visit: Visit) -> bool:
-    """An htmx refresh wants its fragment; a history restore (Back) wants the whole page."""
-    headers = visit.request.headers
-    return headers.get("hx-request") == "true" and headers.get("hx-history-restore-request") != "true"
-
-
 def chart_data(stats: ServingStatsRead) -> dict[str, Any]:
     """The series as uPlot draws it: x in epoch seconds, then one array per line (null: no requests)."""
     points = stats.points
@@ -75,7 +69,7 @@ async def serving_page(
         models=[m.name for m in page.items], window=_window(window)
     )
     return visit.render(
-        "serving_rows.html" if _partial(visit) else "serving.html",
+        "serving_rows.html" if visit.partial else "serving.html",
         page=page,
         stats=found,
         window=window,
@@ -104,4 +98,4 @@ async def _model_context(visit: Visit, name: str, window: str) -> dict[str, Any]
 @router.get("/serving/{name}")
 async def serving_model_page(name: str, visit: VisitDep, window: Window = "1h") -> Response:
     context = await _model_context(visit, name, window)
-    return visit.render("serving_live.html" if _partial(visit) else "serving_model.html", **context)
+    return visit.render("serving_live.html" if visit.partial else "serving_model.html", **context)
