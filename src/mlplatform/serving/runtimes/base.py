@@ -154,8 +154,12 @@ class ClassOrder:
         return proba if self.columns is None else proba[:, self.columns]
 
     def labels_from_probabilities(self, proba: np.ndarray) -> np.ndarray:
-        """Labels of the most probable class; `proba` must already be in description order."""
-        return np.asarray(self.labels[np.argmax(proba, axis=1)])
+        """Labels of the most probable class; `proba` must already be in description order. A tie goes to
+        the class the model lists first (what its own `predict` answers), whatever the description's order."""
+        if self.columns is None:
+            return np.asarray(self.labels[np.argmax(proba, axis=1)])
+        first = np.argmax(proba[:, self._to_description], axis=1)  # in the model's column order
+        return np.asarray(self.labels[self._to_description[first]])
 
     def labels_from_model(self, predicted: np.ndarray) -> np.ndarray:
         """The description's labels for labels the model emitted itself (values of `model_classes`)."""

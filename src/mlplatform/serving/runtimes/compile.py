@@ -13,6 +13,7 @@ from sklearn.pipeline import Pipeline
 
 from mlplatform.formats.base import ModelDescription
 from mlplatform.serving.runtimes import lightgbm as lightgbm_runtime
+from mlplatform.serving.runtimes import trees
 from mlplatform.serving.runtimes import xgboost as xgboost_runtime
 from mlplatform.serving.runtimes.base import ClassOrder, NotCompilable, task_is_classification
 from mlplatform.serving.runtimes.onnx import OnnxRuntime
@@ -62,11 +63,13 @@ INPUT_NAME = "input"
 def sklearn_to_onnx(model: Any, description: ModelDescription, n_features: int) -> OnnxRuntime:
     final = _compilable_estimator(model)
     classifier = task_is_classification(description)
+    order = ClassOrder(model.classes_, description) if classifier else None
+    if trees.builds(model):  # a bare tree or forest: built from its arrays, exact in float64 (trees.py)
+        return OnnxRuntime(trees.forest_to_onnx(model, n_features, INPUT_NAME), description, order=order)
     options = {id(final): {"zipmap": False}} if classifier else None
     proto = convert_sklearn(
         model, initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))], options=options
     )
-    order = ClassOrder(model.classes_, description) if classifier else None
     # Classifiers without predict_proba (RidgeClassifier, LinearSVC) put decision scores in the second output.
     return OnnxRuntime(proto, description, order=order, probabilities=hasattr(model, "predict_proba"))
 
