@@ -172,7 +172,8 @@ ALGORITHMS = {  # algorithm: (rows attribute of the profile, hyperparameters giv
 
 
 def direct_fit(algorithm: str, params: dict[str, Any], table: pa.Table) -> float:
-    """The library itself on the job's split (sklearn's train_test_split, stratified, seed 0), one thread."""
+    """The library itself on the job's split (the rows sklearn's train_test_split holds out, stratified,
+    seed 0, in the dataset's order), one thread."""
     import lightgbm
     import xgboost
     from sklearn.ensemble import RandomForestClassifier
@@ -180,7 +181,9 @@ def direct_fit(algorithm: str, params: dict[str, Any], table: pa.Table) -> float
 
     X = np.column_stack([table[f"f{i}"].to_numpy() for i in range(FEATURES)]).astype(np.float64)
     y = table["label"].to_numpy()
-    X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
+    train, val = train_test_split(np.arange(len(y)), test_size=0.2, random_state=0, stratify=y)
+    train, val = np.sort(train), np.sort(val)  # the job's rows, in the dataset's order as the job keeps them
+    X_train, X_val, y_train, y_val = X[train], X[val], y[train], y[val]
     started = time.perf_counter()
     if algorithm == "xgboost":
         xgboost.XGBClassifier(**params, n_jobs=1).fit(

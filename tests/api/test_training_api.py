@@ -95,7 +95,10 @@ async def test_an_xgboost_job_trains_registers_with_lineage_and_metrics_and_pred
     _, data = table()
     X = np.column_stack([data["x"], np.arange(300) % 2]).round(6)
     y = (data["label"] == "yes").astype(int)
-    X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
+    train, val = train_test_split(np.arange(len(y)), test_size=0.2, random_state=0, stratify=y)
+    train, val = np.sort(train), np.sort(val)  # the job keeps the dataset's row order
+    X_train, X_val = np.asarray(X)[train], np.asarray(X)[val]
+    y_train, y_val = np.asarray(y)[train], np.asarray(y)[val]
     local = xgboost.XGBClassifier(n_estimators=20, max_depth=3, n_jobs=1).fit(X_train, y_train)
     assert job["metrics"]["accuracy"] == pytest.approx(accuracy_score(y_val, local.predict(X_val)))
     assert job["metrics"]["log_loss"] == pytest.approx(log_loss(y_val, local.predict_proba(X_val)), rel=1e-4)

@@ -103,7 +103,10 @@ async def test_a_grid_search_records_every_trial_and_registers_the_best_by_the_m
 
     _, x, label = table()
     y = (label == "yes").astype(int)
-    X_train, X_val, y_train, y_val = train_test_split(x, y, test_size=0.2, random_state=0, stratify=y)
+    train, val = train_test_split(np.arange(len(y)), test_size=0.2, random_state=0, stratify=y)
+    train, val = np.sort(train), np.sort(val)  # the job keeps the dataset's row order
+    X_train, X_val = np.asarray(x)[train], np.asarray(x)[val]
+    y_train, y_val = np.asarray(y)[train], np.asarray(y)[val]
     expected = {}
     for c in grid:
         model = LogisticRegression(C=c, max_iter=500).fit(X_train, y_train)

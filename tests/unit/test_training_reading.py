@@ -1,6 +1,7 @@
 """How a training worker reads a dataset: Arrow straight into float64 matrices for numeric features (nulls
-NaN, missing targets dropped, the seeded stratified split scikit-learn makes), from a local folder in place
-and from S3 through its bytes; string features keep their frame."""
+NaN, missing targets dropped, the rows of the seeded stratified split scikit-learn makes, in the dataset's
+order), from a local folder in place and from S3 through its bytes, Parquet and CSV; string features keep
+their frame."""
 
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ def expected_split(table: pa.Table, features: list[str]) -> tuple[np.ndarray, ..
     X = frame[features].astype(np.float64).to_numpy()
     y = (frame["label"] == "yes").to_numpy().astype(np.int64)  # codes in sorted order: no, yes
     train, val = train_test_split(np.arange(len(y)), test_size=0.25, random_state=3, stratify=y)
+    train, val = np.sort(train), np.sort(val)  # the same rows, in the dataset's order
     return X[train], X[val], y[train], y[val]
 
 
@@ -95,6 +97,28 @@ def test_numeric_features_become_the_split_scikit_learn_makes(
     np.testing.assert_array_equal(found.y_val, y_val)
     assert found.classes == ["no", "yes"]
     assert np.isnan(found.train[:, 1]).any() and np.isnan(found.train[:, 0]).any()
+
+
+def test_a_csv_dataset_gives_the_same_split(file_url: str) -> None:
+    import pyarrow.csv as pacsv
+
+    table = dataset()
+    buffer = io.BytesIO()
+    pacsv.write_csv(table, buffer)
+    asyncio.run(_put(file_url, "datasets/c/data.csv", buffer.getvalue()))
+    features = ["x", "count", "flag"]
+    spec = {
+        **store_parquet(file_url, {}, table),
+        "dataset_key": "datasets/c/data.csv",
+        "dataset_format": "csv",
+        "column_types": {"x": "double", "count": "int64", "flag": "bool", "label": "string"},
+        "features": features,
+    }
+    found = worker.split(spec, Task.CLASSIFICATION)
+    for got, want in zip(
+        (found.train, found.val, found.y_train, found.y_val), expected_split(table, features), strict=True
+    ):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_string_features_keep_a_frame_and_the_reference_names_the_columns(file_url: str) -> None:
