@@ -1,6 +1,6 @@
-"""LightGBM's held-out predictions kept while it fits (`LastPredictions`) are the final model's own, so the
-job's validation metrics from them equal scikit-learn's on `predict_proba` / `predict` of the saved model;
-anything else (no round ran, values that are not the model's) falls back to predicting."""
+"""LightGBM's held-out predictions kept at its last round (`LastPredictions`) are the final model's own, so
+the job's validation metrics from them equal scikit-learn's on `predict_proba` / `predict` of the saved
+model; anything else (no round ran, values that are not the model's) falls back to predicting."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def fitted(kind: str, X: Any, y: Any, **extra: Any) -> tuple[Any, LastPrediction
         extra.update(eval_X=(held_out[0],), eval_y=(held_out[1],))
     else:
         extra.update(eval_set=[held_out])
-    model.fit(X[:4_000], y[:4_000], eval_metric=kept, **extra)
+    model.fit(X[:4_000], y[:4_000], callbacks=[kept.at_round], **extra)
     return model, kept
 
 
