@@ -68,7 +68,7 @@ class Profile:
 
 
 PROFILES = {
-    "full": Profile("full", 1_000_000, 200_000, 100, 50, 2, 5, 3.0e9, 12_500_000),
+    "full": Profile("full", 1_000_000, 200_000, 100, 50, 3, 5, 3.0e9, 12_500_000),
     # Below about 2 GB a worker's own ~0.3 GB (Python, Dask, the libraries) leaves two too little room.
     "quick": Profile("quick", 100_000, 20_000, 50, 20, 1, 3, 2.5e9, 10_500_000),
 }

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
-import statistics
 import sys
 import tempfile
 import time
@@ -23,81 +21,35 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import orjson
-import skops.io
-from asgi_lifespan import LifespanManager
-from sklearn.linear_model import LogisticRegression
+from console_app import FEATURES, console_app, print_table, signed_in, time_pages
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-from mlplatform.app import create_app  # noqa: E402
-from mlplatform.clock import utcnow  # noqa: E402
-from mlplatform.config import load_settings  # noqa: E402
-from mlplatform.ids import new_id  # noqa: E402
-from mlplatform.platform import Platform  # noqa: E402
-from mlplatform.stores.predictions import PredictionRecord  # noqa: E402
-
-ADMIN_KEY = "mlp_benchmark-admin-key-0123456789abcdef"
-FEATURES = [f"f{i}" for i in range(8)]
-GOAL_MS = 100.0
-
-
-async def register(
-    client: httpx.AsyncClient, name: str, artifact: bytes, metadata: dict[str, object]
-) -> None:
-    files = {"file": ("model.skops", artifact, "application/octet-stream")}
-    response = await client.post(
-        f"/api/ml/models/{name}/versions", files=files, data={"metadata": orjson.dumps(metadata).decode()}
-    )
-    response.raise_for_status()
+from mlplatform.clock import utcnow
+from mlplatform.ids import new_id
+from mlplatform.platform import Platform
+from mlplatform.stores.predictions import PredictionRecord
 
 
 async def run(models: int, runs: int, folder: Path) -> list[tuple[str, list[float], int]]:
-    settings = load_settings(
-        environ={},
-        config_dir=folder / "no-config",
-        overrides={
-            "database": {"url": f"sqlite+aiosqlite:///{folder}/app.db"},
-            "storage": {"url": f"file://{folder}/artifacts"},
-            "security": {"api-keys": {"bootstrap-admin-key": ADMIN_KEY}, "rate-limit": {"enabled": False}},
-        },
-    )
-    app = create_app(settings)
-    x = np.random.default_rng(0).normal(size=(500, len(FEATURES)))
-    path = folder / "model.skops"
-    skops.io.dump(LogisticRegression().fit(x, (x[:, 0] > 0).astype(int)), path)
-    artifact = path.read_bytes()
-    async with LifespanManager(app, startup_timeout=60) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://bench", headers={"X-API-Key": ADMIN_KEY}, timeout=60
-        ) as api:
-            while (await api.get("/api/ml/models")).status_code == 503:
-                await asyncio.sleep(0.1)
-            started = time.perf_counter()
-            first = {"feature_names": FEATURES, "metrics": {"auc": 0.93, "f1": 0.88}}
-            await register(api, "model-000", artifact, {**first, "reference_sample": x[:300].tolist()})
-            for version in range(2, 11):
-                await register(api, "model-000", artifact, {**first, "parent": f"model-000/{version - 1}"})
-            for i in range(1, models):
-                await register(api, f"model-{i:03d}", artifact, {"feature_names": FEATURES})
-            await api.post("/api/ml/models/model-000/versions/9/stage", json={"stage": "staging"})
-            await api.post("/api/ml/models/model-000/versions/8/stage", json={"stage": "production"})
-            await api.put("/api/ml/models/model-000/aliases/champion", json={"version": 8})
-            for i in range(50):
-                body = {"model": f"model-{i % 10:03d}", "features": x[i].tolist()}
-                (await api.post("/api/ml/predict", json=body)).raise_for_status()
-            print(f"registered {models} models in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-            experiment = await experiment_with_traffic(api, x)  # first: it waits for its 200 logged answers
-            await prepare_monitoring(api, app.state.platform, x)
-            job = await search_job(api, x)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as browser:
-            form = await browser.get("/ui/login")
-            token = re.search(r'name="csrf" value="([^"]+)"', form.text)
-            assert token is not None
-            signed = await browser.post("/ui/login", data={"key": ADMIN_KEY, "csrf": token.group(1)})
-            assert signed.status_code == 303, signed.text
+    async with console_app(folder) as console:
+        api, x = console.api, console.rows
+        started = time.perf_counter()
+        first = {"metrics": {"auc": 0.93, "f1": 0.88}}
+        await console.register("model-000", {**first, "reference_sample": x[:300].tolist()})
+        for version in range(2, 11):
+            await console.register("model-000", {**first, "parent": f"model-000/{version - 1}"})
+        for i in range(1, models):
+            await console.register(f"model-{i:03d}")
+        await api.post("/api/ml/models/model-000/versions/9/stage", json={"stage": "staging"})
+        await api.post("/api/ml/models/model-000/versions/8/stage", json={"stage": "production"})
+        await api.put("/api/ml/models/model-000/aliases/champion", json={"version": 8})
+        for i in range(50):
+            body = {"model": f"model-{i % 10:03d}", "features": x[i].tolist()}
+            (await api.post("/api/ml/predict", json=body)).raise_for_status()
+        print(f"registered {models} models in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        experiment = await experiment_with_traffic(api, x)  # first: it waits for its 200 logged answers
+        await prepare_monitoring(api, console.app.state.platform, x)
+        job = await search_job(api, x)
+        async with signed_in(console) as browser:
             await asyncio.sleep(0.5)  # let the prediction log writer flush
             pages = [
                 ("Models (100 rows)", "/ui/models"),
@@ -114,21 +66,8 @@ async def run(models: int, runs: int, folder: Path) -> list[tuple[str, list[floa
                 ("Serving, a model (7d)", "/ui/serving/model-000?window=7d"),
                 ("Serving, a model (live part)", "/ui/serving/model-000#htmx"),
             ]
-            await app.state.platform.serving_stats.flush()  # the serving pages read saved minutes too
-            pages += MONITORING_PAGES
-            results = []
-            for label, page in pages:
-                times = []
-                size = 0
-                for _ in range(runs + 3):
-                    began = time.perf_counter()
-                    live = {"HX-Request": "true"} if page.endswith("#htmx") else {}
-                    response = await browser.get(page.removesuffix("#htmx"), headers=live)
-                    times.append((time.perf_counter() - began) * 1000)
-                    assert response.status_code == 200, (page, response.status_code)
-                    size = len(response.content)
-                results.append((label, times[3:], size))  # the first few warm caches and templates
-            return results
+            await console.app.state.platform.serving_stats.flush()  # the serving pages read saved minutes too
+            return await time_pages(browser, pages + MONITORING_PAGES, runs)
 
 
 async def experiment_with_traffic(api: httpx.AsyncClient, x: np.ndarray) -> str:
@@ -238,18 +177,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mlplatform-ui-bench-") as folder:
         results = asyncio.run(run(args.models, args.runs, Path(folder)))
-    print(
-        f"\nWeb console pages, embedded default, {args.models} models, {args.runs} runs each (server time)\n"
+    print_table(
+        f"Web console pages, embedded default, {args.models} models, {args.runs} runs each (server time)",
+        results,
     )
-    print(f"| {'page':<30} | median ms | p95 ms | max ms | HTML bytes | under {GOAL_MS:.0f} ms |")
-    print(f"|{'-' * 32}|-----------|--------|--------|------------|--------------|")
-    for label, times, size in results:
-        median = statistics.median(times)
-        p95 = statistics.quantiles(times, n=20)[-1]
-        verdict = "yes" if median < GOAL_MS else "NO"
-        print(
-            f"| {label:<30} | {median:9.1f} | {p95:6.1f} | {max(times):6.1f} | {size:10,} | {verdict:>12} |"
-        )
 
 
 if __name__ == "__main__":
