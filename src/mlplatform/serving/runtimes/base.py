@@ -45,6 +45,22 @@ class CompileReport:
         return asdict(self)
 
 
+# scikit-learn estimators whose prediction is the mean of their trees' `tree_` predictions (one tree: itself):
+# the native runtime sums them without joblib, and trees.py builds them into ONNX from those arrays.
+TREE_AVERAGES = frozenset(
+    {
+        "DecisionTreeClassifier",
+        "DecisionTreeRegressor",
+        "ExtraTreeClassifier",
+        "ExtraTreeRegressor",
+        "RandomForestClassifier",
+        "RandomForestRegressor",
+        "ExtraTreesClassifier",
+        "ExtraTreesRegressor",
+    }
+)
+
+
 class NotCompilable(Exception):
     """The model is not a tree ensemble or linear model the compiler handles; the message says why."""
 

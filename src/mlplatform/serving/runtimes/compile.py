@@ -15,20 +15,17 @@ from mlplatform.formats.base import ModelDescription
 from mlplatform.serving.runtimes import lightgbm as lightgbm_runtime
 from mlplatform.serving.runtimes import trees
 from mlplatform.serving.runtimes import xgboost as xgboost_runtime
-from mlplatform.serving.runtimes.base import ClassOrder, NotCompilable, task_is_classification
+from mlplatform.serving.runtimes.base import (
+    TREE_AVERAGES,
+    ClassOrder,
+    NotCompilable,
+    task_is_classification,
+)
 from mlplatform.serving.runtimes.onnx import OnnxRuntime
 
-SKLEARN_MODELS = frozenset(
+SKLEARN_MODELS = TREE_AVERAGES | frozenset(
     {
-        # tree ensembles
-        "DecisionTreeClassifier",
-        "DecisionTreeRegressor",
-        "ExtraTreeClassifier",
-        "ExtraTreeRegressor",
-        "RandomForestClassifier",
-        "RandomForestRegressor",
-        "ExtraTreesClassifier",
-        "ExtraTreesRegressor",
+        # boosted trees
         "GradientBoostingClassifier",
         "GradientBoostingRegressor",
         "HistGradientBoostingClassifier",

@@ -14,6 +14,7 @@ from threadpoolctl import ThreadpoolController
 
 from mlplatform.formats.base import ModelDescription
 from mlplatform.serving.runtimes.base import (
+    TREE_AVERAGES,
     ClassOrder,
     RawPrediction,
     Runtime,
@@ -32,19 +33,6 @@ _ARGMAX_CLASSIFIERS = frozenset(
         "HistGradientBoostingClassifier",
         "LogisticRegression",
         "LogisticRegressionCV",
-    }
-)
-# Estimators that average `tree_.predict` over their trees: summed here without joblib or per-tree checks.
-_TREE_AVERAGES = frozenset(
-    {
-        "DecisionTreeClassifier",
-        "DecisionTreeRegressor",
-        "ExtraTreeClassifier",
-        "ExtraTreeRegressor",
-        "RandomForestClassifier",
-        "RandomForestRegressor",
-        "ExtraTreesClassifier",
-        "ExtraTreesRegressor",
     }
 )
 
@@ -166,7 +154,7 @@ def _frame_columns(model: Any, description: ModelDescription) -> tuple[list[str]
 
 
 def _trees(model: Any) -> list[Any]:
-    if type(model).__name__ not in _TREE_AVERAGES or getattr(model, "n_outputs_", 1) != 1:
+    if type(model).__name__ not in TREE_AVERAGES or getattr(model, "n_outputs_", 1) != 1:
         return []
     estimators = getattr(model, "estimators_", [model])
     return [estimator.tree_ for estimator in estimators]

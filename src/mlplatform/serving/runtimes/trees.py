@@ -20,26 +20,16 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from mlplatform.serving.runtimes.base import TREE_AVERAGES
+
 ML_DOMAIN = "ai.onnx.ml"
 ML_OPSET = 3  # the first with *_as_tensor (float64) attributes
 ONNX_OPSET = 17
-FOREST_MODELS = frozenset(
-    {
-        "DecisionTreeClassifier",
-        "DecisionTreeRegressor",
-        "ExtraTreeClassifier",
-        "ExtraTreeRegressor",
-        "RandomForestClassifier",
-        "RandomForestRegressor",
-        "ExtraTreesClassifier",
-        "ExtraTreesRegressor",
-    }
-)
 
 
 def builds(model: Any) -> bool:
-    """Whether `forest_to_onnx` takes `model`: a fitted single-output tree or forest of the types above."""
-    return type(model).__name__ in FOREST_MODELS and getattr(model, "n_outputs_", None) == 1
+    """Whether `forest_to_onnx` takes `model`: a fitted single-output tree or forest (TREE_AVERAGES)."""
+    return type(model).__name__ in TREE_AVERAGES and getattr(model, "n_outputs_", None) == 1
 
 
 def forest_to_onnx(model: Any, n_features: int, input_name: str) -> onnx.ModelProto:
