@@ -28,14 +28,6 @@ PROGRESS_READ_SECONDS = 5.0
 STOP_WAIT_SECONDS = 2.0  # a stopping instance waits this long for a run it stopped (boosting stops within it)
 
 
-async def _outcome(future: Any) -> tuple[Any, Exception | None]:
-    """The Dask future's result, or the exception it ended with."""
-    try:
-        return await future, None
-    except Exception as exc:
-        return None, exc
-
-
 @dataclass(frozen=True)
 class GaveUp:
     """The run's worker died once too often: the job fails with this reason."""
@@ -73,45 +65,32 @@ class RunFollower:
     async def until_done(self) -> dict[str, Any] | str | GaveUp:
         """Follow the run until its task ends: its result, or the reason it was lost (a retry may resume
         it), or `GaveUp` when Dask ran it again once too often."""
+        job_id = self.job.id
         beat_every = max(1, round(self.settings.heartbeat_seconds / POLL_SECONDS))
         polls = 0
-        # Awaits the task's outcome from the start, so the loop wakes the moment the task ends (not at its
-        # next poll) and the result is fetched from the worker once.
-        ended = asyncio.ensure_future(_outcome(self.future))
+        while not self.future.done():
+            await asyncio.sleep(POLL_SECONDS)
+            polls += 1
+            await self.report(beat=polls % beat_every == 0)
+            if self.rerun is not None:  # Dask ran the task again: its worker died
+                lost, self.rerun = self.rerun, None
+                if self.job.attempt >= self.settings.max_attempts:
+                    await self.stop()  # before the job ends, so that no checkpoint comes after
+                    return GaveUp(f"gave up after {self.settings.max_attempts} attempts; last: {lost}")
+                if await self.store.retry(job_id, owner=self.owner, at=utcnow(), error=lost) is None:
+                    raise LeaseLost
+                self.job = await self.store.get(job_id)
+                log.warning("training run lost; Dask runs it again", job=job_id, attempt=self.job.attempt)
+            if polls % 4 == 0 and await self._cancel_asked():
+                await self.cancel.set()
+        await self.report(beat=True)
         try:
-            while not ended.done():
-                await asyncio.wait({ended}, timeout=POLL_SECONDS)
-                if ended.done():
-                    break
-                polls += 1
-                if outcome := await self._poll(polls, beat_every):
-                    return outcome
-            await self.report(beat=True)
-            result, error = await ended
-        finally:
-            ended.cancel()
-        if error is not None:
-            if (reason := lost_run(error)) is not None:
+            result: dict[str, Any] = await self.future
+        except Exception as exc:
+            if (reason := lost_run(exc)) is not None:
                 return reason
-            raise error
-        return dict(result)
-
-    async def _poll(self, polls: int, beat_every: int) -> GaveUp | None:
-        """One look at a running task: its progress (and heartbeat), a re-run by Dask, a cancel asked for."""
-        job_id = self.job.id
-        await self.report(beat=polls % beat_every == 0)
-        if self.rerun is not None:  # Dask ran the task again: its worker died
-            lost, self.rerun = self.rerun, None
-            if self.job.attempt >= self.settings.max_attempts:
-                await self.stop()  # before the job ends, so that no checkpoint comes after
-                return GaveUp(f"gave up after {self.settings.max_attempts} attempts; last: {lost}")
-            if await self.store.retry(job_id, owner=self.owner, at=utcnow(), error=lost) is None:
-                raise LeaseLost
-            self.job = await self.store.get(job_id)
-            log.warning("training run lost; Dask runs it again", job=job_id, attempt=self.job.attempt)
-        if polls % 4 == 0 and await self._cancel_asked():
-            await self.cancel.set()
-        return None
+            raise
+        return result
 
     async def stop(self) -> None:
         """Ask the run to stop and wait a little for it (boosting stops within a fraction of a second)."""

@@ -7,6 +7,7 @@ import contextlib
 import io
 import re
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,6 +43,7 @@ from mlplatform.training.store import TrainingJobStore
 
 log = structlog.get_logger(__name__)
 SWEEP_AFTER_SECONDS = (3.0, 10.0)  # an ended job's checkpoints are deleted again after these delays
+CANCEL_VISIBLE_SECONDS = 10.0  # a run's cancel Event stays set this long after its task ended
 _NUMERIC = re.compile(r"^(u?int\d+|float\d*|double|halffloat|bool)$")
 _CLASS_TYPES = re.compile(r"^(u?int\d+|bool|string|large_string)$")
 _STRING = re.compile(r"^(string|large_string|string_view)$")  # categorical features, encoded by the job
@@ -413,8 +415,10 @@ class TrainingService:
             return None
         if isinstance(result, str):
             return result
-        with contextlib.suppress(Exception):
-            await cancel.clear()
+        # A run's cancel Event stays set for a while after its task ends: the peers of a distributed fit look
+        # at it at their own next round, and one that never saw it would wait on the collective (and hold its
+        # worker from the next job). Cleared then, which also frees it on the scheduler.
+        self._later(cancel.clear, CANCEL_VISIBLE_SECONDS, f"cancel-clear-{job.id}")
         if result["status"] == "cancelled" or (await self.store.get(job.id)).cancel_requested:
             await self._end(job.id, "cancelled")
             log.info("training job cancelled", job=job.id)
@@ -482,6 +486,18 @@ class TrainingService:
         sweep = asyncio.create_task(self._sweep_later(job_id), name=f"checkpoint-sweep-{job_id}")
         self.sweeps.add(sweep)
         sweep.add_done_callback(self.sweeps.discard)
+
+    def _later(self, step: Callable[[], Awaitable[Any]], delay: float, name: str) -> None:
+        """Run `step` after `delay` seconds, best effort (stopped with the service)."""
+
+        async def run() -> None:
+            await asyncio.sleep(delay)
+            with contextlib.suppress(Exception):
+                await step()
+
+        task = asyncio.create_task(run(), name=name)
+        self.sweeps.add(task)
+        task.add_done_callback(self.sweeps.discard)
 
     async def _sweep_later(self, job_id: str) -> None:
         """Delete the job's checkpoints again once any run of it still on Dask (one that cannot be interrupted
