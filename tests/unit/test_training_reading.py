@@ -22,7 +22,7 @@ from mlplatform.settings import StorageSettings
 from mlplatform.stores.artifacts import create_artifact_store
 from mlplatform.training import worker
 
-ROWS = 70_001  # more than two of numeric_matrix's blocks, and not a multiple of one
+ROWS = 70_001  # more than two of numeric_matrices' blocks, and not a multiple of one
 
 
 def dataset() -> pa.Table:

@@ -42,7 +42,7 @@ from mlplatform.training.search import DEFAULT_METRIC, best_trial, checked_searc
 from mlplatform.training.store import TrainingJobStore
 
 log = structlog.get_logger(__name__)
-SWEEP_AFTER_SECONDS = (3.0, 10.0)  # an ended job's checkpoints are deleted again after these delays
+SWEEP_AFTER_SECONDS = (3.0, 13.0)  # an ended job's checkpoints are deleted again this long after it ended
 CANCEL_VISIBLE_SECONDS = 10.0  # a run's cancel Event stays set this long after its task ended
 _NUMERIC = re.compile(r"^(u?int\d+|float\d*|double|halffloat|bool)$")
 _CLASS_TYPES = re.compile(r"^(u?int\d+|bool|string|large_string)$")
@@ -483,9 +483,10 @@ class TrainingService:
             await self._count(job_id)
         await self._disown(job_id)
         await self._delete_checkpoints(job_id)
-        sweep = asyncio.create_task(self._sweep_later(job_id), name=f"checkpoint-sweep-{job_id}")
-        self.sweeps.add(sweep)
-        sweep.add_done_callback(self.sweeps.discard)
+        # Deleted again once any run of it still on Dask (one that cannot be interrupted mid-round, or a stray
+        # an earlier instance left) has had time to notice it lost the job.
+        for delay in SWEEP_AFTER_SECONDS:
+            self._later(lambda: self._delete_checkpoints(job_id), delay, f"checkpoint-sweep-{job_id}")
 
     def _later(self, step: Callable[[], Awaitable[Any]], delay: float, name: str) -> None:
         """Run `step` after `delay` seconds, best effort (stopped with the service)."""
@@ -498,13 +499,6 @@ class TrainingService:
         task = asyncio.create_task(run(), name=name)
         self.sweeps.add(task)
         task.add_done_callback(self.sweeps.discard)
-
-    async def _sweep_later(self, job_id: str) -> None:
-        """Delete the job's checkpoints again once any run of it still on Dask (one that cannot be interrupted
-        mid-round, or a stray an earlier instance left) has had time to notice it lost the job."""
-        for delay in SWEEP_AFTER_SECONDS:
-            await asyncio.sleep(delay)
-            await self._delete_checkpoints(job_id)
 
     async def _disown(self, job_id: str) -> None:
         """No run owns the ended job: a run of it still on Dask stops before writing another checkpoint."""

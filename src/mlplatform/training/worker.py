@@ -164,12 +164,6 @@ def numeric_matrices(
     return train, val
 
 
-def numeric_matrix(table: Any, features: list[str]) -> npt.NDArray[np.float64]:
-    """Every row of the number and boolean columns of an Arrow table as one C-ordered float64 matrix."""
-    roles = np.full(table.num_rows, TRAIN, dtype=np.int8)
-    return numeric_matrices(table.select(features).to_batches(), features, roles)[0]
-
-
 def _floats(array: Any) -> npt.NDArray[np.float64]:
     import pyarrow as pa
 
