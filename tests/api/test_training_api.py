@@ -149,8 +149,58 @@ async def test_other_algorithms_train_register_in_a_safe_format_and_predict(
         "/api/ml/predict", json={"model": "houses", "features": {"x1": 2.0, "x2": 1.0, "x3": -1.0, "flag": 0}}
     )
     assert predicted.status_code == 200, predicted.text
-    expected = "yes" if target == "label" else pytest.approx(8.0, abs=2.5)
-    assert predicted.json()["prediction"] == expected
+    if target == "label":
+        assert predicted.json()["prediction"] == "yes"
+    else:  # the forest is seeded (the job's seed, 0): scikit-learn's own on the same rows predicts the same
+        from sklearn.ensemble import RandomForestRegressor
+        from sklearn.metrics import r2_score
+
+        X_train, y_train, X_val, y_val = split("price")
+        local = RandomForestRegressor(**hyperparameters, random_state=0).fit(X_train, y_train)
+        assert job["metrics"]["r2"] == pytest.approx(r2_score(y_val, local.predict(X_val)))
+        row = np.array([[2.0, 1.0, -1.0, 0.0]])
+        assert predicted.json()["prediction"] == pytest.approx(local.predict(row)[0], rel=1e-6)
+
+
+def split(target: str, seed: int = 0) -> tuple[Any, Any, Any, Any]:
+    """`table()`'s training and validation rows as a job splits them (x1..x3, flag; the dataset's order)."""
+    from sklearn.model_selection import train_test_split
+
+    _, data = table()
+    X = np.column_stack([data["x"], np.arange(300) % 2]).round(6)
+    y = (data["label"] == "yes").astype(int) if target == "label" else data["price"].round(6)
+    stratify = y if target == "label" else None
+    train, val = train_test_split(np.arange(len(y)), test_size=0.2, random_state=seed, stratify=stratify)
+    train, val = np.sort(train), np.sort(val)
+    return X[train], y[train], X[val], y[val]
+
+
+async def test_a_job_is_reproducible_from_its_seed(make_app: AppFactory, scheduler: str) -> None:
+    """The same job twice trains the same forest (bootstrap and split from its seed); another seed another."""
+    client, _, dataset = await app_with_dataset(make_app, scheduler)
+    hyperparameters = {"n_estimators": 10, "max_depth": 3}
+    jobs = []
+    for seed in (7, 7, 8):
+        body = job_body(dataset, algorithm="random_forest", target="price", hyperparameters=hyperparameters)
+        response = await client.post("/api/ml/training-jobs", json={**body, "seed": seed})
+        assert response.status_code == 202, response.text
+        assert response.json()["seed"] == seed
+        jobs.append(await wait_for(client, response.json()["id"], TERMINAL))
+    assert [job["state"] for job in jobs] == ["succeeded"] * 3
+    assert jobs[0]["metrics"] == jobs[1]["metrics"] != jobs[2]["metrics"]
+    row = {"x1": 1.5, "x2": 0.0, "x3": -0.5, "flag": 1}
+    answers = [
+        (await client.post("/api/ml/predict", json={"model": f"houses/{n}", "features": row})).json()
+        for n in (1, 2, 3)
+    ]
+    assert answers[0]["prediction"] == answers[1]["prediction"] != answers[2]["prediction"]
+    # the job's metrics are scikit-learn's forest with random_state = the seed, on the split that seed draws
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.metrics import r2_score
+
+    X_train, y_train, X_val, y_val = split("price", seed=8)
+    local = RandomForestRegressor(**hyperparameters, random_state=8).fit(X_train, y_train)
+    assert jobs[2]["metrics"]["r2"] == pytest.approx(r2_score(y_val, local.predict(X_val)))
 
 
 async def test_a_long_job_reports_progress_and_cancels_leaving_nothing(
@@ -202,6 +252,8 @@ async def test_each_bad_input_is_422_naming_the_field_and_queues_nothing(
         ({"algorithm": "lightgbm", "hyperparameters": {"num_leaves": 1}}, "hyperparameters.num_leaves"),
         ({"algorithm": "logistic_regression", "hyperparameters": {"C": "x"}}, "hyperparameters.C"),
         ({"target": "nope"}, "target"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**31}, "seed"),
         ({"dataset": "01NOTADATASET"}, "dataset"),
         ({"model": "Bad Name!"}, "model"),
         ({"model": "houses-v3"}, "model"),

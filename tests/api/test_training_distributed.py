@@ -177,7 +177,7 @@ async def test_lightgbm_dask_trains_a_regression_when_asked_and_predicts_the_sam
 
 @pytest.mark.parametrize("algorithm", ["xgboost", "lightgbm"])
 async def test_a_distributed_job_cancels_on_every_worker_and_leaves_nothing(
-    make_app: AppFactory, scheduler: str, algorithm: str
+    make_app: AppFactory, scheduler: str, task_stream: Any, algorithm: str
 ) -> None:
     client, platform = await make_app(jobs={"scheduler": scheduler})
     content, _ = parquet(4000, row_group=500)
@@ -193,6 +193,11 @@ async def test_a_distributed_job_cancels_on_every_worker_and_leaves_nothing(
     assert job["state"] == "running" and 0 < job["progress"]["fraction"] < 1, job
     assert (await client.post(f"/api/ml/training-jobs/{submitted['id']}/cancel")).status_code == 202
     job = await wait_for(client, submitted["id"], TERMINAL, timeout=15)
+    # Ended only once no worker still trains it (a LightGBM part ending after its job would free the
+    # process-global network of the next job's part on that worker).
+    running = await task_stream.processing()
+    part = {"xgboost": "do_train-", "lightgbm": "_train_part-"}[algorithm]
+    assert not [key for keys in running.values() for key in keys if str(key).startswith(part)]
     assert job["state"] == "cancelled" and job["version_id"] is None
     assert (await client.get("/api/ml/models/big")).status_code == 404
     assert await platform.artifacts.list("models/") == []
@@ -201,6 +206,45 @@ async def test_a_distributed_job_cancels_on_every_worker_and_leaves_nothing(
     request["hyperparameters"] = {"n_estimators": 5}
     again = (await client.post("/api/ml/training-jobs", json=request)).json()
     assert (await wait_for(client, again["id"], TERMINAL))["state"] == "succeeded"
+
+
+async def test_a_cancelled_lightgbm_fit_returns_only_once_every_part_has_ended(
+    task_stream: Any, tmp_path: Path
+) -> None:
+    """The job's own task, run directly: `lightgbm.dask` raises as soon as one part stops, and the task
+    waits for the others before it answers `cancelled` (the service then lets the next job onto the same
+    worker processes, whose LightGBM network is global to the process)."""
+    from distributed import Event, Variable
+
+    from mlplatform.training.distributed import run_distributed
+
+    content, _ = parquet(4000, row_group=500)
+    (tmp_path / "data.parquet").write_bytes(content)
+    spec = {
+        "job_id": "direct",
+        "storage": {"url": f"file://{tmp_path}"},
+        "dataset_key": "data.parquet",
+        "target": "label",
+        "features": FEATURES,
+        "task": "classification",
+        "algorithm": "lightgbm",
+        "hyperparameters": {"n_estimators": 200_000, "num_leaves": 7},
+        "validation_fraction": 0.2,
+        "distributed": True,
+        "progress_name": "direct-progress",
+        "cancel_name": "direct-cancel",
+    }
+    progress = Variable(spec["progress_name"], client=task_stream)
+    await progress.set({})
+    future = task_stream.submit(run_distributed, spec, pure=False)
+    async with asyncio.timeout(60):
+        while not ((await progress.get()) or {}).get("progress", {}).get("current"):
+            await asyncio.sleep(0.05)
+    await Event(spec["cancel_name"], client=task_stream).set()
+    result = await future
+    running = await task_stream.processing()
+    assert result["status"] == "cancelled"
+    assert not [key for keys in running.values() for key in keys if str(key).startswith("_train_part-")]
 
 
 async def test_distributed_where_it_cannot_run_is_422_naming_it_and_queues_nothing(

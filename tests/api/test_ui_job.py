@@ -42,6 +42,7 @@ async def test_a_search_jobs_page_shows_its_trials_metrics_and_timings(
         text = page.text
         assert f'href="/ui/datasets/{dataset}"' in text and "<strong>label</strong>" in text
         assert "<code>n_estimators=20</code>" in text and "<code>max_depth=3</code>" in text
+        assert '<th scope="row">Seed</th><td>0 ' in text
         assert "grid, 3 trials" in text and "optimising <strong>f1</strong>" in text
         assert 'badge-job-succeeded">succeeded' in text and 'hx-trigger="every 2s"' not in text
         assert f'href="/ui/models/houses/versions/1">{job["version_id"]}</a>' in text

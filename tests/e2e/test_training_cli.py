@@ -83,7 +83,8 @@ def test_train_follows_to_a_registered_version_and_jobs_lists_shows_and_cancels(
     dataset = uploaded.split("uploaded dataset ")[1].split()[0]
     train = ["train", "--dataset", dataset, "--target", "y", "--algorithm", "xgboost"]
 
-    done = cli(*train, "--model", "quick", "--param", "n_estimators=30", "--param", "max_depth=3", "--follow")
+    params = ["--param", "n_estimators=30", "--param", "max_depth=3", "--seed", "5"]
+    done = cli(*train, "--model", "quick", *params, "--follow")
     assert "queued training job" in done.stdout and "succeeded: registered quick-v1-" in done.stdout
     assert "round 30/30" in done.stdout and "accuracy" in done.stdout and "roc_auc" in done.stdout
     job_id = done.stdout.split("queued training job ")[1].split()[0]
@@ -91,6 +92,7 @@ def test_train_follows_to_a_registered_version_and_jobs_lists_shows_and_cancels(
     assert job_id in listed and "succeeded" in listed and "1 training jobs" in listed
     shown = cli("jobs", "show", job_id).stdout
     assert "max_depth" in shown and "validation metrics" in shown and "features: a, b, c" in shown
+    assert "seed: 5" in shown
 
     space = '{"strategy": "grid", "metric": "accuracy", "space": {"max_depth": {"choice": [2, 3]}}}'
     searched = cli(*train, "--model", "quick", "--param", "n_estimators=10", "--search", space, "--follow")

@@ -80,6 +80,16 @@ def estimator_class(algorithm: str, task: Task) -> Any:
     return getattr(importlib.import_module(spec.module), name)
 
 
+def seeded(estimator_type: Any, hyperparameters: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The job's hyperparameters with `random_state` set to its seed where the estimator takes one and the
+    job leaves it out (an explicit value, even null for "a new draw each fit", is kept): the same job on the
+    same data trains the same model (the forest's bootstrap, boosting's row and column sampling)."""
+    params = dict(hyperparameters)
+    if "random_state" not in params and "random_state" in estimator_type().get_params():
+        params["random_state"] = seed
+    return params
+
+
 # What the boosting libraries' scikit-learn wrappers only check once the fit has started (or never): each
 # common parameter's test and what it must be. scikit-learn's estimators check their own (`_validate_params`).
 _INT = (int,)

@@ -171,6 +171,9 @@ def train(
     parent: Annotated[str | None, typer.Option(help="the version this one derives from")] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="key=value; repeat")] = None,
     search: Annotated[str | None, typer.Option(help="a search spec as JSON, or @FILE")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="seeds the split and the estimator's random_state (default 0)")
+    ] = None,
     follow_job: Annotated[bool, typer.Option("--follow", help="show progress until the job ends")] = False,
     url: Url = DEFAULT_URL,
     key: Key = None,
@@ -193,6 +196,8 @@ def train(
         body["validation"] = {k: v for k, v in validation.items() if v is not None}
     if parent is not None:
         body["parent"] = parent
+    if seed is not None:
+        body["seed"] = seed
     if (spec := _search(search)) is not None:
         body["search"] = spec
     job = call_server(url, key, lambda c: c.submit_training_job(**body))
@@ -232,6 +237,7 @@ def show(
     console.print(f"dataset {job['dataset']}  target {escape(job['target'])}  task {job['task']}")
     console.print(f"features: {escape(', '.join(job['features']))}")
     console.print(f"hyperparameters: {escape(json.dumps(job['hyperparameters']))}")
+    console.print(f"seed: {job.get('seed', 0)}")
     details = _describe(job)
     console.print(f"progress: {details['steps']} {details['metric']} {details['eta']}".rstrip())
     if job["metrics"]:

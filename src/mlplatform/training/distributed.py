@@ -30,7 +30,7 @@ import numpy as np
 
 from mlplatform.errors import InvalidInput
 from mlplatform.formats.base import Task
-from mlplatform.training.algorithms import ALGORITHMS, estimator_class
+from mlplatform.training.algorithms import ALGORITHMS, estimator_class, seeded
 from mlplatform.training.checkpoints import WorkerCheckpoints, checkpoints_for, resume_point
 from mlplatform.training.fitting import evaluate, xgboost_booster
 from mlplatform.training.progress import JobCancelled, Reporter
@@ -46,6 +46,8 @@ EVALUATION_ROWS = 200_000  # validation metrics on a random sample of at most th
 REFERENCE_ROWS = 5_000  # training rows kept with the version as its drift reference (as single-worker jobs)
 LABEL = "__mlplatform_label__"
 PEER_LOSS_WAIT = 5.0  # seconds a failed fit waits for the scheduler to report a worker that died
+LIGHTGBM_PART = "_train_part-"  # the keys of lightgbm.dask's per-worker training tasks
+PARTS_END_WAIT = 60.0  # seconds a failed LightGBM fit waits for its parts on the other workers to end
 
 
 def wants_distributed(
@@ -366,9 +368,10 @@ def _fit(
     workers: list[str],
     data: tuple[Any, Any, Any, Any],
 ) -> Any:
-    params = dict(spec["hyperparameters"])
+    single = estimator_class(spec["algorithm"], task)
+    params = seeded(single, spec["hyperparameters"], spec.get("seed", 0))
     total = int(params.get("n_estimators") or 100)
-    name = estimator_class(spec["algorithm"], task).__name__  # XGBClassifier → xgboost.dask.DaskXGBClassifier
+    name = single.__name__  # XGBClassifier → xgboost.dask.DaskXGBClassifier
     X_train, y_train, X_valid, y_valid = data
     library = ALGORITHMS[spec["algorithm"]].library
     if library == "xgboost":
@@ -396,8 +399,29 @@ def _fit(
         evaluation = {"eval_X": (X_valid,), "eval_y": (y_valid,)}
     else:
         evaluation = {"eval_set": [(X_valid, y_valid)]}
-    model.fit(X_train, y_train, callbacks=[progress], **evaluation)
+    try:
+        model.fit(X_train, y_train, callbacks=[progress], **evaluation)
+    except BaseException:
+        _until_parts_end(client, workers)
+        raise
     return model
+
+
+def _until_parts_end(client: Any, workers: list[str], wait: float = PARTS_END_WAIT) -> None:
+    """Wait (at most `wait` seconds) until no part of a failed or cancelled LightGBM fit still runs on the
+    workers. `lightgbm.dask` raises as soon as one part fails, while its peers end a moment later (their next
+    socket read fails): the job must not end before them, or the next job's part on the same worker process
+    has its network freed by the old part's (LightGBM's network is global to the process)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            running = client.processing()  # every worker's: one of `workers` may have died
+        except Exception:  # best effort: the fit's own error is what the job reports
+            return
+        keys = (key for worker in workers for key in running.get(worker, ()))
+        if not any(str(key).startswith(LIGHTGBM_PART) for key in keys):
+            return
+        time.sleep(0.1)
 
 
 def _xgboost_progress(spec: dict[str, Any], total: int, done: int) -> Any:

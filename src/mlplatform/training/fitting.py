@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mlplatform.formats.base import Task
-from mlplatform.training.algorithms import ALGORITHMS, estimator_class
+from mlplatform.training.algorithms import ALGORITHMS, estimator_class, seeded
 from mlplatform.training.checkpoints import WorkerCheckpoints, checkpoints_for, resume_point
 from mlplatform.training.progress import JobCancelled, Reporter
 
@@ -58,8 +58,8 @@ def fit(
     y_val: npt.NDArray[Any],
 ) -> Fitted:
     algorithm = ALGORITHMS[spec["algorithm"]]
-    params = dict(spec["hyperparameters"])
     estimator_type = estimator_class(spec["algorithm"], task)
+    params = seeded(estimator_type, spec["hyperparameters"], spec.get("seed", 0))
     if algorithm.library == "lightgbm":
         with checkpoints_for(spec, "txt") as saved:
             return _fit_lightgbm(estimator_type, params, reporter, X_train, y_train, X_val, y_val, saved)

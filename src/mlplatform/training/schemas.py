@@ -63,6 +63,11 @@ class ValidationSpec(BaseModel):
         return self
 
 
+MAX_SEED = 2**31 - 1  # LightGBM's seed is a C int
+SEED_DESCRIPTION = (
+    "seeds the validation split, the estimator's random_state (unless the hyperparameters set it or "
+    "its alias) and the drift reference sample: the same job on the same data trains the same model"
+)
 SearchStrategy = Literal["random", "grid", "tpe"]
 TrialState = Literal["succeeded", "failed", "cancelled"]
 Choice = str | bool | int | float | None
@@ -136,6 +141,7 @@ class TrainingJobCreate(BaseModel):
     parent: Text | None = Field(None, max_length=300, description="the version this one derives from")
     tags: dict[Text, Text] = {}
     search: SearchSpec | None = Field(None, description="try many hyperparameters, register the best")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description=SEED_DESCRIPTION)
     distributed: bool | None = Field(
         None,
         description="train across every Dask worker (xgboost and lightgbm on a Parquet dataset); default: "
@@ -173,6 +179,7 @@ class TrainingJobRead(BaseModel):
     parent: str | None
     tags: dict[str, str]
     distributed: bool | None = Field(None, description="whether the job trains across every worker")
+    seed: int = Field(0, description=SEED_DESCRIPTION)
     state: JobState
     cancel_requested: bool = False
     progress: JobProgress = JobProgress()

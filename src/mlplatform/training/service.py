@@ -204,6 +204,7 @@ class TrainingService:
             tags=request.tags,
             search=search,
             distributed=distributed,
+            seed=request.seed,
             state="queued",
             created_at=utcnow(),
             created_by=actor,
@@ -313,6 +314,7 @@ class TrainingService:
             if validation is not None
             else None,
             "distributed": bool(job.distributed),
+            "seed": job.seed,
             "progress_name": f"mlplatform-progress-{job.id}",
             "cancel_name": f"mlplatform-cancel-{job.id}",
             "search": job.search.model_dump(by_alias=True) if job.search else None,
