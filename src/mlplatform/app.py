@@ -101,7 +101,8 @@ def build_platform(settings: Settings) -> Platform:
     database = db.Database(settings.database)
     cache = create_cache(settings.cache)
     artifacts = create_artifact_store(settings.storage)
-    lifecycle = Lifecycle()
+    workers = settings.server.workers
+    lifecycle = Lifecycle(workers=workers, folder=metrics.multiprocess if workers > 1 else None)
     engine = DaskEngine(settings.jobs, preload=TRAINING_MODULES)
     health = HealthService(
         checks={"db": database.ping, "cache": cache.ping, "storage": artifacts.ping, "jobs": engine.ping},
@@ -352,7 +353,7 @@ async def start_up(platform: Platform) -> None:
             delay = min(delay * 2, 10.0)
     platform.lifecycle.startup_error = None
     freeze_heap()
-    platform.lifecycle.started = True
+    platform.lifecycle.mark_started()
     log.info("started", profile=platform.settings.profile, version=__version__)
     platform.alerts.notifier.start()
     platform.check_scheduler.start()
@@ -386,6 +387,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             platform.lifecycle.draining = True
+            platform.lifecycle.unmark()
             for task in (starting, watching, sampler):
                 if task is not None:
                     task.cancel()

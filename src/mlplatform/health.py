@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from mlplatform.metrics import Metrics
@@ -23,11 +25,49 @@ class ComponentHealth:
 
 @dataclass
 class Lifecycle:
-    """Start-up work done, and whether the instance is draining before shutdown."""
+    """Start-up work done, and whether the instance is draining before shutdown. In a server of several worker
+    processes (`server.workers`, sharing `folder`), each one marks itself started there, and the instance is
+    ready only when every worker is: a probe answered by the first worker up must not send traffic to one
+    still starting (it would answer 503)."""
 
     started: bool = False
     draining: bool = False
     startup_error: str | None = None
+    workers: int = 1
+    folder: str | None = None
+
+    def mark_started(self) -> None:
+        self.started = True
+        if self.folder is not None:
+            (Path(self.folder) / f"{STARTED_MARK}{os.getpid()}").touch()
+
+    def unmark(self) -> None:
+        if self.folder is not None:
+            (Path(self.folder) / f"{STARTED_MARK}{os.getpid()}").unlink(missing_ok=True)
+
+    def workers_started(self) -> int:
+        """How many of the server's worker processes are started (their mark there, and still running)."""
+        if self.folder is None:
+            return int(self.started)
+        count = 0
+        for mark in Path(self.folder).glob(f"{STARTED_MARK}*"):
+            pid = mark.name.removeprefix(STARTED_MARK)
+            if pid.isdigit() and _running(int(pid)):
+                count += 1
+        return count
+
+
+STARTED_MARK = "started-"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: not one of ours, whose pid was reused
+        return False
+    return True
 
 
 class HealthService:
@@ -95,6 +135,8 @@ class HealthService:
             reasons["lifecycle"] = f"start-up failed: {self.lifecycle.startup_error}"
         elif not self.lifecycle.started:
             reasons["lifecycle"] = "starting"
+        elif self.lifecycle.workers > 1 and (up := self.lifecycle.workers_started()) < self.lifecycle.workers:
+            reasons["lifecycle"] = f"starting: {up} of {self.lifecycle.workers} worker processes started"
         parts = await self.components([n for n in self.readiness_components if n in self.checks])
         for name, part in parts.items():
             if part.status == "DOWN":

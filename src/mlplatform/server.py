@@ -13,6 +13,7 @@ from typing import Any
 import uvicorn
 
 from mlplatform import db
+from mlplatform.health import STARTED_MARK
 from mlplatform.httpwire import http_protocol
 from mlplatform.metrics import MULTIPROCESS_ENV
 from mlplatform.settings import Settings
@@ -95,7 +96,7 @@ def multiprocess_metrics() -> Iterator[Path]:
     if given:
         folder = Path(given)
         folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob("*.db"):
+        for stale in [*folder.glob("*.db"), *folder.glob(f"{STARTED_MARK}*")]:
             stale.unlink()
         yield folder
         return

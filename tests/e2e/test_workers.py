@@ -68,7 +68,9 @@ def test_two_workers_count_every_prediction_in_every_scrape_and_share_key_revoca
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         }
     )
-    server.wait_for("/actuator/health/readiness")
+    ready = server.wait_for("/actuator/health/readiness")
+    # Ready only once both workers are: each marked itself started in the shared folder.
+    assert len(list(metrics_dir.glob("started-*"))) == 2, ready.text
     register_model(server, tmp_path)
     known = 0  # the worker that registered it tells the other through Redis: wait until both know the model
     deadline = time.monotonic() + 30
