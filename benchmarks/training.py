@@ -174,7 +174,7 @@ ALGORITHMS = {  # algorithm: (rows attribute of the profile, hyperparameters giv
 
 def direct_fit(algorithm: str, params: dict[str, Any], table: pa.Table) -> float:
     """The library itself on the job's split (the rows sklearn's train_test_split holds out, stratified,
-    seed 0, in the dataset's order), one thread."""
+    seed 0, in the dataset's order), one thread, random_state 0 as the job's seed gives it: the same model."""
     import lightgbm
     import xgboost
     from sklearn.ensemble import RandomForestClassifier
@@ -187,17 +187,17 @@ def direct_fit(algorithm: str, params: dict[str, Any], table: pa.Table) -> float
     X_train, X_val, y_train, y_val = X[train], X[val], y[train], y[val]
     started = time.perf_counter()
     if algorithm == "xgboost":
-        xgboost.XGBClassifier(**params, n_jobs=1).fit(
+        xgboost.XGBClassifier(**params, n_jobs=1, random_state=0).fit(
             X_train, y_train, eval_set=[(X_val, y_val)], verbose=False
         )
     elif algorithm == "lightgbm":
-        model = lightgbm.LGBMClassifier(**params, n_jobs=1, verbose=-1)
+        model = lightgbm.LGBMClassifier(**params, n_jobs=1, verbose=-1, random_state=0)
         if "eval_X" in inspect.signature(model.fit).parameters:  # lightgbm >= 4.7 deprecates eval_set
             model.fit(X_train, y_train, eval_X=(X_val,), eval_y=(y_val,))
         else:
             model.fit(X_train, y_train, eval_set=[(X_val, y_val)])
     else:
-        RandomForestClassifier(**params, n_jobs=1).fit(X_train, y_train)
+        RandomForestClassifier(**params, n_jobs=1, random_state=0).fit(X_train, y_train)
     return time.perf_counter() - started
 
 
