@@ -284,7 +284,8 @@ def runtimes(multiclass: Any, regression: Any) -> list[tuple[Runtime, int | None
     return [
         (
             native_runtime(
-                RandomForestClassifier(n_estimators=5).fit(X, y), describe(Framework.SKLEARN, (0, 1, 2))
+                RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y),
+                describe(Framework.SKLEARN, (0, 1, 2)),
             ),
             3,
         ),
