@@ -10,7 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import structlog
+
 from mlplatform.metrics import Metrics
+
+log = structlog.get_logger(__name__)
 
 Status = Literal["UP", "DOWN"]
 Check = Callable[[], Awaitable[None]]
@@ -39,7 +43,10 @@ class Lifecycle:
     def mark_started(self) -> None:
         self.started = True
         if self.folder is not None:
-            (Path(self.folder) / f"{STARTED_MARK}{os.getpid()}").touch()
+            try:
+                (Path(self.folder) / f"{STARTED_MARK}{os.getpid()}").touch()
+            except OSError as exc:  # readiness then says how many workers it sees started
+                log.error("cannot mark this worker started", folder=self.folder, error=str(exc))
 
     def unmark(self) -> None:
         if self.folder is not None:

@@ -54,3 +54,11 @@ async def test_a_single_process_server_needs_no_folder() -> None:
     lifecycle.unmark()
     assert lifecycle.workers_started() == 1
     assert await health(lifecycle).readiness() == (True, {})
+
+
+async def test_a_folder_that_cannot_be_written_leaves_the_instance_not_ready(tmp_path: Path) -> None:
+    lifecycle = Lifecycle(workers=2, folder=str(tmp_path / "gone"))
+    lifecycle.mark_started()  # logged, not raised: the rest of start-up goes on
+    assert lifecycle.started and lifecycle.workers_started() == 0
+    ready, reasons = await health(lifecycle).readiness()
+    assert not ready and reasons == {"lifecycle": "starting: 0 of 2 worker processes started"}
