@@ -90,12 +90,12 @@ async def test_checkpoints_are_written_while_a_job_runs_and_deleted_when_it_succ
 ) -> None:
     client, platform = await make_app(jobs=jobs_settings(cluster))
     dataset = await upload(client)
-    body = job_body(dataset, hyperparameters={"n_estimators": 600, "max_depth": 6})
+    body = job_body(dataset, hyperparameters=LONG)  # seconds: long enough to see a checkpoint under load
     job_id = (await client.post("/api/ml/training-jobs", json=body)).json()["id"]
     found = await wait_for_checkpoint(client, platform, job_id)
     assert len(found) <= 2 and all(key.endswith(".ubj") for key in found)  # only the latest is kept
     job = await wait_for(client, job_id, TERMINAL)
-    assert job["state"] == "succeeded" and job["progress"]["current"] == 600, job
+    assert job["state"] == "succeeded" and job["progress"]["current"] == LONG["n_estimators"], job
     assert job["resumed_from"] is None and job["lease_owner"] is None and job["attempt"] == 1
     await no_checkpoints_left(platform, job_id)
 
@@ -112,6 +112,7 @@ async def test_a_cancelled_job_leaves_no_checkpoint(make_app: AppFactory, cluste
     await client.post(f"/api/ml/training-jobs/{job_id}/cancel")
     job = await wait_for(client, job_id, TERMINAL)
     assert job["state"] == "cancelled" and job["version_id"] is None
+    assert await checkpoints(platform, job_id) == []  # deleted before the job reads as ended
     await no_checkpoints_left(platform, job_id)
 
 

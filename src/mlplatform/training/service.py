@@ -474,17 +474,19 @@ class TrainingService:
         return created.id
 
     async def _end(self, job_id: str, state: JobState, **values: Any) -> None:
-        """The job's final state (while this instance holds its lease), then its checkpoints deleted."""
+        """The job's checkpoints deleted, then its final state (while this instance holds its lease): a job
+        that reads as ended has none left. Its run has returned; a stray one is swept below."""
+        current = await self.store.get(job_id)
         progress = None
         if state == "succeeded":
-            current = (await self.store.get(job_id)).progress
-            progress = current.model_copy(update={"fraction": 1.0, "eta_seconds": 0.0})
+            progress = current.progress.model_copy(update={"fraction": 1.0, "eta_seconds": 0.0})
+        if current.lease_owner == self.instance:  # else the instance that took it over resumes from them
+            await self._delete_checkpoints(job_id)
         if await self.store.finish(
             job_id, state, at=utcnow(), progress=progress, owner=self.instance, **values
         ):
             await self._count(job_id)
         await self._disown(job_id)
-        await self._delete_checkpoints(job_id)
         # Deleted again once any run of it still on Dask (one that cannot be interrupted mid-round, or a stray
         # an earlier instance left) has had time to notice it lost the job.
         for delay in SWEEP_AFTER_SECONDS:
