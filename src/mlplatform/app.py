@@ -101,8 +101,9 @@ def build_platform(settings: Settings) -> Platform:
     database = db.Database(settings.database)
     cache = create_cache(settings.cache)
     artifacts = create_artifact_store(settings.storage)
-    workers = settings.server.workers
-    lifecycle = Lifecycle(workers=workers, folder=metrics.multiprocess if workers > 1 else None)
+    # Workers count each other only through serve's shared folder (an app built without one is on its own).
+    shared = metrics.multiprocess if settings.server.workers > 1 else None
+    lifecycle = Lifecycle(workers=settings.server.workers if shared else 1, folder=shared)
     engine = DaskEngine(settings.jobs, preload=TRAINING_MODULES)
     health = HealthService(
         checks={"db": database.ping, "cache": cache.ping, "storage": artifacts.ping, "jobs": engine.ping},
