@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mlplatform.health import STARTED_MARK, HealthService, Lifecycle
 from mlplatform.metrics import Metrics
 
@@ -62,3 +64,23 @@ async def test_a_folder_that_cannot_be_written_leaves_the_instance_not_ready(tmp
     assert lifecycle.started and lifecycle.workers_started() == 0
     ready, reasons = await health(lifecycle).readiness()
     assert not ready and reasons == {"lifecycle": "starting: 0 of 2 worker processes started"}
+
+
+def test_an_app_without_serves_shared_folder_counts_only_itself(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from mlplatform.app import build_platform
+    from mlplatform.metrics import MULTIPROCESS_ENV
+    from mlplatform.settings import Settings
+
+    monkeypatch.delenv(MULTIPROCESS_ENV, raising=False)
+    settings = Settings.model_validate(
+        {
+            "server": {"workers": 2},
+            "cache": {"url": "redis://127.0.0.1:6379/0"},
+            "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/db.sqlite"},
+            "storage": {"url": f"file://{tmp_path}/store"},
+        }
+    )
+    lifecycle = build_platform(settings).lifecycle  # nothing connects until used
+    assert (lifecycle.workers, lifecycle.folder) == (1, None)
